@@ -1,0 +1,555 @@
+// The pure compile step: TenantPolicies, MailRoutes and Services in; a hashed, deterministic
+// RelayConfig and one status per Mail-Plus resource out. Everything the relay must not decide on
+// its own is settled here: validity, domain ownership, route order, upstream addresses, defaults.
+import { canonicalJson, hashConfig } from '../../relay/config/hash.ts';
+import type { Limits, RelayConfig, Route, Tenant, Upstream } from '../../relay/config/types.gen.ts';
+import { parseCidr } from '../../relay/routing/cidr.ts';
+import { normalizeDomainClaim, type Pattern, parsePattern } from '../../relay/routing/match.ts';
+import type { MailRoute, MailRouteSpec, TenantPolicy } from '../api/types.gen.ts';
+import { resourceKey, resourceLabel, type Service } from '../resources/types.ts';
+import { parseByteQuantity, parseDurationSeconds } from '../resources/units.ts';
+import { validateMailRoute, validateTenantPolicy } from '../resources/validate.ts';
+import { type Conflict, makeStatus, REASONS, type ResourceStatus, type StatusCondition } from './status.ts';
+
+export interface CompileInput {
+  tenantPolicies: TenantPolicy[];
+  mailRoutes: MailRoute[];
+  services: Service[];
+}
+
+// biome-ignore lint/complexity/noBannedTypes: reserved for future options.
+export type CompileOptions = {};
+
+export interface CompileResult {
+  config: RelayConfig;
+  /** Keyed 'Kind/namespace/name' for every TenantPolicy and MailRoute in the input. */
+  statuses: Map<string, ResourceStatus>;
+}
+
+export const DEFAULT_REJECT_MESSAGE = 'Message rejected by policy';
+/** What a forward route whose upstreams all fail to resolve answers, so mail is deferred, not misrouted. */
+export const UNRESOLVED_REPLY = {
+  code: 451,
+  enhancedCode: '4.4.1',
+  message: 'Upstream unavailable, try again later',
+};
+
+interface Meta {
+  kind: 'TenantPolicy' | 'MailRoute';
+  namespace: string;
+  name: string;
+  key: string;
+  label: string;
+  generation: number | undefined;
+  created: number;
+}
+
+function metaOf(kind: 'TenantPolicy' | 'MailRoute', obj: { metadata?: Record<string, unknown> }): Meta {
+  const md = (obj.metadata ?? {}) as Record<string, unknown>;
+  const namespace = typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default';
+  const name = typeof md.name === 'string' ? md.name : '';
+  const ts = typeof md.creationTimestamp === 'string' ? Date.parse(md.creationTimestamp) : Number.NaN;
+  return {
+    kind,
+    namespace,
+    name,
+    key: resourceKey(kind, namespace, name),
+    label: resourceLabel(kind, namespace, name),
+    generation: typeof md.generation === 'number' ? md.generation : undefined,
+    // Missing timestamps (files) count as newest.
+    created: Number.isFinite(ts) ? ts : Number.POSITIVE_INFINITY,
+  };
+}
+
+const cmpStr = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+/** Older first; equal or missing timestamps fall back to namespace/name. */
+const byAge = (a: Meta, b: Meta): number =>
+  (a.created === b.created ? 0 : a.created < b.created ? -1 : 1) ||
+  cmpStr(a.namespace, b.namespace) ||
+  cmpStr(a.name, b.name);
+
+function listText(items: string[], max = 10): string {
+  return items.length <= max
+    ? items.join(', ')
+    : `${items.slice(0, max).join(', ')} and ${items.length - max} more`;
+}
+
+interface PolicyEntry {
+  meta: Meta;
+  spec: TenantPolicy['spec'];
+  /** Normalised claims with the index of the spec.domains entry. */
+  claims: Array<{ claim: string; index: number }>;
+  owned: Set<string>;
+  lost: Conflict[];
+}
+
+interface RouteEntry {
+  meta: Meta;
+  spec: MailRouteSpec;
+  recipients: Array<{ pattern: Pattern; index: number }>;
+  senders: Pattern[];
+}
+
+function invalid(
+  generation: number | undefined,
+  errors: Array<{ field: string; message: string }>,
+): ResourceStatus {
+  const message = listText(
+    errors.map((e) => (e.field ? `${e.field}: ${e.message}` : e.message)),
+    20,
+  );
+  return makeStatus(
+    generation,
+    { status: 'False', reason: REASONS.invalidSpec, message },
+    { status: 'Unknown', reason: REASONS.notChecked, message: 'not checked: the spec is invalid' },
+  );
+}
+
+/** Keeps one object per key, independent of input order (largest generation, then canonical text). */
+function dedupe<T extends { metadata?: unknown }>(
+  kind: 'TenantPolicy' | 'MailRoute',
+  items: T[],
+): Array<[Meta, T]> {
+  const byKey = new Map<string, [Meta, T]>();
+  for (const item of items) {
+    const meta = metaOf(kind, item as { metadata?: Record<string, unknown> });
+    const prev = byKey.get(meta.key);
+    if (!prev) {
+      byKey.set(meta.key, [meta, item]);
+      continue;
+    }
+    const g = meta.generation ?? 0;
+    const pg = prev[0].generation ?? 0;
+    if (g > pg || (g === pg && canonicalJson(item) < canonicalJson(prev[1])))
+      byKey.set(meta.key, [meta, item]);
+  }
+  return [...byKey.values()].sort((a, b) => cmpStr(a[0].key, b[0].key));
+}
+
+function ownerOfPattern(
+  p: Pattern,
+  exact: Map<string, string>,
+  wildcard: Map<string, string>,
+): string | undefined {
+  if (p.kind !== 'subdomains') {
+    const e = exact.get(p.domain);
+    if (e !== undefined) return e;
+  } else {
+    const w = wildcard.get(p.domain);
+    if (w !== undefined) return w;
+  }
+  const d = p.domain;
+  for (let dot = d.indexOf('.'); dot >= 0; dot = d.indexOf('.', dot + 1)) {
+    const w = wildcard.get(d.slice(dot + 1));
+    if (w !== undefined) return w;
+  }
+  return undefined;
+}
+
+function compileLimits(spec: TenantPolicy['spec']): Limits {
+  const limits: Limits = {};
+  const l = spec.limits;
+  if (!l) return limits;
+  if (l.maxMessageSize !== undefined) {
+    const r = parseByteQuantity(l.maxMessageSize);
+    if (r.ok) limits.maxMessageSize = r.value;
+  }
+  if (l.maxRecipients !== undefined) limits.maxRecipients = l.maxRecipients;
+  if (l.rate) {
+    const per = parseDurationSeconds(l.rate.per);
+    if (per.ok) limits.rate = { messages: l.rate.messages, perSeconds: per.value };
+  }
+  return limits;
+}
+
+function hostUpstream(host: string, port: number, u: UpstreamSpec): Upstream {
+  const out: Upstream = {
+    host,
+    port,
+    tls: u.tls ?? 'opportunistic',
+    verify: !(u.insecureSkipVerify ?? false),
+  };
+  if (u.serverName !== undefined && u.serverName !== '') out.serverName = u.serverName.toLowerCase();
+  return out;
+}
+
+type UpstreamSpec = NonNullable<MailRouteSpec['forward']>['upstreams'][number];
+
+function resolveUpstreams(
+  namespace: string,
+  upstreams: UpstreamSpec[],
+  services: Map<string, Service>,
+  usedServices: Set<string>,
+): { upstreams: Upstream[]; problems: Array<{ reason: string; message: string }> } {
+  const out: Upstream[] = [];
+  const problems: Array<{ reason: string; message: string }> = [];
+  upstreams.forEach((u, i) => {
+    if (u.host !== undefined) {
+      const bare = u.host.startsWith('[') && u.host.endsWith(']') ? u.host.slice(1, -1) : u.host;
+      out.push(hostUpstream(bare.toLowerCase(), u.port ?? 25, u));
+      return;
+    }
+    if (!u.service) return;
+    const field = `spec.forward.upstreams[${i}].service`;
+    const svcKey = `${namespace}/${u.service.name}`;
+    const svc = services.get(svcKey);
+    if (!svc) {
+      problems.push({
+        reason: REASONS.serviceNotFound,
+        message: `${field}: Service ${svcKey} not found; create it or fix the name`,
+      });
+      return;
+    }
+    usedServices.add(svcKey);
+    const ports = svc.spec?.ports ?? [];
+    const want = u.service.port;
+    const port =
+      typeof want === 'number'
+        ? ports.find((p) => p.port === want)
+        : (ports.find((p) => p.name === want) ??
+          (/^[0-9]+$/.test(want) ? ports.find((p) => p.port === Number(want)) : undefined));
+    if (!port) {
+      const have = ports.map((p) => (p.name ? `${p.name} (${p.port})` : String(p.port)));
+      problems.push({
+        reason: REASONS.servicePortNotFound,
+        message: `${field}.port: Service ${svcKey} has no port ${JSON.stringify(want)}; it has ${have.length > 0 ? have.join(', ') : 'no ports'}`,
+      });
+      return;
+    }
+    const ip = svc.spec?.clusterIP;
+    const host = ip && ip !== 'None' ? ip : `${u.service.name}.${namespace}.svc`;
+    out.push(hostUpstream(host, port.port, u));
+  });
+  return { upstreams: out, problems };
+}
+
+const bySpecificity = (a: Pattern, b: Pattern): number => a.rank - b.rank || cmpStr(a.text, b.text);
+
+export function compile(input: CompileInput, _options: CompileOptions = {}): CompileResult {
+  const statuses = new Map<string, ResourceStatus>();
+  const sources = new Map<string, number>();
+
+  // Services by namespace/name.
+  const services = new Map<string, Service>();
+  for (const svc of [...input.services].sort((a, b) =>
+    cmpStr(`${a.metadata.namespace}/${a.metadata.name}`, `${b.metadata.namespace}/${b.metadata.name}`),
+  )) {
+    services.set(`${svc.metadata.namespace ?? 'default'}/${svc.metadata.name}`, svc);
+  }
+
+  // 1. Validate TenantPolicies, one per namespace (the oldest).
+  const policiesByNs = new Map<string, PolicyEntry[]>();
+  for (const [meta, raw] of dedupe('TenantPolicy', input.tenantPolicies)) {
+    const v = validateTenantPolicy(raw);
+    if (!v.value) {
+      statuses.set(meta.key, invalid(meta.generation, v.errors));
+      continue;
+    }
+    const claims: PolicyEntry['claims'] = [];
+    const seen = new Set<string>();
+    v.value.spec.domains.forEach((d, index) => {
+      const r = normalizeDomainClaim(d);
+      if (r.ok && !seen.has(r.value)) {
+        seen.add(r.value);
+        claims.push({ claim: r.value, index });
+      }
+    });
+    const entry: PolicyEntry = { meta, spec: v.value.spec, claims, owned: new Set(), lost: [] };
+    const list = policiesByNs.get(meta.namespace);
+    if (list) list.push(entry);
+    else policiesByNs.set(meta.namespace, [entry]);
+  }
+  const policies: PolicyEntry[] = [];
+  for (const list of policiesByNs.values()) {
+    list.sort((a, b) => byAge(a.meta, b.meta));
+    policies.push(list[0]);
+    for (const loser of list.slice(1)) {
+      statuses.set(
+        loser.meta.key,
+        makeStatus(
+          loser.meta.generation,
+          {
+            status: 'False',
+            reason: REASONS.conflicted,
+            message: `namespace ${loser.meta.namespace} already has the older ${list[0].meta.label}; only one TenantPolicy per namespace is honoured: merge this one into it and delete it`,
+          },
+          { status: 'True', reason: REASONS.resolvedRefs, message: 'no references' },
+        ),
+      );
+    }
+  }
+  policies.sort((a, b) => byAge(a.meta, b.meta));
+
+  // 2. Domain ownership: identical claims go to the oldest policy (then namespace/name). Different
+  // claims never conflict: at run time an exact claim beats a wildcard, a longer suffix a shorter one.
+  const claimOwner = new Map<string, PolicyEntry>();
+  for (const p of policies) {
+    for (const { claim, index } of p.claims) {
+      const holder = claimOwner.get(claim);
+      if (holder) {
+        p.lost.push({ field: `spec.domains[${index}]`, value: claim, winner: holder.meta.label });
+      } else {
+        claimOwner.set(claim, p);
+        p.owned.add(claim);
+      }
+    }
+  }
+  const exactOwner = new Map<string, string>();
+  const wildcardOwner = new Map<string, string>();
+  for (const [claim, p] of claimOwner) {
+    if (claim.startsWith('*.')) wildcardOwner.set(claim.slice(2), p.meta.namespace);
+    else exactOwner.set(claim, p.meta.namespace);
+  }
+
+  const tenantByNs = new Map<string, PolicyEntry>();
+  const rejectedPolicyByNs = new Map<string, string>();
+  for (const p of policies) {
+    const lostText = p.lost.map((c) => `${c.value} (held by ${c.winner})`);
+    if (p.owned.size === 0) {
+      statuses.set(
+        p.meta.key,
+        makeStatus(
+          p.meta.generation,
+          {
+            status: 'False',
+            reason: REASONS.domainClaimedByOtherTenant,
+            message: `every domain is claimed by an older TenantPolicy: ${listText(lostText)}; use other domains or ask the holder to release them`,
+          },
+          { status: 'True', reason: REASONS.resolvedRefs, message: 'no references' },
+          p.lost,
+        ),
+      );
+      rejectedPolicyByNs.set(
+        p.meta.namespace,
+        `${p.meta.label} is not accepted: every domain is claimed by another tenant`,
+      );
+      continue;
+    }
+    tenantByNs.set(p.meta.namespace, p);
+    sources.set(p.meta.key, p.meta.generation ?? 0);
+    statuses.set(
+      p.meta.key,
+      makeStatus(
+        p.meta.generation,
+        p.lost.length > 0
+          ? {
+              status: 'True',
+              reason: REASONS.domainClaimedByOtherTenant,
+              message: `accepted for ${listText([...p.owned].sort())}; these domains are claimed by an older TenantPolicy and not served for this tenant: ${listText(lostText)}`,
+            }
+          : {
+              status: 'True',
+              reason: REASONS.accepted,
+              message: `accepted for ${listText([...p.owned].sort())}`,
+            },
+        { status: 'True', reason: REASONS.resolvedRefs, message: 'no references' },
+        p.lost,
+      ),
+    );
+  }
+  // 3. MailRoutes: validity, tenant, domain ownership.
+  const routesByNs = new Map<string, RouteEntry[]>();
+  for (const [meta, raw] of dedupe('MailRoute', input.mailRoutes)) {
+    const v = validateMailRoute(raw);
+    if (!v.value) {
+      statuses.set(meta.key, invalid(meta.generation, v.errors));
+      continue;
+    }
+    const spec = v.value.spec;
+    const tenant = tenantByNs.get(meta.namespace);
+    if (!tenant) {
+      const why =
+        rejectedPolicyByNs.get(meta.namespace) ??
+        `namespace ${meta.namespace} has no TenantPolicy; create one listing the domains of this route`;
+      statuses.set(
+        meta.key,
+        makeStatus(
+          meta.generation,
+          { status: 'False', reason: REASONS.noTenantPolicy, message: why },
+          {
+            status: 'Unknown',
+            reason: REASONS.noTenantPolicy,
+            message: 'not checked: the route is not accepted',
+          },
+        ),
+      );
+      continue;
+    }
+    const recipients: RouteEntry['recipients'] = [];
+    const notOwned: string[] = [];
+    spec.match.recipients.forEach((text, index) => {
+      const r = parsePattern(text);
+      if (!r.ok) return;
+      const owner = ownerOfPattern(r.value, exactOwner, wildcardOwner);
+      if (owner !== meta.namespace) {
+        notOwned.push(
+          owner === undefined ? r.value.text : `${r.value.text} (domain held by tenant ${owner})`,
+        );
+      } else if (!recipients.some((x) => x.pattern.text === r.value.text)) {
+        recipients.push({ pattern: r.value, index });
+      }
+    });
+    if (notOwned.length > 0) {
+      statuses.set(
+        meta.key,
+        makeStatus(
+          meta.generation,
+          {
+            status: 'False',
+            reason: REASONS.domainNotOwned,
+            message: `recipient patterns outside the domains of ${tenant.meta.label}: ${listText(notOwned)}; add the domains to the TenantPolicy or remove the patterns`,
+          },
+          {
+            status: 'Unknown',
+            reason: REASONS.domainNotOwned,
+            message: 'not checked: the route is not accepted',
+          },
+        ),
+      );
+      continue;
+    }
+    const senders: Pattern[] = [];
+    for (const s of spec.match.senders ?? []) {
+      const r = parsePattern(s, { allowNull: true });
+      if (r.ok && !senders.some((x) => x.text === r.value.text)) senders.push(r.value);
+    }
+    senders.sort(bySpecificity);
+    const entry: RouteEntry = { meta, spec, recipients, senders };
+    const list = routesByNs.get(meta.namespace);
+    if (list) list.push(entry);
+    else routesByNs.set(meta.namespace, [entry]);
+  }
+
+  // 4. Tenants and their routes.
+  const tenants: Tenant[] = [];
+  for (const p of [...tenantByNs.values()].sort((a, b) => cmpStr(a.meta.namespace, b.meta.namespace))) {
+    const entries = routesByNs.get(p.meta.namespace) ?? [];
+    const priority = (e: RouteEntry) => e.spec.priority ?? 100;
+    entries.sort((a, b) => priority(a) - priority(b) || byAge(a.meta, b.meta));
+
+    // Shadowing: a later route with the same priority and pattern never wins that pattern when an
+    // earlier one accepts every sender it accepts (no sender filter, or the same filter).
+    const conflicts = new Map<RouteEntry, Conflict[]>();
+    const firstAny = new Map<string, RouteEntry>();
+    const firstSame = new Map<string, RouteEntry>();
+    for (const e of entries) {
+      const senderKey = e.senders.map((s) => s.text).join(',');
+      for (const { pattern, index } of e.recipients) {
+        const k = `${priority(e)}|${pattern.text}`;
+        const winner = firstAny.get(k) ?? (senderKey !== '' ? firstSame.get(`${k}|${senderKey}`) : undefined);
+        if (winner) {
+          const list = conflicts.get(e) ?? [];
+          list.push({
+            field: `spec.match.recipients[${index}]`,
+            value: pattern.text,
+            winner: winner.meta.label,
+          });
+          conflicts.set(e, list);
+        }
+        if (senderKey === '') {
+          if (!firstAny.has(k)) firstAny.set(k, e);
+        } else if (!firstSame.has(`${k}|${senderKey}`)) firstSame.set(`${k}|${senderKey}`, e);
+      }
+    }
+
+    const routes: Route[] = [];
+    const usedServices = new Set<string>();
+    for (const e of entries) {
+      let action: Route['action'];
+      let refs: Omit<StatusCondition, 'type'> = {
+        status: 'True',
+        reason: REASONS.resolvedRefs,
+        message: 'all references resolved',
+      };
+      let refsFalse: { reason: string; message: string } | undefined;
+      if (e.spec.reject) {
+        const code = e.spec.reject.code ?? 550;
+        action = {
+          reject: {
+            code,
+            enhancedCode: e.spec.reject.enhancedCode ?? (code >= 500 ? '5.7.1' : '4.7.1'),
+            message: e.spec.reject.message ?? DEFAULT_REJECT_MESSAGE,
+          },
+        };
+      } else {
+        const resolved = resolveUpstreams(
+          e.meta.namespace,
+          e.spec.forward?.upstreams ?? [],
+          services,
+          usedServices,
+        );
+        if (resolved.problems.length > 0) {
+          refsFalse = {
+            reason: resolved.problems[0].reason,
+            message:
+              resolved.problems.map((x) => x.message).join('; ') +
+              (resolved.upstreams.length > 0
+                ? '; the other upstreams are used meanwhile'
+                : `; meanwhile recipients of this route get ${UNRESOLVED_REPLY.code} ${UNRESOLVED_REPLY.enhancedCode}`),
+          };
+        }
+        action =
+          resolved.upstreams.length > 0
+            ? { forward: { upstreams: resolved.upstreams } }
+            : { reject: { ...UNRESOLVED_REPLY } };
+      }
+      const recipients = e.recipients.map((r) => r.pattern).sort(bySpecificity);
+      routes.push({
+        name: `${e.meta.namespace}/${e.meta.name}`,
+        priority: priority(e),
+        recipients: recipients.map((r) => r.text),
+        senders: e.senders.map((s) => s.text),
+        action,
+      });
+      sources.set(e.meta.key, e.meta.generation ?? 0);
+      const shadowed = conflicts.get(e);
+      const accepted = shadowed
+        ? {
+            status: 'True' as const,
+            reason: REASONS.conflicted,
+            message: `accepted, but these patterns never win: an older route with the same priority, pattern and senders takes them: ${listText(shadowed.map((c) => `${c.value} (${c.winner})`))}`,
+          }
+        : { status: 'True' as const, reason: REASONS.accepted, message: 'accepted' };
+      if (refsFalse) refs = { status: 'False', reason: refsFalse.reason, message: refsFalse.message };
+      statuses.set(e.meta.key, makeStatus(e.meta.generation, accepted, refs, shadowed));
+    }
+    for (const svcKey of [...usedServices].sort()) {
+      const svc = services.get(svcKey);
+      sources.set(`Service/${svcKey}`, svc?.metadata.generation ?? 0);
+    }
+
+    const cidrs = [
+      ...new Set(
+        (p.spec.clientCIDRs ?? []).map(
+          (c) => (parseCidr(c) as { ok: true; value: { text: string } }).value.text,
+        ),
+      ),
+    ].sort();
+    tenants.push({
+      name: p.meta.namespace,
+      policy: `${p.meta.namespace}/${p.meta.name}`,
+      domains: [...p.owned].sort(),
+      clientCIDRs: cidrs,
+      requireTLS: p.spec.requireTLS ?? false,
+      limits: compileLimits(p.spec),
+      routes,
+    });
+  }
+
+  const sortedSources: Record<string, number> = {};
+  for (const k of [...sources.keys()].sort()) sortedSources[k] = sources.get(k) ?? 0;
+  const config: RelayConfig = {
+    apiVersion: 'relay.mailplus.io/v1alpha1',
+    kind: 'RelayConfig',
+    hash: '',
+    sources: sortedSources,
+    tenants,
+  };
+  config.hash = hashConfig(config);
+  return { config, statuses: new Map([...statuses].sort((a, b) => cmpStr(a[0], b[0]))) };
+}
+
+/** The RelayConfig as written to files and ConfigMaps: stable key order, 2-space indent, final newline. */
+export function renderRelayConfig(config: RelayConfig): string {
+  return `${JSON.stringify(config, null, 2)}\n`;
+}

@@ -1,0 +1,93 @@
+// Conditions written by the compile step. Accepted and ResolvedRefs are decided here; Ready is the
+// summary (recomputed with summarizeReady once the operator adds Programmed from relay reports).
+
+export type ConditionType = 'Accepted' | 'ResolvedRefs' | 'Ready' | 'Programmed';
+export type ConditionStatus = 'True' | 'False' | 'Unknown';
+
+export interface StatusCondition {
+  type: ConditionType;
+  status: ConditionStatus;
+  /** One CamelCase word, see REASONS. */
+  reason: string;
+  message: string;
+}
+
+/** A pattern or domain this resource declares but another resource takes. */
+export interface Conflict {
+  /** 'spec.domains[1]', 'spec.match.recipients[0]'. */
+  field: string;
+  /** The normalised domain claim or pattern. */
+  value: string;
+  /** 'TenantPolicy ns/name' or 'MailRoute ns/name' that wins. */
+  winner: string;
+}
+
+export interface ResourceStatus {
+  /** metadata.generation of the object these conditions describe (becomes observedGeneration). */
+  generation?: number;
+  /** Accepted, ResolvedRefs, Ready in that order (Programmed is appended by the operator). */
+  conditions: StatusCondition[];
+  conflicts?: Conflict[];
+}
+
+export const REASONS = {
+  accepted: 'Accepted',
+  resolvedRefs: 'ResolvedRefs',
+  ready: 'Ready',
+  invalidSpec: 'InvalidSpec',
+  conflicted: 'Conflicted',
+  noTenantPolicy: 'NoTenantPolicy',
+  domainNotOwned: 'DomainNotOwned',
+  domainClaimedByOtherTenant: 'DomainClaimedByOtherTenant',
+  serviceNotFound: 'ServiceNotFound',
+  servicePortNotFound: 'ServicePortNotFound',
+  /** ResolvedRefs=Unknown when the spec is invalid and references were not looked at. */
+  notChecked: 'InvalidSpec',
+  /** Programmed=Unknown until relays report the config hash. */
+  pending: 'Pending',
+} as const;
+
+const HAPPY = new Set<string>([REASONS.accepted, REASONS.resolvedRefs, REASONS.ready, 'Programmed']);
+
+/**
+ * Ready = every other condition True. Its reason is the first unhappy reason among them in order
+ * (Accepted, ResolvedRefs, Programmed) — including warnings on a True condition such as
+ * Accepted=True/Conflicted — so `kubectl get` shows what to look at; otherwise 'Ready'.
+ */
+export function summarizeReady(conditions: StatusCondition[]): StatusCondition {
+  const others = conditions.filter((c) => c.type !== 'Ready');
+  const notTrue = others.find((c) => c.status !== 'True');
+  if (notTrue) {
+    return {
+      type: 'Ready',
+      status: notTrue.status === 'False' ? 'False' : 'Unknown',
+      reason: notTrue.reason,
+      message: notTrue.message,
+    };
+  }
+  const warning = others.find((c) => !HAPPY.has(c.reason));
+  if (warning) return { type: 'Ready', status: 'True', reason: warning.reason, message: warning.message };
+  return {
+    type: 'Ready',
+    status: 'True',
+    reason: REASONS.ready,
+    message: 'Accepted and all references resolved',
+  };
+}
+
+export function makeStatus(
+  generation: number | undefined,
+  accepted: Omit<StatusCondition, 'type'>,
+  resolvedRefs: Omit<StatusCondition, 'type'>,
+  conflicts?: Conflict[],
+): ResourceStatus {
+  const conditions: StatusCondition[] = [
+    { type: 'Accepted', ...accepted },
+    { type: 'ResolvedRefs', ...resolvedRefs },
+  ];
+  conditions.push(summarizeReady(conditions));
+  const status: ResourceStatus = { conditions };
+  if (generation !== undefined) status.generation = generation;
+  if (conflicts && conflicts.length > 0) status.conflicts = conflicts;
+  return status;
+}

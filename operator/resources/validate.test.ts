@@ -1,0 +1,163 @@
+import { describe, expect, it } from 'vitest';
+import { validateMailRoute, validateTenantPolicy } from './validate.ts';
+
+const tp = (spec: unknown, metadata: object = { name: 'p', namespace: 'a' }) => ({
+  apiVersion: 'mailplus.io/v1alpha1',
+  kind: 'TenantPolicy',
+  metadata,
+  spec,
+});
+const mr = (spec: unknown) => ({
+  apiVersion: 'mailplus.io/v1alpha1',
+  kind: 'MailRoute',
+  metadata: { name: 'r', namespace: 'team-a' },
+  spec,
+});
+const fields = (r: { errors: Array<{ field: string; message: string }> }) =>
+  r.errors.map((e) => `${e.field}: ${e.message}`);
+
+describe('validateTenantPolicy', () => {
+  it('applies defaults to a copy', () => {
+    const input = tp({ domains: ['a.org'] });
+    const r = validateTenantPolicy(input, 'x.yaml');
+    expect(r.errors).toEqual([]);
+    expect(r.value?.spec.requireTLS).toBe(false);
+    expect((input.spec as { requireTLS?: boolean }).requireTLS).toBeUndefined();
+  });
+  it('reports schema and semantic errors with field paths, file and resource', () => {
+    const r = validateTenantPolicy(
+      tp({
+        domains: ['a.org', 'A.org', 'x.*.org', 'bad domain'],
+        clientCIDRs: ['10.0.0.0/33', '10.0.0.0/8'],
+        requireTLS: 'yes',
+        limits: { maxMessageSize: '10MB', maxRecipients: 0, rate: { messages: 1, per: '1d' } },
+        privacy: {},
+      }),
+      'tenants.yaml',
+    );
+    expect(r.value).toBeUndefined();
+    expect(r.errors[0]).toMatchObject({ file: 'tenants.yaml', resource: 'TenantPolicy a/p' });
+    expect(fields(r)).toEqual(
+      expect.arrayContaining([
+        'spec.privacy: unknown field (check the spelling against the CRD: kubectl explain)',
+        'spec.requireTLS: must be boolean',
+        'spec.limits.maxRecipients: must be >= 1',
+        expect.stringMatching(/^spec\.domains\[3\]: invalid domain "bad domain"/),
+        expect.stringMatching(/^spec\.limits\.maxMessageSize: "10MB" is not a quantity/),
+        expect.stringMatching(/^spec\.limits\.rate\.per: "1d" is not a duration/),
+        'spec.domains[1]: duplicate of spec.domains[0] (a.org)',
+        expect.stringMatching(/^spec\.domains\[2\]: .*wildcard must be the whole first label/),
+        expect.stringMatching(/^spec\.clientCIDRs\[0\]: invalid CIDR .*prefix longer than 32/),
+      ]),
+    );
+  });
+  it('requires domains and checks metadata', () => {
+    expect(fields(validateTenantPolicy(tp({}, { namespace: 'Bad_NS' })))).toEqual([
+      'metadata.name: required field is missing',
+      'metadata.namespace: must be a lower-case DNS label (a-z, 0-9, "-")',
+      'spec.domains: required field is missing',
+    ]);
+    expect(fields(validateTenantPolicy(tp({ domains: [] })))).toEqual([
+      'spec.domains: must NOT have fewer than 1 items',
+    ]);
+  });
+});
+
+describe('validateMailRoute', () => {
+  it('defaults priority, tls, insecureSkipVerify and reject code', () => {
+    const r = validateMailRoute(
+      mr({ match: { recipients: ['a@a.org'] }, forward: { upstreams: [{ host: 'mx' }] } }),
+    );
+    expect(r.value?.spec).toEqual({
+      priority: 100,
+      match: { recipients: ['a@a.org'] },
+      forward: { upstreams: [{ host: 'mx', tls: 'opportunistic', insecureSkipVerify: false }] },
+    });
+    const rej = validateMailRoute(mr({ match: { recipients: ['a@a.org'] }, reject: {} }));
+    expect(rej.value?.spec.reject).toEqual({ code: 550 });
+  });
+  it.each([
+    [{ match: { recipients: ['a@a.org'] } }, 'spec: set exactly one action: forward or reject'],
+    [
+      { match: { recipients: ['a@a.org'] }, reject: {}, forward: { upstreams: [{ host: 'mx' }] } },
+      'spec: set exactly one action: forward or reject, not both',
+    ],
+    [
+      { match: { recipients: ['x*@a.org'] }, reject: {} },
+      'spec.match.recipients[0]: invalid pattern "x*@a.org": "*" must be the whole local part, as in *@example.com',
+    ],
+    [
+      { match: { recipients: ['a@a.org', 'A@A.org'] }, reject: {} },
+      'spec.match.recipients[1]: duplicate of spec.match.recipients[0] (a@a.org)',
+    ],
+    [
+      { match: { recipients: ['<>'] }, reject: {} },
+      'spec.match.recipients[0]: "<>" (the null sender) is only allowed in senders',
+    ],
+    [
+      { match: { recipients: ['a@a.org'], senders: ['user@*.x.org'] }, reject: {} },
+      expect.stringMatching(/^spec\.match\.senders\[0\]: .*subdomain wildcard/),
+    ],
+    [
+      { match: { recipients: ['a@a.org'] }, reject: { code: 450, enhancedCode: '5.7.1' } },
+      'spec.reject.enhancedCode: 5.7.1 does not agree with code 450: use 4.x.x',
+    ],
+    [{ match: { recipients: ['a@a.org'] }, reject: { code: 250 } }, 'spec.reject.code: must be >= 400'],
+    [
+      { match: { recipients: ['a@a.org'] }, reject: { message: 'two\nlines' } },
+      'spec.reject.message: only printable ASCII, no line breaks or tabs',
+    ],
+    [
+      { match: { recipients: ['a@a.org'] }, reject: { message: 'x'.repeat(201) } },
+      'spec.reject.message: must NOT have more than 200 characters',
+    ],
+    [
+      { match: { recipients: ['a@a.org'] }, forward: { upstreams: [] } },
+      'spec.forward.upstreams: must NOT have fewer than 1 items',
+    ],
+    [
+      { match: { recipients: ['a@a.org'] }, forward: { upstreams: [{}] } },
+      'spec.forward.upstreams[0]: set exactly one of host or service',
+    ],
+    [
+      {
+        match: { recipients: ['a@a.org'] },
+        forward: { upstreams: [{ service: { name: 'mx', port: 25 }, port: 25 }] },
+      },
+      'spec.forward.upstreams[0].port: port applies to host; a service upstream names its port in service.port',
+    ],
+    [
+      { match: { recipients: ['a@a.org'] }, forward: { upstreams: [{ host: 'mx', tls: 'sometimes' }] } },
+      'spec.forward.upstreams[0].tls: must be one of: none, opportunistic, required, implicit',
+    ],
+    [
+      { match: { recipients: ['a@a.org'] }, forward: { upstreams: [{ host: 'mx..x' }] } },
+      'spec.forward.upstreams[0].host: "mx..x" is not a DNS name or IP address',
+    ],
+    [
+      {
+        match: { recipients: ['a@a.org'] },
+        forward: { upstreams: [{ service: { name: 'mx', port: 'SMTP!' } }] },
+      },
+      'spec.forward.upstreams[0].service.port: must be a port number 1-65535 or a port name',
+    ],
+    [
+      {
+        match: { recipients: ['a@a.org'] },
+        forward: { upstreams: [{ service: { name: 'mx', port: true } }] },
+      },
+      'spec.forward.upstreams[0].service.port: must be an integer or a string',
+    ],
+  ])('%j -> %s', (spec, message) => {
+    expect(fields(validateMailRoute(mr(spec)))).toEqual([message]);
+  });
+  it('accepts IP and IPv6 hosts', () => {
+    for (const host of ['127.0.0.1', '::1', '[2001:db8::1]', 'mx.example.net']) {
+      expect(
+        fields(
+          validateMailRoute(mr({ match: { recipients: ['a@a.org'] }, forward: { upstreams: [{ host }] } })),
+        ),
+      ).toEqual([]);
+    }
+  });
+});

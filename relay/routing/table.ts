@@ -1,0 +1,164 @@
+// Indexes over a RelayConfig so that a recipient decision costs O(labels of the domain), not
+// O(routes): domain -> tenant (exact map, then a walk over wildcard suffixes, longest first), and
+// per tenant the routes by exact address, by tagged address, by domain and by subdomain suffix.
+import type { RelayConfig, Route, Tenant } from '../config/types.gen.ts';
+import { type Cidr, parseCidr } from './cidr.ts';
+import { type Address, type Pattern, parsePattern } from './match.ts';
+
+export interface RouteEntry {
+  route: Route;
+  /** Position in tenant.routes (already ordered by priority, age, name). */
+  index: number;
+  /** Parsed sender patterns; empty = any sender. */
+  senders: Pattern[];
+  /** Stable identity of the upstream list ('' for reject routes). */
+  upstreamKey: string;
+}
+
+/** A route reachable through one of its patterns; lists are sorted by (priority, index). */
+export interface Candidate {
+  entry: RouteEntry;
+  pattern: Pattern;
+}
+
+export interface TenantIndex {
+  tenant: Tenant;
+  cidrs: Cidr[];
+  byTagged: Map<string, Candidate[]>;
+  byAddress: Map<string, Candidate[]>;
+  byDomain: Map<string, Candidate[]>;
+  bySuffix: Map<string, Candidate[]>;
+}
+
+export interface RoutingTable {
+  config: RelayConfig;
+  hash: string;
+  tenants: TenantIndex[];
+  exactDomains: Map<string, TenantIndex>;
+  /** Keyed by the suffix after '*.'. */
+  wildcardDomains: Map<string, TenantIndex>;
+}
+
+/** Stable identity of an upstream list: equal lists (same hosts, ports, TLS, order) share it. */
+export function upstreamKeyOf(route: Route): string {
+  if (!('forward' in route.action)) return '';
+  return route.action.forward.upstreams
+    .map((u) => `${u.tls}:${u.verify ? 'v' : 'nv'}:${u.serverName ?? ''}:${u.host}:${u.port}`)
+    .join(',');
+}
+
+function push(map: Map<string, Candidate[]>, key: string, c: Candidate): void {
+  const list = map.get(key);
+  if (list) list.push(c);
+  else map.set(key, [c]);
+}
+
+const byPriorityThenIndex = (a: Candidate, b: Candidate): number =>
+  a.entry.route.priority - b.entry.route.priority || a.entry.index - b.entry.index;
+
+function indexTenant(tenant: Tenant): TenantIndex {
+  const index: TenantIndex = {
+    tenant,
+    cidrs: [],
+    byTagged: new Map(),
+    byAddress: new Map(),
+    byDomain: new Map(),
+    bySuffix: new Map(),
+  };
+  for (const text of tenant.clientCIDRs) {
+    const c = parseCidr(text);
+    if (!c.ok) throw new Error(`relay config: tenant ${tenant.name}: clientCIDRs: ${c.error}`);
+    index.cidrs.push(c.value);
+  }
+  tenant.routes.forEach((route, i) => {
+    const senders = route.senders.map((s) => {
+      const p = parsePattern(s, { allowNull: true });
+      if (!p.ok) throw new Error(`relay config: route ${route.name}: senders: ${p.error}`);
+      return p.value;
+    });
+    const entry: RouteEntry = { route, index: i, senders, upstreamKey: upstreamKeyOf(route) };
+    for (const text of route.recipients) {
+      const p = parsePattern(text);
+      if (!p.ok) throw new Error(`relay config: route ${route.name}: recipients: ${p.error}`);
+      const pattern = p.value;
+      const c: Candidate = { entry, pattern };
+      switch (pattern.kind) {
+        case 'tagged':
+          push(index.byTagged, `${pattern.local}+${pattern.tag}@${pattern.domain}`, c);
+          break;
+        case 'address':
+          push(index.byAddress, `${pattern.local}@${pattern.domain}`, c);
+          break;
+        case 'domain':
+          push(index.byDomain, pattern.domain, c);
+          break;
+        case 'subdomains':
+          push(index.bySuffix, pattern.domain, c);
+          break;
+        case 'null':
+          throw new Error(`relay config: route ${route.name}: recipients: "<>" is not a recipient pattern`);
+      }
+    }
+  });
+  for (const map of [index.byTagged, index.byAddress, index.byDomain, index.bySuffix]) {
+    for (const list of map.values()) list.sort(byPriorityThenIndex);
+  }
+  return index;
+}
+
+export function buildRoutingTable(config: RelayConfig): RoutingTable {
+  const table: RoutingTable = {
+    config,
+    hash: config.hash,
+    tenants: [],
+    exactDomains: new Map(),
+    wildcardDomains: new Map(),
+  };
+  for (const tenant of config.tenants) {
+    const index = indexTenant(tenant);
+    table.tenants.push(index);
+    for (const d of tenant.domains) {
+      const wildcard = d.startsWith('*.');
+      const map = wildcard ? table.wildcardDomains : table.exactDomains;
+      const key = wildcard ? d.slice(2) : d;
+      const holder = map.get(key);
+      if (holder) {
+        throw new Error(
+          `relay config: domain ${d} is held by tenants ${holder.tenant.name} and ${tenant.name}`,
+        );
+      }
+      map.set(key, index);
+    }
+  }
+  return table;
+}
+
+/** The tenant owning a (normalised) domain: an exact claim first, then the longest wildcard suffix. */
+export function findOwner(table: RoutingTable, domain: string): TenantIndex | undefined {
+  if (domain === '') return undefined;
+  const exact = table.exactDomains.get(domain);
+  if (exact) return exact;
+  for (let dot = domain.indexOf('.'); dot >= 0; dot = domain.indexOf('.', dot + 1)) {
+    const owner = table.wildcardDomains.get(domain.slice(dot + 1));
+    if (owner) return owner;
+  }
+  return undefined;
+}
+
+/**
+ * The candidate lists that can match a recipient, most specific first: tagged address, address,
+ * domain, then subdomain suffixes from the longest to the shortest.
+ */
+export function candidateLists(index: TenantIndex, rcpt: Address): Candidate[][] {
+  const lists: Candidate[][] = [];
+  const add = (l: Candidate[] | undefined) => {
+    if (l) lists.push(l);
+  };
+  if (rcpt.tag !== '') add(index.byTagged.get(`${rcpt.local}+${rcpt.tag}@${rcpt.domain}`));
+  add(index.byAddress.get(`${rcpt.local}@${rcpt.domain}`));
+  add(index.byDomain.get(rcpt.domain));
+  for (let dot = rcpt.domain.indexOf('.'); dot >= 0; dot = rcpt.domain.indexOf('.', dot + 1)) {
+    add(index.bySuffix.get(rcpt.domain.slice(dot + 1)));
+  }
+  return lists;
+}
