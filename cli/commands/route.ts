@@ -1,0 +1,90 @@
+import { isIP } from 'node:net';
+import { formatResourceError } from '../../operator/resources/types.ts';
+import { type EnvelopeExplanation, explainEnvelope, formatExplanation } from '../../relay/routing/decide.ts';
+import { buildRoutingTable } from '../../relay/routing/table.ts';
+import { compileFiles } from '../compile-files.ts';
+import { CliError } from '../errors.ts';
+import { list, parseFlags, str } from '../flags.ts';
+
+const help = `Usage: mailplus route -f PATH [-f PATH...] --to ADDR [--to ADDR...] [--from ADDR]
+                     [--client-ip IP] [--tls] [-o text|json]
+
+Explains what the relay would do with an envelope, like exim -bt or postmap -q: for each
+recipient the owning tenant, the route that wins and its upstreams in the order they are tried,
+or the exact SMTP reply the relay would give. Recipients that route to a different upstream set
+than the first accepted one are shown with the 452 the relay answers (they go in their own
+transaction). Rate limits are per client and time, so they are not simulated.
+
+Options:
+  -f, --filename PATH   a file, a multi-document file or a directory (repeatable)
+  --to ADDR             envelope recipient (repeatable)
+  --from ADDR           envelope sender (default: the null sender <>)
+  --client-ip IP        the client's address, checked against the tenant's clientCIDRs
+                        (default: not checked)
+  --tls                 the session uses TLS (default: plaintext, checked against requireTLS)
+  -o, --output FORMAT   text (default) or json
+`;
+
+// The relay's reply for a recipient outside the transaction's upstream set (docs/architecture.md).
+const SPLIT_REPLY = '452 4.5.3 Recipient routes elsewhere, send it in a separate transaction';
+
+/** Applies the relay's one-upstream-set-per-transaction rule to a per-recipient explanation. */
+export function applyTransactionRule(e: EnvelopeExplanation): EnvelopeExplanation {
+  let key: string | undefined;
+  return {
+    ...e,
+    recipients: e.recipients.map((r) => {
+      if (r.action !== 'relay') return r;
+      if (key === undefined) {
+        key = r.upstreamKey;
+        return r;
+      }
+      if (r.upstreamKey === key) return r;
+      return {
+        ...r,
+        action: 'reject' as const,
+        reply: SPLIT_REPLY,
+        reason: 'split' as never,
+      };
+    }),
+  };
+}
+
+export async function runRoute(argv: string[]): Promise<number> {
+  const { values, help: shown } = parseFlags(
+    argv,
+    {
+      filename: { type: 'string', short: 'f', multiple: true },
+      to: { type: 'string', multiple: true },
+      from: { type: 'string' },
+      'client-ip': { type: 'string' },
+      tls: { type: 'boolean' },
+      output: { type: 'string', short: 'o' },
+    },
+    help,
+  );
+  if (shown) return 0;
+  const to = list(values.to);
+  if (to.length === 0) throw new CliError('give at least one --to ADDR');
+  const clientIp = str(values['client-ip']);
+  if (clientIp !== undefined && isIP(clientIp) === 0)
+    throw new CliError(`--client-ip: "${clientIp}" is not an IP address`);
+  const format = str(values.output) ?? 'text';
+  if (format !== 'text' && format !== 'json') throw new CliError(`-o ${format}: use text or json`);
+
+  const { config, problems } = await compileFiles(list(values.filename));
+  for (const p of problems) process.stderr.write(`${p.severity}: ${formatResourceError(p)}\n`);
+  const table = buildRoutingTable(config);
+  const rawFrom = str(values.from) ?? '';
+  const from = rawFrom === '<>' ? '' : rawFrom;
+  const explanation = applyTransactionRule(
+    explainEnvelope(table, { to, from, clientIp, tls: values.tls === true }),
+  );
+  if (format === 'json') {
+    process.stdout.write(`${JSON.stringify(explanation, null, 2)}\n`);
+  } else {
+    process.stdout.write(formatExplanation(explanation));
+  }
+  // Scripts can test a route with the exit code: 0 when every recipient would be relayed.
+  return explanation.recipients.every((r) => r.action === 'relay') ? 0 : 1;
+}

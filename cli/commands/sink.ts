@@ -1,0 +1,73 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { SMTPServer } from 'smtp-server';
+import { CliError } from '../errors.ts';
+import { parseFlags, parseHostPort, str } from '../flags.ts';
+
+const help = `Usage: mailplus sink [--listen HOST:PORT] [--out DIR]
+
+A local stand-in for your real mail server, for trying Mail-Plus out: accepts every message,
+prints one line per message (envelope and size) and, with --out, saves each message as an .eml
+file. It is a development tool; never expose it.
+
+Options:
+  --listen HOST:PORT   where to listen (default 127.0.0.1:2526)
+  --out DIR            also write each message to DIR/<n>.eml
+`;
+
+export async function runSink(argv: string[]): Promise<number> {
+  const { values, help: shown } = parseFlags(
+    argv,
+    { listen: { type: 'string' }, out: { type: 'string' } },
+    help,
+  );
+  if (shown) return 0;
+  const listen = parseHostPort(str(values.listen) ?? '127.0.0.1:2526', '--listen');
+  const out = str(values.out);
+  if (out) await mkdir(out, { recursive: true });
+  let count = 0;
+
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    disableReverseLookup: true,
+    logger: false,
+    banner: 'mailplus sink',
+    onData(stream, session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => {
+        const n = ++count;
+        const body = Buffer.concat(chunks);
+        const line = {
+          time: new Date().toISOString(),
+          message: n,
+          from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+          to: session.envelope.rcptTo.map((r) => r.address),
+          size: body.length,
+        };
+        process.stdout.write(`${JSON.stringify(line)}\n`);
+        if (!out) return callback(null, `sink received message ${n}`);
+        writeFile(join(out, `${n}.eml`), body).then(
+          () => callback(null, `sink received message ${n}`),
+          (err: Error) => callback(err),
+        );
+      });
+    },
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(listen.port, listen.host, () => resolve());
+  }).catch((err: Error) => {
+    throw new CliError(`cannot listen on ${listen.host}:${listen.port}: ${err.message}`, 1);
+  });
+  process.stderr.write(`mailplus sink listening on ${listen.host}:${listen.port}\n`);
+
+  await new Promise<void>((resolve) => {
+    const stop = () => server.close(() => resolve());
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  return 0;
+}

@@ -1,0 +1,78 @@
+import { CliError } from './errors.ts';
+
+interface Command {
+  summary: string;
+  run(argv: string[]): Promise<number>;
+}
+
+// Subcommands load lazily so `mailplus validate` does not pay for the relay's dependencies.
+const commands: Record<string, Command> = {
+  relay: {
+    summary: 'run the SMTP relay from a relay-config file, reloading it on change',
+    run: async (argv) => (await import('./commands/relay.ts')).runRelay(argv),
+  },
+  dev: {
+    summary: 'compile MailRoute/TenantPolicy files and run the relay on them, hot-reloading on change',
+    run: async (argv) => (await import('./commands/dev.ts')).runDev(argv),
+  },
+  render: {
+    summary: 'print the relay config compiled from MailRoute/TenantPolicy files',
+    run: async (argv) => (await import('./commands/render.ts')).runRender(argv),
+  },
+  validate: {
+    summary: 'check MailRoute/TenantPolicy files (schema and semantics)',
+    run: async (argv) => (await import('./commands/validate.ts')).runValidate(argv),
+  },
+  route: {
+    summary: 'explain what the relay would do with an envelope (route tester)',
+    run: async (argv) => (await import('./commands/route.ts')).runRoute(argv),
+  },
+  sink: {
+    summary: 'run a local capture upstream that prints every message it receives (for trying things out)',
+    run: async (argv) => (await import('./commands/sink.ts')).runSink(argv),
+  },
+};
+
+export function usage(): string {
+  const width = Math.max(...Object.keys(commands).map((c) => c.length));
+  const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`);
+  return [
+    'Usage: mailplus <command> [options]',
+    '',
+    'Commands:',
+    ...lines,
+    '',
+    'mailplus <command> --help shows the options of a command.',
+    '',
+  ].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage());
+    return name ? 0 : 2;
+  }
+  if (name === '--version' || name === 'version') {
+    const { readFile } = await import('node:fs/promises');
+    const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as {
+      version: string;
+    };
+    process.stdout.write(`mailplus ${pkg.version}\n`);
+    return 0;
+  }
+  const command = commands[name];
+  if (!command) {
+    process.stderr.write(`mailplus: unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    return await command.run(rest);
+  } catch (err) {
+    if (err instanceof CliError) {
+      process.stderr.write(`mailplus ${name}: ${err.message}\n`);
+      return err.exitCode;
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,82 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { CliError } from './errors.ts';
+import { type HostPort, list, parseByteSize, parseDurationMs, parseHostPort, str } from './flags.ts';
+
+/** Flags shared by every command that runs the relay (`relay`, `dev`). */
+export const relayFlagSpec = {
+  listen: { type: 'string' },
+  'admin-listen': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  hostname: { type: 'string' },
+  'trusted-proxy': { type: 'string', multiple: true },
+  'max-message-size': { type: 'string' },
+  'max-clients': { type: 'string' },
+  'upstream-ca': { type: 'string' },
+  'greet-pause': { type: 'string' },
+  'drain-timeout': { type: 'string' },
+  'pseudonymize-key-file': { type: 'string' },
+} as const;
+
+export const relayFlagHelp = `Relay options:
+  --listen HOST:PORT            SMTP listener (default 0.0.0.0:2525)
+  --admin-listen HOST:PORT      HTTP /metrics, /healthz, /readyz, /config (default 0.0.0.0:9090)
+  --tls-cert FILE --tls-key FILE
+                                certificate for STARTTLS; reloaded when the files change
+  --hostname NAME               name in the greeting and EHLO to upstreams (default: this host's name)
+  --trusted-proxy CIDR          accept PROXY protocol v1/v2 from these load balancers (repeatable)
+  --max-message-size SIZE       relay-wide limit advertised with SIZE (default 25Mi)
+  --max-clients N               concurrent SMTP sessions (default 1000)
+  --upstream-ca FILE            extra CA certificates trusted for upstream TLS verification
+  --greet-pause DURATION        wait before the greeting to catch early talkers (default 0ms)
+  --drain-timeout DURATION      on SIGTERM, how long in-flight transactions may finish (default 30s)
+  --pseudonymize-key-file FILE  replace addresses in logs with a keyed HMAC (key read from FILE)
+`;
+
+export interface RelayFlags {
+  listen: HostPort;
+  admin: HostPort;
+  tls?: { certFile: string; keyFile: string };
+  hostname: string;
+  trustedProxies: string[];
+  maxMessageSize: number;
+  maxClients: number;
+  upstreamCaFile?: string;
+  greetPauseMs: number;
+  drainTimeoutMs: number;
+  pseudonymizeKey?: string;
+}
+
+export function readRelayFlags(values: Record<string, string | boolean | string[] | undefined>): RelayFlags {
+  const cert = str(values['tls-cert']);
+  const key = str(values['tls-key']);
+  if (Boolean(cert) !== Boolean(key)) throw new CliError('--tls-cert and --tls-key go together');
+  const maxClients = Number(str(values['max-clients']) ?? '1000');
+  if (!Number.isInteger(maxClients) || maxClients < 1)
+    throw new CliError('--max-clients must be a whole number ≥ 1');
+  const keyFile = str(values['pseudonymize-key-file']);
+  let pseudonymizeKey: string | undefined;
+  if (keyFile) {
+    try {
+      pseudonymizeKey = readFileSync(keyFile, 'utf8').trim();
+    } catch (err) {
+      throw new CliError(`--pseudonymize-key-file: cannot read ${keyFile}: ${(err as Error).message}`);
+    }
+    if (pseudonymizeKey.length < 16)
+      throw new CliError('--pseudonymize-key-file: the key must be at least 16 bytes');
+  }
+  return {
+    listen: parseHostPort(str(values.listen) ?? '0.0.0.0:2525', '--listen'),
+    admin: parseHostPort(str(values['admin-listen']) ?? '0.0.0.0:9090', '--admin-listen'),
+    tls: cert && key ? { certFile: cert, keyFile: key } : undefined,
+    hostname: str(values.hostname) ?? hostname(),
+    trustedProxies: list(values['trusted-proxy']),
+    maxMessageSize: parseByteSize(str(values['max-message-size']) ?? '25Mi', '--max-message-size'),
+    maxClients,
+    upstreamCaFile: str(values['upstream-ca']),
+    greetPauseMs: parseDurationMs(str(values['greet-pause']) ?? '0ms', '--greet-pause'),
+    drainTimeoutMs: parseDurationMs(str(values['drain-timeout']) ?? '30s', '--drain-timeout'),
+    pseudonymizeKey,
+  };
+}
