@@ -1,0 +1,136 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+/**
+ * One registry per relay instance (no prom-client global registry), so several relays can run in
+ * one process (tests) without clashing. Labels never carry client addresses or mail addresses:
+ * only tenant, route (namespace/name), upstream (host:port), results and reasons from fixed sets.
+ */
+export class RelayMetrics {
+  readonly registry = new Registry();
+  readonly sessionsTotal: Counter<string>;
+  readonly sessionsActive: Gauge<string>;
+  readonly recipientsTotal: Counter<'tenant' | 'route' | 'result' | 'reason'>;
+  readonly messagesTotal: Counter<'tenant' | 'route' | 'upstream' | 'result' | 'reason'>;
+  readonly messageBytesTotal: Counter<'tenant' | 'route' | 'upstream' | 'result'>;
+  readonly upstreamLatency: Histogram<'upstream' | 'phase'>;
+  readonly upstreamAttemptsTotal: Counter<'upstream' | 'result'>;
+  readonly configGeneration: Gauge<string>;
+  readonly configLastReloadSuccessful: Gauge<string>;
+  readonly configLastReloadSuccessTimestamp: Gauge<string>;
+  readonly configReloadsTotal: Counter<'result'>;
+  readonly configInfo: Gauge<'hash'>;
+  readonly tlsCertificateReloadsTotal: Counter<'result'>;
+  readonly proxyProtocolTotal: Counter<'result'>;
+  readonly draining: Gauge<string>;
+  readonly rateLimiterKeys: Gauge<string>;
+
+  constructor() {
+    const registers = [this.registry];
+    const p = 'mailplus_relay_';
+    collectDefaultMetrics({ register: this.registry });
+    this.sessionsTotal = new Counter({
+      name: `${p}sessions_total`,
+      help: 'SMTP sessions accepted',
+      registers,
+    });
+    this.sessionsActive = new Gauge({
+      name: `${p}sessions_active`,
+      help: 'SMTP sessions open now',
+      registers,
+    });
+    this.recipientsTotal = new Counter({
+      name: `${p}recipients_total`,
+      help: 'RCPT TO verdicts (result: accepted | rejected | deferred)',
+      labelNames: ['tenant', 'route', 'result', 'reason'],
+      registers,
+    });
+    this.messagesTotal = new Counter({
+      name: `${p}messages_total`,
+      help: 'Messages after DATA (result: relayed | rejected | deferred | failed)',
+      labelNames: ['tenant', 'route', 'upstream', 'result', 'reason'],
+      registers,
+    });
+    this.messageBytesTotal = new Counter({
+      name: `${p}message_bytes_total`,
+      help: 'Raw (dot-stuffed) message bytes received in DATA',
+      labelNames: ['tenant', 'route', 'upstream', 'result'],
+      registers,
+    });
+    this.upstreamLatency = new Histogram({
+      name: `${p}upstream_latency_seconds`,
+      help: 'Upstream latency (phase connect: session + MAIL FROM; transaction: DATA until the final reply)',
+      labelNames: ['upstream', 'phase'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.upstreamAttemptsTotal = new Counter({
+      name: `${p}upstream_attempts_total`,
+      help: 'Attempts to open an upstream transaction (result: ok | refused | deferred | error)',
+      labelNames: ['upstream', 'result'],
+      registers,
+    });
+    this.configGeneration = new Gauge({
+      name: `${p}config_generation`,
+      help: 'Incremented on every successfully applied relay config',
+      registers,
+    });
+    this.configLastReloadSuccessful = new Gauge({
+      name: `${p}config_last_reload_successful`,
+      help: '1 if the last config load succeeded, 0 if it was refused',
+      registers,
+    });
+    this.configLastReloadSuccessTimestamp = new Gauge({
+      name: `${p}config_last_reload_success_timestamp_seconds`,
+      help: 'Unix time of the last successful config load',
+      registers,
+    });
+    this.configReloadsTotal = new Counter({
+      name: `${p}config_reloads_total`,
+      help: 'Config loads (result: success | failure)',
+      labelNames: ['result'],
+      registers,
+    });
+    this.configInfo = new Gauge({
+      name: `${p}config_info`,
+      help: 'The active config hash (value 1)',
+      labelNames: ['hash'],
+      registers,
+    });
+    this.tlsCertificateReloadsTotal = new Counter({
+      name: `${p}tls_certificate_reloads_total`,
+      help: 'Listener certificate reloads (result: success | failure)',
+      labelNames: ['result'],
+      registers,
+    });
+    this.proxyProtocolTotal = new Counter({
+      name: `${p}proxy_protocol_total`,
+      help: 'PROXY protocol headers from trusted proxies (result: ok | local | error | timeout)',
+      labelNames: ['result'],
+      registers,
+    });
+    this.draining = new Gauge({ name: `${p}draining`, help: '1 while the relay drains', registers });
+    this.rateLimiterKeys = new Gauge({
+      name: `${p}rate_limiter_keys`,
+      help: 'Tracked (tenant, client) rate limit buckets in this pod',
+      registers,
+    });
+  }
+
+  setConfig(hash: string, generation: number): void {
+    this.configInfo.reset();
+    this.configInfo.set({ hash }, 1);
+    this.configGeneration.set(generation);
+    this.configLastReloadSuccessful.set(1);
+    this.configLastReloadSuccessTimestamp.set(Date.now() / 1000);
+    this.configReloadsTotal.inc({ result: 'success' });
+  }
+
+  configRefused(): void {
+    this.configLastReloadSuccessful.set(0);
+    this.configReloadsTotal.inc({ result: 'failure' });
+  }
+
+  close(): void {
+    this.registry.clear();
+  }
+}

@@ -1,0 +1,140 @@
+import type net from 'node:net';
+import type tls from 'node:tls';
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
+import type { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
+import { RawDataStream } from './raw-data-stream.ts';
+
+/**
+ * smtp-server 3.21.x with two deliberate overrides of its internals (tests in listener.test.ts and
+ * relay.test.ts catch breakage when the pinned version moves):
+ *  1. greeting: SMTPConnection.init() waits a fixed 100 ms before the greeting (early-talker
+ *     detection), capping one-message-per-connection throughput at 10 msg/s per connection.
+ *     RelayConnection.init() keeps the listener setup and maxClients check but pauses for
+ *     `greetPauseMs` (default 0).
+ *  2. DATA: RelayConnection._createParser() uses RawDataStream (raw-data-stream.ts), which
+ *     passes the dot-stuffed bytes through untouched.
+ */
+
+export interface SessionHooks {
+  /** RSET, EHLO, STARTTLS and the end of DATA reset the envelope: drop any upstream transaction. */
+  onReset(session: SMTPServerSession): void;
+  isDraining(): boolean;
+  /** True while the session has an envelope in progress (drain lets it finish). */
+  inTransaction(session: SMTPServerSession): boolean;
+}
+
+export interface ListenerSettings {
+  greetPauseMs: number;
+  maxCommands: number;
+  maxTransactions: number;
+  maxSessionMs: number;
+  maxMessageSize: number;
+  hooks: SessionHooks;
+}
+
+const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
+export const DRAINING_REPLY = '4.3.2 Service shutting down, try again later';
+
+export class RelayConnection extends SMTPConnection {
+  private commandCount = 0;
+  private sessionTimer: NodeJS.Timeout | undefined;
+
+  private get relay(): ListenerSettings {
+    return (this._server as RelaySmtpServer).relay;
+  }
+
+  override init(): void {
+    this._setListeners(() => {
+      if (
+        this._server.options.maxClients &&
+        this._server.connections.size > this._server.options.maxClients
+      ) {
+        return this.send(421, `${this.name} Too many connected clients, try again in a moment`, false);
+      }
+      if (this.relay.hooks.isDraining()) {
+        return this.send(421, DRAINING_REPLY);
+      }
+      this.sessionTimer = setTimeout(() => {
+        this.send(421, '4.4.2 Session time limit exceeded, closing connection');
+      }, this.relay.maxSessionMs);
+      this.sessionTimer.unref();
+      const pause = this.relay.greetPauseMs;
+      if (pause > 0) setTimeout(() => this.connectionReady(), pause).unref();
+      else this.connectionReady();
+    });
+  }
+
+  override _createParser(): SMTPStream {
+    const parser = new RawDataStream({ maxCommandLength: this._server.options.maxCommandLength });
+    parser.oncommand = (command, callback) => this._onCommand(command, callback);
+    parser.on('error', (err: Error) => {
+      this.send(421, 'Error: ' + err.message);
+    });
+    return parser;
+  }
+
+  /** Our replies carry their enhanced code in the text; don't let smtp-server add a second one. */
+  override send(code: number, data?: string | string[] | null, context?: string | false): void {
+    super.send(code, data, typeof data === 'string' && ENHANCED_PREFIX.test(data) ? false : context);
+  }
+
+  override _onCommand(command: Buffer, callback?: () => void): void {
+    if (this._ready && !this._upgrading) {
+      this.commandCount++;
+      if (this.commandCount > this.relay.maxCommands) {
+        this.send(421, '4.7.0 Too many commands in one session, closing connection');
+        return;
+      }
+      if (this.relay.hooks.isDraining() && !this.relay.hooks.inTransaction(this.session)) {
+        this.send(421, DRAINING_REPLY);
+        return;
+      }
+    }
+    super._onCommand(command, callback);
+  }
+
+  override _validateMailParams(parsed: Parameters<SMTPConnection['_validateMailParams']>[0]) {
+    const err = super._validateMailParams(parsed);
+    if (err && err.code === 552) {
+      return {
+        code: 552,
+        message: `5.3.4 Message size exceeds fixed limit of ${this.relay.maxMessageSize} bytes`,
+        enhancedCode: null,
+      };
+    }
+    return err;
+  }
+
+  override _resetSession(): void {
+    if (this.session.envelope) this.relay.hooks.onReset(this.session);
+    super._resetSession();
+  }
+
+  override _onClose(): void {
+    clearTimeout(this.sessionTimer);
+    super._onClose();
+  }
+
+  /** Whether an envelope is open (for drain). */
+  get busy(): boolean {
+    return this.relay.hooks.inTransaction(this.session);
+  }
+}
+
+export class RelaySmtpServer extends SMTPServer {
+  relay: ListenerSettings;
+
+  constructor(options: SMTPServerOptions, relay: ListenerSettings) {
+    super(options);
+    this.relay = relay;
+  }
+
+  override connect(socket: net.Socket | tls.TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
+    const connection = new RelayConnection(this, socket, socketOptions);
+    this.connections.add(connection);
+    connection.on('error', (err: Error) => this._onError(err));
+    connection.on('connect', (data) => this._onClientConnect(data));
+    connection.init();
+  }
+}

@@ -1,0 +1,568 @@
+import { randomBytes } from 'node:crypto';
+import type { SMTPServerAddress, SMTPServerSession } from 'smtp-server';
+import type { Tenant, Upstream } from '../config/types.gen.ts';
+import type { Logger } from '../observability/log.ts';
+import type { RelayMetrics } from '../observability/metrics.ts';
+import { decideRecipient } from '../routing/decide.ts';
+import type { RoutingTable } from '../routing/table.ts';
+import { targetLabel } from '../upstream/connection.ts';
+import type { RateLimiter } from './rate-limit.ts';
+import type { RawSMTPDataStream } from './raw-data-stream.ts';
+import type { MailParams, SmtpReply, UpstreamPoolLike, UpstreamTx } from './upstream-contract.ts';
+
+/**
+ * Per-session transaction orchestration: MAIL FROM captures the config snapshot (hot reload: new
+ * transactions use the new config, in-flight ones finish on theirs), each RCPT is decided by the
+ * routing table and then by the upstream itself (the first accepted recipient opens the upstream
+ * transaction, later ones are passed to it), DATA streams the raw bytes through, and the client's
+ * 250 is sent strictly after the upstream's 250. Replies follow docs/architecture.md.
+ */
+
+export interface ConfigSnapshot {
+  table: RoutingTable;
+  hash: string;
+  generation: number;
+}
+
+export interface TransactionDeps {
+  snapshot(): ConfigSnapshot | undefined;
+  pool: UpstreamPoolLike;
+  metrics: RelayMetrics;
+  logger: Logger;
+  pseudonymize(address: string): string;
+  rateLimiter: RateLimiter;
+  maxMessageSize: number;
+  maxTransactions: number;
+}
+
+export interface SmtpError extends Error {
+  responseCode: number;
+}
+
+export function smtpError(code: number, enhanced: string, text: string): SmtpError {
+  const err = new Error(`${enhanced} ${text}`) as SmtpError;
+  err.responseCode = code;
+  return err;
+}
+
+export const REPLY = {
+  tooManyRecipients: () => smtpError(452, '4.5.3', 'Too many recipients'),
+  rateLimited: () => smtpError(451, '4.7.1', 'Rate limit exceeded, try again later'),
+  split: () => smtpError(452, '4.5.3', 'Recipient routes elsewhere, send it in a separate transaction'),
+  upstreamUnavailable: () => smtpError(451, '4.4.1', 'Upstream unavailable, try again later'),
+  upstreamLost: () => smtpError(451, '4.4.2', 'Upstream connection lost, try again later'),
+  tooBig: (n: number) => smtpError(552, '5.3.4', `Message size exceeds fixed limit of ${n} bytes`),
+  badLineEnding: () => smtpError(550, '5.6.0', 'Bare CR or LF next to a line-leading dot; message refused'),
+  noConfig: () => smtpError(451, '4.3.0', 'Relay has no routing config yet, try again later'),
+  tooManyTransactions: () =>
+    smtpError(421, '4.7.0', 'Too many transactions in one session, closing connection'),
+};
+
+function upstreamRefusal(r: SmtpReply): SmtpError {
+  const enhanced = r.enhancedCode ?? `${Math.floor(r.code / 100)}.0.0`;
+  return smtpError(r.code, enhanced, `upstream: ${r.text}`);
+}
+
+type RecipientResult = 'accepted' | 'rejected' | 'deferred';
+type MessageResult = 'relayed' | 'rejected' | 'deferred' | 'failed' | 'abandoned';
+
+interface RecipientLog {
+  address: string;
+  result: RecipientResult;
+  code: number;
+  reason?: string;
+}
+
+class Transaction {
+  readonly id = randomBytes(8).toString('hex');
+  readonly startedAt = performance.now();
+  readonly snapshot: ConfigSnapshot;
+  readonly sender: string;
+  readonly params: MailParams;
+  readonly recipients: RecipientLog[] = [];
+  readonly tenants = new Map<string, Tenant>();
+  readonly routes = new Set<string>();
+  readonly acceptedPerTenant = new Map<string, number>();
+  readonly rateCounted = new Set<string>();
+  firstTenant = '';
+  firstRoute = '';
+  upstreamKey: string | undefined;
+  upstreamLabel = '';
+  utx: UpstreamTx | undefined;
+  /** The upstream connection died during the envelope: later commands cannot succeed. */
+  broken = false;
+  inData = false;
+  done = false;
+
+  readonly session: string;
+  readonly clientIp: string;
+  readonly tls: boolean;
+
+  constructor(snapshot: ConfigSnapshot, sender: string, params: MailParams, session: SMTPServerSession) {
+    this.snapshot = snapshot;
+    this.session = session.id;
+    this.clientIp = session.remoteAddress;
+    this.tls = !!session.secure;
+    this.sender = sender;
+    this.params = params;
+  }
+
+  get accepted(): number {
+    return this.recipients.filter((r) => r.result === 'accepted').length;
+  }
+}
+
+interface SessionState {
+  tx: Transaction | undefined;
+  transactions: number;
+}
+
+export class SmtpHandlers {
+  private readonly deps: TransactionDeps;
+  private readonly sessions = new Map<string, SessionState>();
+  private active = 0;
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(deps: TransactionDeps) {
+    this.deps = deps;
+  }
+
+  private state(session: SMTPServerSession): SessionState {
+    let s = this.sessions.get(session.id);
+    if (!s) {
+      s = { tx: undefined, transactions: 0 };
+      this.sessions.set(session.id, s);
+    }
+    return s;
+  }
+
+  inTransaction(session: SMTPServerSession): boolean {
+    return this.sessions.get(session.id)?.tx !== undefined;
+  }
+
+  /** Transactions (MAIL FROM seen, not finished) in this relay. */
+  get activeTransactions(): number {
+    return this.active;
+  }
+
+  whenIdle(): Promise<void> {
+    if (this.active === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const snapshot = this.deps.snapshot();
+    if (!snapshot) {
+      cb(REPLY.noConfig());
+      return;
+    }
+    const s = this.state(session);
+    if (s.transactions >= this.deps.maxTransactions) {
+      cb(REPLY.tooManyTransactions());
+      return;
+    }
+    s.transactions++;
+    const args = address.args || {};
+    const params: MailParams = {};
+    if (args.SIZE) params.size = Number(args.SIZE);
+    if (args.BODY) params.body = String(args.BODY).toUpperCase() === '8BITMIME' ? '8BITMIME' : '7BIT';
+    if (args.SMTPUTF8) params.smtputf8 = true;
+    s.tx = new Transaction(snapshot, address.address, params, session);
+    this.active++;
+    cb();
+  }
+
+  onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const s = this.state(session);
+    const t = s.tx;
+    if (!t) {
+      cb(REPLY.upstreamUnavailable());
+      return;
+    }
+    this.rcpt(t, address.address, session).then(
+      (err) => cb(err),
+      (err: Error) => {
+        this.deps.logger.error('rcpt handler failed', { error: err.message, session: session.id });
+        cb(REPLY.upstreamUnavailable());
+      },
+    );
+  }
+
+  private recordRecipient(
+    t: Transaction,
+    address: string,
+    result: RecipientResult,
+    code: number,
+    reason: string,
+    tenant: string,
+    route: string,
+  ): void {
+    t.recipients.push({ address, result, code, ...(result === 'accepted' ? {} : { reason }) });
+    this.deps.metrics.recipientsTotal.inc({ tenant, route, result, reason });
+  }
+
+  private async rcpt(
+    t: Transaction,
+    address: string,
+    session: SMTPServerSession,
+  ): Promise<SmtpError | undefined> {
+    const d = decideRecipient(t.snapshot.table, {
+      recipient: address,
+      sender: t.sender,
+      clientIp: session.remoteAddress,
+      tls: !!session.secure,
+    });
+    if (d.action === 'reject') {
+      const result = d.code < 500 ? 'deferred' : 'rejected';
+      this.recordRecipient(t, address, result, d.code, d.reason, d.tenant?.name ?? '', d.route?.name ?? '');
+      return smtpError(d.code, d.enhancedCode, d.message);
+    }
+    const tenant = d.tenant;
+    const route = d.route.name;
+    const refuse = (err: SmtpError, reason: string) => {
+      this.recordRecipient(
+        t,
+        address,
+        err.responseCode < 500 ? 'deferred' : 'rejected',
+        err.responseCode,
+        reason,
+        tenant.name,
+        route,
+      );
+      return err;
+    };
+    const max = tenant.limits.maxRecipients;
+    if (max !== undefined && (t.acceptedPerTenant.get(tenant.name) ?? 0) >= max) {
+      return refuse(REPLY.tooManyRecipients(), 'too_many_recipients');
+    }
+    if (t.upstreamKey !== undefined && t.upstreamKey !== d.upstreamKey) return refuse(REPLY.split(), 'split');
+    const tenantMax = tenant.limits.maxMessageSize;
+    if (tenantMax !== undefined && t.params.size !== undefined && t.params.size > tenantMax) {
+      return refuse(REPLY.tooBig(tenantMax), 'too_big');
+    }
+    if (t.broken) return refuse(REPLY.upstreamUnavailable(), 'upstream_unavailable');
+    const rate = tenant.limits.rate;
+    if (rate && !t.rateCounted.has(tenant.name)) {
+      if (!this.deps.rateLimiter.take(`${tenant.name}\0${session.remoteAddress}`, rate)) {
+        this.deps.metrics.rateLimiterKeys.set(this.deps.rateLimiter.size);
+        return refuse(REPLY.rateLimited(), 'rate_limited');
+      }
+      this.deps.metrics.rateLimiterKeys.set(this.deps.rateLimiter.size);
+      t.rateCounted.add(tenant.name);
+    }
+
+    let reply: SmtpReply;
+    if (!t.utx) {
+      const opened = await this.open(t, d.upstreams, address);
+      if (t.done) {
+        // the session went away while the upstream was being opened
+        opened.tx?.release();
+        return undefined;
+      }
+      if (!opened.tx) {
+        if (opened.reply) {
+          const err = upstreamRefusal(opened.reply);
+          return refuse(err, opened.reply.code < 500 ? 'upstream_deferred' : 'upstream_rejected');
+        }
+        return refuse(REPLY.upstreamUnavailable(), 'upstream_unavailable');
+      }
+      t.utx = opened.tx;
+      t.upstreamLabel = opened.label;
+      reply = opened.reply as SmtpReply;
+    } else {
+      try {
+        reply = await t.utx.rcpt(address);
+      } catch {
+        t.broken = true;
+        t.utx?.abort();
+        t.utx = undefined;
+        return refuse(REPLY.upstreamUnavailable(), 'upstream_unavailable');
+      }
+      if (t.done) return undefined;
+    }
+    if (reply.code >= 300) {
+      return refuse(upstreamRefusal(reply), reply.code < 500 ? 'upstream_deferred' : 'upstream_rejected');
+    }
+    t.upstreamKey = d.upstreamKey;
+    if (!t.tenants.has(tenant.name)) t.tenants.set(tenant.name, tenant);
+    t.routes.add(route);
+    if (!t.firstTenant) {
+      t.firstTenant = tenant.name;
+      t.firstRoute = route;
+    }
+    t.acceptedPerTenant.set(tenant.name, (t.acceptedPerTenant.get(tenant.name) ?? 0) + 1);
+    this.recordRecipient(t, address, 'accepted', 250, '', tenant.name, route);
+    return undefined;
+  }
+
+  /**
+   * Tries the upstreams in order: connection failures, 4xx at MAIL FROM or at the first RCPT move
+   * on to the next; a 5xx is the upstream's permanent verdict and goes back to the client.
+   */
+  private async open(
+    t: Transaction,
+    upstreams: Upstream[],
+    firstRecipient: string,
+  ): Promise<{ tx?: UpstreamTx; reply?: SmtpReply; label: string }> {
+    const m = this.deps.metrics;
+    let lastDeferral: SmtpReply | undefined;
+    for (const target of upstreams) {
+      const label = targetLabel(target);
+      const started = performance.now();
+      try {
+        const begun = await this.deps.pool.begin(target, t.sender, t.params);
+        m.upstreamLatency.observe(
+          { upstream: label, phase: 'connect' },
+          (performance.now() - started) / 1000,
+        );
+        if (!begun.ok) {
+          if (begun.reply.code >= 500) {
+            m.upstreamAttemptsTotal.inc({ upstream: label, result: 'refused' });
+            return { reply: begun.reply, label };
+          }
+          m.upstreamAttemptsTotal.inc({ upstream: label, result: 'deferred' });
+          lastDeferral = begun.reply;
+          continue;
+        }
+        if (t.done) return { tx: begun.tx, label };
+        const reply = await begun.tx.rcpt(firstRecipient);
+        if (reply.code >= 200 && reply.code < 300) {
+          m.upstreamAttemptsTotal.inc({ upstream: label, result: 'ok' });
+          return { tx: begun.tx, reply, label };
+        }
+        begun.tx.release();
+        if (reply.code >= 500) {
+          m.upstreamAttemptsTotal.inc({ upstream: label, result: 'refused' });
+          return { reply, label };
+        }
+        m.upstreamAttemptsTotal.inc({ upstream: label, result: 'deferred' });
+        lastDeferral = reply;
+      } catch (err) {
+        m.upstreamAttemptsTotal.inc({ upstream: label, result: 'error' });
+        this.deps.logger.warn('upstream attempt failed', {
+          txid: t.id,
+          upstream: label,
+          error: (err as Error).message,
+        });
+      }
+    }
+    void lastDeferral; // every upstream failed or deferred: the client gets 451 4.4.1, not one upstream's text
+    return { label: '' };
+  }
+
+  onData(
+    stream: RawSMTPDataStream,
+    session: SMTPServerSession,
+    cb: (err?: Error | null, message?: string) => void,
+  ): void {
+    const t = this.sessions.get(session.id)?.tx;
+    if (!t) {
+      stream.resume();
+      cb(REPLY.upstreamUnavailable());
+      return;
+    }
+    t.inData = true;
+    this.data(t, stream).then(
+      ({ err, message }) => cb(err, message),
+      (err: Error) => {
+        this.deps.logger.error('data handler failed', { error: err.message, txid: t.id });
+        cb(REPLY.upstreamLost());
+      },
+    );
+  }
+
+  private async data(
+    t: Transaction,
+    stream: RawSMTPDataStream,
+  ): Promise<{ err?: SmtpError; message?: string }> {
+    const started = performance.now();
+    let limit = this.deps.maxMessageSize;
+    for (const tenant of t.tenants.values()) {
+      if (tenant.limits.maxMessageSize !== undefined) limit = Math.min(limit, tenant.limits.maxMessageSize);
+    }
+    let failure: { err: SmtpError; reason: string; result: MessageResult } | undefined;
+    let utx = t.utx;
+    const fail = (err: SmtpError, reason: string, result: MessageResult, how: 'abort' | 'release') => {
+      if (failure) return;
+      failure = { err, reason, result };
+      if (utx) {
+        if (how === 'abort') utx.abort();
+        else utx.release();
+      }
+      utx = undefined;
+      t.utx = undefined;
+      // drain the rest of the client's message; the reply goes out after its terminator
+      stream.resume();
+    };
+    let clientGone = false;
+    const ended = new Promise<void>((resolve) => {
+      stream.once('end', () => resolve());
+      stream.once('close', () => {
+        if (!stream.readableEnded) {
+          clientGone = true;
+          fail(REPLY.upstreamLost(), 'client_disconnected', 'failed', 'abort');
+          resolve();
+        }
+      });
+      stream.on('error', () => {
+        // the client went away; handled by 'close'
+      });
+    });
+    stream.once('bad-line-ending', () => fail(REPLY.badLineEnding(), 'bad_line_ending', 'rejected', 'abort'));
+
+    if (!utx || t.broken) {
+      fail(REPLY.upstreamUnavailable(), 'upstream_unavailable', 'deferred', 'abort');
+    } else {
+      // backpressure: nothing is read from the client until the upstream said 354
+      try {
+        const reply = await utx.data();
+        if (reply.code !== 354) {
+          fail(
+            upstreamRefusal(reply),
+            reply.code < 500 ? 'upstream_deferred' : 'upstream_rejected',
+            reply.code < 500 ? 'deferred' : 'rejected',
+            'release',
+          );
+        }
+      } catch {
+        fail(REPLY.upstreamLost(), 'upstream_failed', 'deferred', 'abort');
+      }
+    }
+    if (!failure && utx) {
+      const out = utx;
+      let bytes = 0;
+      stream.on('data', (chunk: Buffer) => {
+        if (failure) return;
+        bytes += chunk.length;
+        if (bytes > limit) return fail(REPLY.tooBig(limit), 'too_big', 'rejected', 'abort');
+        let flowing: boolean;
+        try {
+          flowing = out.write(chunk);
+        } catch {
+          return fail(REPLY.upstreamLost(), 'upstream_failed', 'deferred', 'abort');
+        }
+        if (!flowing) {
+          stream.pause();
+          // the pool also emits 'drain' when the connection dies; end() then rejects (451 4.4.2)
+          out.once('drain', () => {
+            if (!failure) stream.resume();
+          });
+        }
+      });
+    }
+    await ended;
+    if (!failure && stream.byteLength > limit) fail(REPLY.tooBig(limit), 'too_big', 'rejected', 'abort');
+    if (!failure && stream.badLineEnding) fail(REPLY.badLineEnding(), 'bad_line_ending', 'rejected', 'abort');
+    let result: { err?: SmtpError; message?: string };
+    let code: number;
+    let msgResult: MessageResult;
+    let reason: string;
+    if (failure) {
+      result = { err: failure.err };
+      code = failure.err.responseCode;
+      msgResult = failure.result;
+      reason = failure.reason;
+    } else {
+      const out = utx as UpstreamTx;
+      try {
+        const final = await out.end();
+        this.deps.metrics.upstreamLatency.observe(
+          { upstream: t.upstreamLabel, phase: 'transaction' },
+          (performance.now() - started) / 1000,
+        );
+        out.release();
+        t.utx = undefined;
+        code = final.code;
+        if (final.code >= 200 && final.code < 300) {
+          result = { message: `2.0.0 OK ${final.text}`.trim() };
+          msgResult = 'relayed';
+          reason = 'ok';
+        } else {
+          result = { err: upstreamRefusal(final) };
+          msgResult = final.code < 500 ? 'deferred' : 'rejected';
+          reason = final.code < 500 ? 'upstream_deferred' : 'upstream_rejected';
+        }
+      } catch {
+        out.abort();
+        t.utx = undefined;
+        result = { err: REPLY.upstreamLost() };
+        code = 451;
+        msgResult = 'deferred';
+        reason = 'upstream_failed';
+      }
+    }
+    const size = stream.byteLength;
+    const labels = { tenant: t.firstTenant, route: t.firstRoute, upstream: t.upstreamLabel };
+    const metricResult = msgResult === 'abandoned' ? 'failed' : msgResult;
+    this.deps.metrics.messagesTotal.inc({ ...labels, result: metricResult, reason });
+    this.deps.metrics.messageBytesTotal.inc({ ...labels, result: metricResult }, size);
+    this.finish(t, msgResult, code, reason, size, clientGone);
+    return result;
+  }
+
+  /** RSET, EHLO, STARTTLS, and after DATA: the envelope is gone. */
+  onReset(session: SMTPServerSession): void {
+    const s = this.sessions.get(session.id);
+    const t = s?.tx;
+    if (!s || !t) return;
+    if (t.inData && !t.done) return; // the DATA handler finishes it
+    s.tx = undefined;
+    if (!t.done) {
+      t.utx?.release();
+      t.utx = undefined;
+      this.finish(t, 'abandoned', 0, 'reset', 0, false);
+    }
+  }
+
+  onClose(session: SMTPServerSession): void {
+    const s = this.sessions.get(session.id);
+    this.sessions.delete(session.id);
+    const t = s?.tx;
+    if (!t || t.done) return;
+    if (t.inData) return; // the data stream is destroyed and the DATA handler aborts
+    t.utx?.release();
+    t.utx = undefined;
+    this.finish(t, 'abandoned', 0, 'client_disconnected', 0, true);
+  }
+
+  private finish(
+    t: Transaction,
+    result: MessageResult,
+    code: number,
+    reason: string,
+    size: number,
+    clientGone: boolean,
+  ): void {
+    if (t.done) return;
+    t.done = true;
+    const p = this.deps.pseudonymize;
+    this.deps.logger.info('transaction', {
+      txid: t.id,
+      session: t.session,
+      clientIp: t.clientIp,
+      tls: t.tls,
+      configHash: t.snapshot.hash,
+      tenants: [...t.tenants.keys()],
+      routes: [...t.routes],
+      sender: p(t.sender),
+      recipients: t.recipients.map((r) => ({ ...r, address: p(r.address) })),
+      size,
+      upstream: t.upstreamLabel || undefined,
+      result,
+      code: code || undefined,
+      reason,
+      clientDisconnected: clientGone || undefined,
+      durationMs: Math.round(performance.now() - t.startedAt),
+    });
+    this.active--;
+    if (this.active === 0) {
+      // after the reply to the client has been written (it is sent once this handler returns)
+      setImmediate(() => {
+        if (this.active !== 0) return;
+        const waiters = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const w of waiters) w();
+      });
+    }
+  }
+}
