@@ -27,6 +27,27 @@ const commands: Record<string, Command> = {
     summary: 'explain what the relay would do with an envelope (route tester)',
     run: async (argv) => (await import('./commands/route.ts')).runRoute(argv),
   },
+  operator: {
+    summary: 'run the Kubernetes operator: MailRoute/TenantPolicy reconciled into the relay fleet config',
+    run: async (argv) => (await import('../operator/cli.ts')).runOperator(argv),
+  },
+  trace: {
+    summary:
+      'find what happened to mail in the message trace (metadata only), or export it for an access request',
+    run: async (argv) => (await import('./commands/trace.ts')).runTrace(argv),
+  },
+  erase: {
+    summary: 'delete every message-trace entry about an address (erasure request)',
+    run: async (argv) => (await import('./commands/erase.ts')).runErase(argv),
+  },
+  capture: {
+    summary: 'list, fetch and decrypt consent-gated troubleshooting captures',
+    run: async (argv) => (await import('./commands/capture.ts')).runCapture(argv),
+  },
+  licenses: {
+    summary: 'print the third-party notices of every open-source component shipped',
+    run: async (argv) => (await import('./commands/licenses.ts')).runLicenses(argv),
+  },
   sink: {
     summary: 'run a local capture upstream that prints every message it receives (for trying things out)',
     run: async (argv) => (await import('./commands/sink.ts')).runSink(argv),
