@@ -1,10 +1,11 @@
 import { formatResourceError } from '../../operator/resources/types.ts';
 import type { Relay } from '../../relay/relay.ts';
 import { compileFiles } from '../compile-files.ts';
-import { list, parseFlags } from '../flags.ts';
+import { list, parseFlags, parseHostPort, str } from '../flags.ts';
 import { readRelayFlags, relayFlagHelp, relayFlagSpec } from '../relay-flags.ts';
 import { startRelayFromFlags, untilStopped } from '../run-relay.ts';
 import { watchPaths } from '../watch-paths.ts';
+import { startSink } from './sink.ts';
 
 const help = `Usage: mailplus dev -f PATH [-f PATH...] [relay options]
 
@@ -15,6 +16,9 @@ resource and field, and the last good config stays in force until it is fixed.
 
 Options:
   -f, --filename PATH           a file, a multi-document file or a directory (repeatable)
+  --sink HOST:PORT              also run a local capture upstream there (mailplus sink) that
+                                prints every message it receives: a stand-in for your mail
+                                server while you try routes out
 ${relayFlagHelp}`;
 
 /** One compile of the -f paths applied to the relay; returns whether it was applied. */
@@ -45,7 +49,7 @@ export async function compileAndApply(relay: Relay, paths: string[]): Promise<bo
 export async function runDev(argv: string[]): Promise<number> {
   const { values, help: shown } = parseFlags(
     argv,
-    { filename: { type: 'string', short: 'f', multiple: true }, ...relayFlagSpec },
+    { filename: { type: 'string', short: 'f', multiple: true }, sink: { type: 'string' }, ...relayFlagSpec },
     help,
   );
   if (shown) return 0;
@@ -53,6 +57,8 @@ export async function runDev(argv: string[]): Promise<number> {
   const flags = readRelayFlags(values);
   // Fail on unreadable input before binding ports.
   await compileFiles(paths);
+  const sinkAt = str(values.sink);
+  const sink = sinkAt ? await startSink(parseHostPort(sinkAt, '--sink')) : undefined;
   const relay = await startRelayFromFlags(flags);
   await compileAndApply(relay, paths);
   let running: Promise<unknown> = Promise.resolve();
@@ -72,5 +78,7 @@ export async function runDev(argv: string[]): Promise<number> {
     admin: admin ? `${admin.address}:${admin.port}` : null,
     watching: paths,
   });
-  return untilStopped(relay, flags.drainTimeoutMs);
+  const code = await untilStopped(relay, flags.drainTimeoutMs);
+  await sink?.close();
+  return code;
 }

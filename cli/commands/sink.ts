@@ -15,18 +15,22 @@ Options:
   --out DIR            also write each message to DIR/<n>.eml
 `;
 
-export async function runSink(argv: string[]): Promise<number> {
-  const { values, help: shown } = parseFlags(
-    argv,
-    { listen: { type: 'string' }, out: { type: 'string' } },
-    help,
-  );
-  if (shown) return 0;
-  const listen = parseHostPort(str(values.listen) ?? '127.0.0.1:2526', '--listen');
-  const out = str(values.out);
+export interface RunningSink {
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the capture sink: every message is accepted, one JSON line per message (envelope and
+ * size) goes to `print`, and with `out` the message is saved as DIR/<n>.eml.
+ */
+export async function startSink(
+  listen: { host: string; port: number },
+  opts: { out?: string; print?: (line: string) => void } = {},
+): Promise<RunningSink> {
+  const { out } = opts;
+  const print = opts.print ?? ((line: string) => process.stdout.write(`${line}\n`));
   if (out) await mkdir(out, { recursive: true });
   let count = 0;
-
   const server = new SMTPServer({
     authOptional: true,
     disabledCommands: ['AUTH', 'STARTTLS'],
@@ -39,14 +43,16 @@ export async function runSink(argv: string[]): Promise<number> {
       stream.on('end', () => {
         const n = ++count;
         const body = Buffer.concat(chunks);
-        const line = {
-          time: new Date().toISOString(),
-          message: n,
-          from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
-          to: session.envelope.rcptTo.map((r) => r.address),
-          size: body.length,
-        };
-        process.stdout.write(`${JSON.stringify(line)}\n`);
+        print(
+          JSON.stringify({
+            time: new Date().toISOString(),
+            msg: 'sink received a message',
+            message: n,
+            from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+            to: session.envelope.rcptTo.map((r) => r.address),
+            size: body.length,
+          }),
+        );
         if (!out) return callback(null, `sink received message ${n}`);
         writeFile(join(out, `${n}.eml`), body).then(
           () => callback(null, `sink received message ${n}`),
@@ -55,19 +61,29 @@ export async function runSink(argv: string[]): Promise<number> {
       });
     },
   });
-
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(listen.port, listen.host, () => resolve());
   }).catch((err: Error) => {
-    throw new CliError(`cannot listen on ${listen.host}:${listen.port}: ${err.message}`, 1);
+    throw new CliError(`sink: cannot listen on ${listen.host}:${listen.port}: ${err.message}`, 1);
   });
-  process.stderr.write(`mailplus sink listening on ${listen.host}:${listen.port}\n`);
+  return { close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
 
+export async function runSink(argv: string[]): Promise<number> {
+  const { values, help: shown } = parseFlags(
+    argv,
+    { listen: { type: 'string' }, out: { type: 'string' } },
+    help,
+  );
+  if (shown) return 0;
+  const listen = parseHostPort(str(values.listen) ?? '127.0.0.1:2526', '--listen');
+  const sink = await startSink(listen, { out: str(values.out) });
+  process.stderr.write(`mailplus sink listening on ${listen.host}:${listen.port}\n`);
   await new Promise<void>((resolve) => {
-    const stop = () => server.close(() => resolve());
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
   });
+  await sink.close();
   return 0;
 }

@@ -116,3 +116,37 @@ spec:
     expect(moved.last.RCPT?.text).toBe('5.1.6 This desk moved to help@support.example.com');
   });
 });
+
+describe('README quick start', () => {
+  it('mailplus dev -f examples/ --sink: the built-in sink prints the message that arrives', async () => {
+    const smtp = await freePort();
+    const admin = await freePort();
+    // The examples forward to 127.0.0.1:2526; the sink must listen exactly there.
+    const proc = startProcess(
+      process.execPath,
+      [
+        bin,
+        'dev',
+        '-f',
+        examples,
+        '--sink',
+        '127.0.0.1:2526',
+        '--listen',
+        `127.0.0.1:${smtp}`,
+        '--admin-listen',
+        `127.0.0.1:${admin}`,
+      ],
+      { name: 'mailplus dev --sink' },
+    );
+    try {
+      await proc.waitForLine(configApplied(), 15_000);
+      await proc.waitForPort(smtp);
+      const r = await runSwaks({ port: smtp, from: 'you@example.org', to: 'alice@sales.example.com' });
+      expect(r.exitCode, r.transcript).toBe(0);
+      const line = await proc.waitForLine((l) => l.json?.msg === 'sink received a message', 5000);
+      expect(line.json).toMatchObject({ from: 'you@example.org', to: ['alice@sales.example.com'] });
+    } finally {
+      await proc.stop();
+    }
+  });
+});
