@@ -6,6 +6,9 @@
 #            load generator) and postfix itself (a benchmark system under test)
 #   openssl  test CA and certificates (test/support/certs.ts)
 #   libnet-ssleay-perl  swaks' STARTTLS/implicit TLS support (a Recommends of swaks)
+#   prometheus  promtool, to unit-test the shipped alerting rules (test/monitoring)
+#   lua5.4   runs the Argo CD health check against sample statuses (test/argocd)
+#   postgresql  a real PostgreSQL for the fleet message-trace store (test/support/postgres.ts)
 #
 # Idempotent: when every command is already present it exits without touching apt
 # (a second run takes about a second). Installing postfix never leaves a system
@@ -26,10 +29,17 @@ declare -A NEEDED=(
   [smtp-source]=postfix
   [postfix]=postfix
   [openssl]=openssl
+  [promtool]=prometheus
+  [lua5.4]=lua5.4
+  [initdb]=postgresql
 )
 
 # smtp-sink/smtp-source/postfix live in /usr/sbin, which is not always on PATH.
-have() { command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" ]]; }
+# PostgreSQL's server binaries live in /usr/lib/postgresql/<version>/bin.
+have() {
+  command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" ]] ||
+    compgen -G "/usr/lib/postgresql/*/bin/$1" >/dev/null
+}
 
 # packages with no command of their own
 EXTRA_PKGS=(libnet-ssleay-perl)
@@ -46,7 +56,7 @@ for cmd in "${!NEEDED[@]}"; do
 done
 
 if ((${#missing_pkgs[@]} == 0)); then
-  log "all present: swaks postfix(smtp-sink, smtp-source) openssl ${EXTRA_PKGS[*]}"
+  log "all present: swaks postfix(smtp-sink, smtp-source) openssl prometheus(promtool) lua5.4 postgresql ${EXTRA_PKGS[*]}"
   exit 0
 fi
 
@@ -79,6 +89,16 @@ if [[ " ${missing_pkgs[*]} " == *" postfix "* ]]; then
   if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
     "${SUDO[@]}" systemctl disable --now postfix >/dev/null 2>&1 || true
   fi
+fi
+
+# The prometheus and postgresql packages may start their daemons (prometheus on :9090, the
+# relay's default admin port); the tests start their own instances, so stop the system ones.
+if [[ " ${missing_pkgs[*]} " == *" prometheus "* ]]; then
+  "${SUDO[@]}" service prometheus stop >/dev/null 2>&1 || true
+  pkill -x prometheus >/dev/null 2>&1 || true
+fi
+if [[ " ${missing_pkgs[*]} " == *" postgresql "* ]]; then
+  "${SUDO[@]}" service postgresql stop >/dev/null 2>&1 || true
 fi
 
 for cmd in "${!NEEDED[@]}"; do
