@@ -326,6 +326,39 @@ describe('upstream verdicts and failover', () => {
     ]);
   });
 
+  it('slow upstream: a greeting past the timeout fails over to the next upstream', async () => {
+    const slow = await sink({ delayMs: { connect: 3000 } });
+    const up = await sink();
+    const { port } = await relayWith(
+      relayConfig([tenant('acme', ['example.com'], [forward('r', ['*@example.com'], [slow.port, up.port])])]),
+      {
+        upstream: {
+          connectTimeoutMs: 2000,
+          greetingTimeoutMs: 300,
+          commandTimeoutMs: 5000,
+          dataTimeoutMs: 5000,
+        },
+      },
+    );
+    const started = Date.now();
+    const info = await send(port, 'a@s.test', ['x@example.com'], MSG);
+    expect(info.response).toMatch(/^250/);
+    expect(Date.now() - started).toBeLessThan(2500);
+    await up.waitForMessages(1);
+    expect(slow.messages).toHaveLength(0);
+  });
+
+  it('slow upstream: no final reply within the data timeout is 451 4.4.2, never 250', async () => {
+    const slow = await sink({ delayMs: { data: 3000 } });
+    const { port } = await relayWith(
+      relayConfig([tenant('acme', ['example.com'], [forward('r', ['*@example.com'], [slow.port])])]),
+      { upstream: { connectTimeoutMs: 2000, commandTimeoutMs: 5000, dataTimeoutMs: 400 } },
+    );
+    const c = await client(port);
+    await envelope(c, 'a@s.test', ['x@example.com']);
+    expect(await dataRaw(c, MSG)).toBe('451 4.4.2 Upstream connection lost, try again later');
+  });
+
   it('upstream disconnect mid-DATA: 451 4.4.2 and nothing delivered', async () => {
     const up = await sink({ dropAfterDataBytes: 2000 });
     const { port } = await relayWith(
