@@ -34,11 +34,16 @@ export async function compileFiles(paths: string[]): Promise<CompiledFiles> {
     ...validateResources(resources).map((e) => ({ ...e, severity: 'error' as const })),
   ];
   const of = <T>(kind: string) => resources.filter((r) => r.kind === kind).map((r) => r.object as T);
-  const { config, statuses } = compile({
-    tenantPolicies: of<TenantPolicy>('TenantPolicy'),
-    mailRoutes: of<MailRoute>('MailRoute'),
-    services: of<Service>('Service'),
-  });
+  // The clock is an input of the pure compile: troubleshooting consents are valid only until
+  // their expiry.
+  const { config, statuses } = compile(
+    {
+      tenantPolicies: of<TenantPolicy>('TenantPolicy'),
+      mailRoutes: of<MailRoute>('MailRoute'),
+      services: of<Service>('Service'),
+    },
+    { now: Date.now() },
+  );
   const reported = new Set(problems.map((p) => p.resource));
   for (const r of resources) {
     if (r.kind === 'Service') continue;

@@ -17,6 +17,7 @@ export const relayFlagSpec = {
   'greet-pause': { type: 'string' },
   'drain-timeout': { type: 'string' },
   'pseudonymize-key-file': { type: 'string' },
+  'trace-store': { type: 'string' },
 } as const;
 
 export const relayFlagHelp = `Relay options:
@@ -31,7 +32,10 @@ export const relayFlagHelp = `Relay options:
   --upstream-ca FILE            extra CA certificates trusted for upstream TLS verification
   --greet-pause DURATION        wait before the greeting to catch early talkers (default 0ms)
   --drain-timeout DURATION      on SIGTERM, how long in-flight transactions may finish (default 30s)
-  --pseudonymize-key-file FILE  replace addresses in logs with a keyed HMAC (key read from FILE)
+  --pseudonymize-key-file FILE  replace addresses in logs with a keyed HMAC (key read from FILE); also the
+                                master key of per-tenant pseudonyms (TenantPolicy spec.privacy.pseudonymize)
+  --trace-store STORE           message trace and consented captures: sqlite:PATH or postgres://USER@HOST/DB
+                                (default: env MAILPLUS_TRACE_STORE; unset: no trace, no captures)
 `;
 
 export interface RelayFlags {
@@ -46,6 +50,8 @@ export interface RelayFlags {
   greetPauseMs: number;
   drainTimeoutMs: number;
   pseudonymizeKey?: string;
+  /** sqlite:PATH or postgres://…; from --trace-store or MAILPLUS_TRACE_STORE. */
+  traceStore?: string;
 }
 
 export function readRelayFlags(values: Record<string, string | boolean | string[] | undefined>): RelayFlags {
@@ -78,5 +84,18 @@ export function readRelayFlags(values: Record<string, string | boolean | string[
     greetPauseMs: parseDurationMs(str(values['greet-pause']) ?? '0ms', '--greet-pause'),
     drainTimeoutMs: parseDurationMs(str(values['drain-timeout']) ?? '30s', '--drain-timeout'),
     pseudonymizeKey,
+    traceStore: readTraceStoreFlag(str(values['trace-store'])),
   };
+}
+
+/** --trace-store, else the MAILPLUS_TRACE_STORE environment variable (the chart sets it from a Secret). */
+export function readTraceStoreFlag(flag: string | undefined, env = process.env): string | undefined {
+  const value = flag ?? (env.MAILPLUS_TRACE_STORE?.trim() || undefined);
+  if (value === undefined) return undefined;
+  if (!/^(sqlite:.+|postgres(ql)?:\/\/.+)$/.test(value)) {
+    throw new CliError(
+      `--trace-store: "${value.replace(/\/\/[^@/]*@/, '//***@')}" is not a trace store; use sqlite:PATH or postgres://USER@HOST/DB`,
+    );
+  }
+  return value;
 }

@@ -17,6 +17,7 @@ export async function startRelayFromFlags(flags: RelayFlags): Promise<Relay> {
       maxClients: flags.maxClients,
       greetPauseMs: flags.greetPauseMs,
       pseudonymizeKey: flags.pseudonymizeKey,
+      traceStore: flags.traceStore,
       upstream: flags.upstreamCaFile ? { caFile: flags.upstreamCaFile } : undefined,
     });
   } catch (err) {

@@ -3,6 +3,7 @@ import type http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import { createAdminServer } from './admin-http.ts';
+import { CaptureRecorder } from './capture/recorder.ts';
 import { hashConfig, validateRelayConfig } from './config/load.ts';
 import type { RelayConfig } from './config/types.gen.ts';
 import type { FileWatcher } from './config-file-watch.ts';
@@ -17,6 +18,10 @@ import type { RawSMTPDataStream } from './smtp/raw-data-stream.ts';
 import { type ConfigSnapshot, SmtpHandlers } from './smtp/transaction.ts';
 import type { UpstreamPoolLike } from './smtp/upstream-contract.ts';
 import { loadKeyPair, watchKeyPair } from './tls/certificates.ts';
+import { createPrivacyHooks } from './trace/privacy.ts';
+import { purgePlan } from './trace/retention.ts';
+import type { TraceStore } from './trace/store.ts';
+import { TraceWriter, type TraceWriterOptions } from './trace/writer.ts';
 import { type PoolOptions, UpstreamPool } from './upstream/pool.ts';
 
 export interface RelayOptions {
@@ -62,6 +67,17 @@ export interface RelayOptions {
   pool?: UpstreamPoolLike;
   /** Certificate file watching (tests shorten these). */
   certWatch?: { debounceMs?: number; pollMs?: number };
+  /**
+   * Message trace and consented captures: `sqlite:PATH`, `postgres://…`, or an opener (tests).
+   * Unset: no trace, no captures. The store may be down: mail flows, entries are buffered.
+   */
+  traceStore?: string | (() => Promise<TraceStore>);
+  /** Trace writer tuning (buffer size, batch size, flush and purge intervals). */
+  traceWriter?: Omit<TraceWriterOptions, 'open' | 'metrics' | 'logger' | 'purge'> & {
+    purgeIntervalMs?: number;
+  };
+  /** The clock for consent expiry and trace times (tests). Default Date.now. */
+  now?: () => number;
 }
 
 export type ApplyResult = { ok: true; hash: string; generation: number } | { ok: false; error: string };
@@ -82,6 +98,10 @@ export interface Relay {
   close(): Promise<void>;
   /** Keeps a watcher alive with the relay and closes it on close() (CLI: watchConfigFile). */
   own(watcher: FileWatcher): void;
+  /** Settles pending captures and writes buffered trace entries (tests; close() does it too). */
+  flushTrace(): Promise<void>;
+  /** The trace writer, when a trace store is configured. */
+  readonly traceWriter?: TraceWriter;
 }
 
 const MiB = 1024 * 1024;
@@ -122,7 +142,45 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
       ...(caFile ? { ca: fs.readFileSync(caFile) } : {}),
     });
 
+  const now = opts.now ?? Date.now;
+  let traceWriter: TraceWriter | undefined;
+  if (opts.traceStore !== undefined) {
+    const where = opts.traceStore;
+    const { purgeIntervalMs, ...tuning } = opts.traceWriter ?? {};
+    traceWriter = new TraceWriter({
+      ...tuning,
+      // the store drivers (pg, node:sqlite) load only when a trace store is configured
+      open:
+        typeof where === 'string'
+          ? async () => (await import('./trace/open.ts')).openTraceStore(where)
+          : where,
+      logger,
+      metrics: {
+        written: (n) => metrics.traceWrittenTotal.inc(n),
+        dropped: (n, reason) => metrics.traceDroppedTotal.inc({ reason }, n),
+        buffered: (n) => metrics.traceBufferEntries.set(n),
+      },
+      purge: { intervalMs: purgeIntervalMs, plan: () => purgePlan(snapshot?.table.config, now()) },
+    });
+  }
+  const tw = traceWriter;
+  const privacy = createPrivacyHooks({
+    masterKey: opts.pseudonymizeKey,
+    relayWide: pseudonymize,
+    writer: tw,
+    recorder: tw
+      ? new CaptureRecorder({
+          store: () => tw.current(),
+          now,
+          logger,
+          onOutcome: (tenant, result) => metrics.capturesTotal.inc({ tenant, result }),
+        })
+      : undefined,
+    now,
+  });
+
   const handlers = new SmtpHandlers({
+    privacy,
     snapshot: () => snapshot,
     pool,
     metrics,
@@ -325,17 +383,21 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
         front.close(() => resolve());
       });
       // smtp-server's own net.Server never listened (our front server accepts); nothing to close
+      await privacy.close();
       metrics.close();
     },
     own(watcher: FileWatcher) {
       watchers.push(watcher);
     },
+    flushTrace: () => privacy.idle(),
+    traceWriter,
   };
 
   if (opts.config !== undefined) {
     const r = relay.applyConfig(opts.config, 'startRelay');
     if (!r.ok) {
       await pool.close();
+      await privacy.close();
       metrics.close();
       throw new Error(`startRelay: initial config refused: ${r.error}`);
     }

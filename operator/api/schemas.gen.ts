@@ -82,6 +82,74 @@ export const crdSchemas: {
               },
             },
           },
+          privacy: {
+            description:
+              "What the relays keep about this tenant's mail. The message trace holds metadata only (time, transaction id, route, client IP, TLS, sender, recipients, size, upstream, result, SMTP code, duration), never content, subject or headers.",
+            type: 'object',
+            properties: {
+              retention: {
+                description:
+                  'How long message-trace entries are kept before they are purged: whole numbers with d, h, m or s (720h, 30d, 24h30m). Default 720h (30 days); at least 1h, at most 3650d (87600h).',
+                type: 'string',
+                maxLength: 32,
+                pattern: '^([0-9]+(d|h|m|s))+$',
+                default: '720h',
+              },
+              pseudonymize: {
+                description:
+                  "Store and log this tenant's addresses as keyed pseudonyms (h:<hmac>@domain; the domain stays readable). The key is derived per tenant from the platform's master key, so pseudonyms do not link across tenants.",
+                type: 'boolean',
+                default: false,
+              },
+            },
+          },
+          troubleshooting: {
+            description:
+              'Consent to a time-boxed troubleshooting capture: relays store copies of the messages whose recipients all match scope, encrypted to publicKey (the platform cannot read them), until expiresAt, at most maxMessages. Without a complete, current consent nothing is captured (Accepted=False, reason ConsentInvalid).',
+            type: 'object',
+            required: ['scope', 'consentReference', 'approvedBy', 'expiresAt', 'maxMessages', 'publicKey'],
+            properties: {
+              scope: {
+                description:
+                  "Recipient patterns (MailRoute recipient grammar: user@example.com, user+tag@example.com, *@example.com, *@*.example.com) within this tenant's domains. A message is captured only if every accepted recipient matches.",
+                type: 'array',
+                minItems: 1,
+                maxItems: 100,
+                items: { type: 'string', minLength: 3, maxLength: 320 },
+              },
+              consentReference: {
+                description: "Reference of the tenant's written consent (ticket, contract clause).",
+                type: 'string',
+                minLength: 1,
+                maxLength: 256,
+              },
+              approvedBy: {
+                description: "Who approved the capture on the tenant's side.",
+                type: 'string',
+                minLength: 1,
+                maxLength: 256,
+              },
+              expiresAt: {
+                description:
+                  'RFC 3339 time (2025-01-31T18:00:00Z), at most 7 days ahead. Relays stop capturing at this instant; captures are purged then.',
+                type: 'string',
+                format: 'date-time',
+              },
+              maxMessages: {
+                description: 'Most messages captured under this consent, across all relays.',
+                type: 'integer',
+                minimum: 1,
+                maximum: 1000,
+              },
+              publicKey: {
+                description:
+                  'The tenant\'s public key, PEM ("-----BEGIN PUBLIC KEY-----"), X25519 or RSA (at least 2048 bits); `mailplus capture keygen` makes one. The private key never reaches the cluster.',
+                type: 'string',
+                minLength: 1,
+                maxLength: 16384,
+              },
+            },
+          },
         },
         'x-kubernetes-validations': [
           {

@@ -81,6 +81,51 @@ export interface TenantPolicySpec {
       per: string;
     };
   };
+  /**
+   * What the relays keep about this tenant's mail. The message trace holds metadata only (time, transaction id, route, client IP, TLS, sender, recipients, size, upstream, result, SMTP code, duration), never content, subject or headers.
+   */
+  privacy?: {
+    /**
+     * How long message-trace entries are kept before they are purged: whole numbers with d, h, m or s (720h, 30d, 24h30m). Default 720h (30 days); at least 1h, at most 3650d (87600h).
+     */
+    retention?: string;
+    /**
+     * Store and log this tenant's addresses as keyed pseudonyms (h:<hmac>@domain; the domain stays readable). The key is derived per tenant from the platform's master key, so pseudonyms do not link across tenants.
+     */
+    pseudonymize?: boolean;
+  };
+  /**
+   * Consent to a time-boxed troubleshooting capture: relays store copies of the messages whose recipients all match scope, encrypted to publicKey (the platform cannot read them), until expiresAt, at most maxMessages. Without a complete, current consent nothing is captured (Accepted=False, reason ConsentInvalid).
+   */
+  troubleshooting?: {
+    /**
+     * Recipient patterns (MailRoute recipient grammar: user@example.com, user+tag@example.com, *@example.com, *@*.example.com) within this tenant's domains. A message is captured only if every accepted recipient matches.
+     *
+     * @minItems 1
+     * @maxItems 100
+     */
+    scope: string[];
+    /**
+     * Reference of the tenant's written consent (ticket, contract clause).
+     */
+    consentReference: string;
+    /**
+     * Who approved the capture on the tenant's side.
+     */
+    approvedBy: string;
+    /**
+     * RFC 3339 time (2025-01-31T18:00:00Z), at most 7 days ahead. Relays stop capturing at this instant; captures are purged then.
+     */
+    expiresAt: string;
+    /**
+     * Most messages captured under this consent, across all relays.
+     */
+    maxMessages: number;
+    /**
+     * The tenant's public key, PEM ("-----BEGIN PUBLIC KEY-----"), X25519 or RSA (at least 2048 bits); `mailplus capture keygen` makes one. The private key never reaches the cluster.
+     */
+    publicKey: string;
+  };
 }
 /**
  * Observed state, written by the operator.

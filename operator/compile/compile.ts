@@ -1,10 +1,13 @@
 // The pure compile step: TenantPolicies, MailRoutes and Services in; a hashed, deterministic
 // RelayConfig and one status per Mail-Plus resource out. Everything the relay must not decide on
 // its own is settled here: validity, domain ownership, route order, upstream addresses, defaults.
+
+import { checkConsent, type TroubleshootingSpec } from '../../relay/capture/consent.ts';
 import { canonicalJson, hashConfig } from '../../relay/config/hash.ts';
 import type { Limits, RelayConfig, Route, Tenant, Upstream } from '../../relay/config/types.gen.ts';
 import { parseCidr } from '../../relay/routing/cidr.ts';
 import { normalizeDomainClaim, type Pattern, parsePattern } from '../../relay/routing/match.ts';
+import { parseRetention } from '../../relay/trace/retention.ts';
 import type { MailRoute, MailRouteSpec, TenantPolicy } from '../api/types.gen.ts';
 import { resourceKey, resourceLabel, type Service } from '../resources/types.ts';
 import { parseByteQuantity, parseDurationSeconds } from '../resources/units.ts';
@@ -17,8 +20,14 @@ export interface CompileInput {
   services: Service[];
 }
 
-// biome-ignore lint/complexity/noBannedTypes: reserved for future options.
-export type CompileOptions = {};
+export interface CompileOptions {
+  /**
+   * The current time (epoch ms or Date): consents (spec.troubleshooting.expiresAt) are checked
+   * against it. The compile step never reads the clock itself; without `now` every consent is
+   * refused (ConsentInvalid).
+   */
+  now?: number | Date;
+}
 
 export interface CompileResult {
   config: RelayConfig;
@@ -225,7 +234,8 @@ function resolveUpstreams(
 
 const bySpecificity = (a: Pattern, b: Pattern): number => a.rank - b.rank || cmpStr(a.text, b.text);
 
-export function compile(input: CompileInput, _options: CompileOptions = {}): CompileResult {
+export function compile(input: CompileInput, options: CompileOptions = {}): CompileResult {
+  const nowMs = options.now === undefined ? undefined : new Date(options.now).getTime();
   const statuses = new Map<string, ResourceStatus>();
   const sources = new Map<string, number>();
 
@@ -243,6 +253,15 @@ export function compile(input: CompileInput, _options: CompileOptions = {}): Com
     const v = validateTenantPolicy(raw);
     if (!v.value) {
       statuses.set(meta.key, invalid(meta.generation, v.errors));
+      continue;
+    }
+    const retention = v.value.spec.privacy?.retention;
+    const r = retention === undefined ? undefined : parseRetention(retention);
+    if (r && !r.ok) {
+      statuses.set(
+        meta.key,
+        invalid(meta.generation, [{ field: 'spec.privacy.retention', message: r.error }]),
+      );
       continue;
     }
     const claims: PolicyEntry['claims'] = [];
@@ -303,6 +322,7 @@ export function compile(input: CompileInput, _options: CompileOptions = {}): Com
 
   const tenantByNs = new Map<string, PolicyEntry>();
   const rejectedPolicyByNs = new Map<string, string>();
+  const captureByNs = new Map<string, NonNullable<Tenant['capture']>>();
   for (const p of policies) {
     const lostText = p.lost.map((c) => `${c.value} (held by ${c.winner})`);
     if (p.owned.size === 0) {
@@ -346,6 +366,36 @@ export function compile(input: CompileInput, _options: CompileOptions = {}): Com
         p.lost,
       ),
     );
+    // A troubleshooting capture needs a valid, current consent. Without one nothing is captured
+    // and the policy says why, but its mail keeps flowing (routes are still served).
+    if (p.spec.troubleshooting !== undefined) {
+      const consent = checkConsent(
+        p.meta.namespace,
+        p.spec.troubleshooting as TroubleshootingSpec,
+        [...p.owned].sort(),
+        nowMs,
+      );
+      if (consent.ok) {
+        captureByNs.set(p.meta.namespace, consent.capture);
+      } else {
+        statuses.set(
+          p.meta.key,
+          makeStatus(
+            p.meta.generation,
+            {
+              status: 'False',
+              reason: REASONS.consentInvalid,
+              message: `${listText(
+                consent.errors.map((e) => `${e.field}: ${e.message}`),
+                20,
+              )}; nothing is captured (routing is still served)`,
+            },
+            { status: 'True', reason: REASONS.resolvedRefs, message: 'no references' },
+            p.lost,
+          ),
+        );
+      }
+    }
   }
   // 3. MailRoutes: validity, tenant, domain ownership.
   const routesByNs = new Map<string, RouteEntry[]>();
@@ -525,7 +575,7 @@ export function compile(input: CompileInput, _options: CompileOptions = {}): Com
         ),
       ),
     ].sort();
-    tenants.push({
+    const tenant: Tenant = {
       name: p.meta.namespace,
       policy: `${p.meta.namespace}/${p.meta.name}`,
       domains: [...p.owned].sort(),
@@ -533,7 +583,18 @@ export function compile(input: CompileInput, _options: CompileOptions = {}): Com
       requireTLS: p.spec.requireTLS ?? false,
       limits: compileLimits(p.spec),
       routes,
-    });
+    };
+    const privacy = p.spec.privacy;
+    if (privacy !== undefined) {
+      const r = privacy.retention === undefined ? undefined : parseRetention(privacy.retention);
+      tenant.privacy = {
+        ...(r?.ok ? { retentionSeconds: r.seconds } : {}),
+        ...(privacy.pseudonymize !== undefined ? { pseudonymize: privacy.pseudonymize } : {}),
+      };
+    }
+    const capture = captureByNs.get(p.meta.namespace);
+    if (capture) tenant.capture = capture;
+    tenants.push(tenant);
   }
 
   const sortedSources: Record<string, number> = {};

@@ -41,10 +41,21 @@ export const REASONS = {
   domainClaimedByOtherTenant: 'DomainClaimedByOtherTenant',
   serviceNotFound: 'ServiceNotFound',
   servicePortNotFound: 'ServicePortNotFound',
+  /**
+   * Accepted=False on a TenantPolicy whose spec.troubleshooting is not a valid, current consent
+   * (the message names the field): its routes are still served, nothing is captured.
+   */
+  consentInvalid: 'ConsentInvalid',
   /** ResolvedRefs=Unknown when the spec is invalid and references were not looked at. */
   notChecked: 'InvalidSpec',
-  /** Programmed=Unknown until relays report the config hash. */
+  /** Programmed=False while some live relays still serve a config without this generation. */
   pending: 'Pending',
+  /** Programmed=True: every live relay serves a config containing this generation. */
+  programmed: 'Programmed',
+  /** Programmed=False: no relay of the fleet has renewed its report Lease within its duration. */
+  noRelays: 'NoRelays',
+  /** Programmed=False: the resource is not part of the relay config (not accepted). */
+  invalid: 'Invalid',
 } as const;
 
 const HAPPY = new Set<string>([REASONS.accepted, REASONS.resolvedRefs, REASONS.ready, 'Programmed']);
@@ -71,7 +82,9 @@ export function summarizeReady(conditions: StatusCondition[]): StatusCondition {
     type: 'Ready',
     status: 'True',
     reason: REASONS.ready,
-    message: 'Accepted and all references resolved',
+    message: others.some((c) => c.type === 'Programmed')
+      ? 'Accepted, all references resolved, served by every live relay'
+      : 'Accepted and all references resolved',
   };
 }
 

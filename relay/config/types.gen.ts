@@ -45,6 +45,8 @@ export interface Tenant {
   clientCIDRs: string[];
   requireTLS: boolean;
   limits: Limits;
+  privacy?: Privacy;
+  capture?: Capture;
   /**
    * Routes sorted by priority, then age (oldest first), then namespace/name. For a recipient the relay considers every route whose recipients match (and whose senders match the envelope sender) and picks the lowest priority, then the most specific matching pattern (see route.recipients), then the earliest position in this list.
    */
@@ -64,6 +66,51 @@ export interface Limits {
     messages: number;
     perSeconds: number;
   };
+}
+/**
+ * From TenantPolicy.spec.privacy; absent means the defaults (retention 30 days, addresses as given).
+ *
+ * This interface was referenced by `RelayConfig`'s JSON-Schema
+ * via the `definition` "privacy".
+ */
+export interface Privacy {
+  /**
+   * How long this tenant's message-trace entries are kept.
+   */
+  retentionSeconds?: number;
+  /**
+   * Store and log this tenant's addresses as keyed pseudonyms (h:<hmac>@domain, key derived per tenant from the relay's --pseudonymize-key-file).
+   */
+  pseudonymize?: boolean;
+}
+/**
+ * A consented, time-boxed troubleshooting capture (TenantPolicy.spec.troubleshooting after the compile step checked the consent). Messages whose accepted recipients all match scope are stored encrypted to publicKey until expiresAt, at most maxMessages across the fleet.
+ *
+ * This interface was referenced by `RelayConfig`'s JSON-Schema
+ * via the `definition` "capture".
+ */
+export interface Capture {
+  /**
+   * Identity of this consent (sha256 of tenant, consentReference, expiresAt, scope, publicKey): the maxMessages counter is per id.
+   */
+  id: string;
+  /**
+   * Normalised recipient patterns (route recipient grammar) within the tenant's domains.
+   *
+   * @minItems 1
+   */
+  scope: string[];
+  consentReference: string;
+  approvedBy: string;
+  /**
+   * RFC 3339 UTC time; relays stop capturing at this instant and captures are purged then.
+   */
+  expiresAt: string;
+  maxMessages: number;
+  /**
+   * The tenant's public key (PEM, X25519 or RSA ≥ 2048 bits).
+   */
+  publicKey: string;
 }
 /**
  * This interface was referenced by `RelayConfig`'s JSON-Schema

@@ -23,6 +23,10 @@ export class RelayMetrics {
   readonly proxyProtocolTotal: Counter<'result'>;
   readonly draining: Gauge<string>;
   readonly rateLimiterKeys: Gauge<string>;
+  readonly traceWrittenTotal: Counter<string>;
+  readonly traceDroppedTotal: Counter<'reason'>;
+  readonly traceBufferEntries: Gauge<string>;
+  readonly capturesTotal: Counter<'tenant' | 'result'>;
 
   constructor() {
     const registers = [this.registry];
@@ -112,6 +116,28 @@ export class RelayMetrics {
     this.rateLimiterKeys = new Gauge({
       name: `${p}rate_limiter_keys`,
       help: 'Tracked (tenant, client) rate limit buckets in this pod',
+      registers,
+    });
+    this.traceWrittenTotal = new Counter({
+      name: `${p}trace_written_total`,
+      help: 'Message-trace entries written to the trace store',
+      registers,
+    });
+    this.traceDroppedTotal = new Counter({
+      name: `${p}trace_dropped_total`,
+      help: 'Message-trace entries dropped (reason: buffer_full while the store was unavailable | shutdown)',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.traceBufferEntries = new Gauge({
+      name: `${p}trace_buffer_entries`,
+      help: 'Message-trace entries waiting in memory to be written',
+      registers,
+    });
+    this.capturesTotal = new Counter({
+      name: `${p}captures_total`,
+      help: 'Consented troubleshooting captures (result: stored | discarded | quota_exhausted | store_unavailable | failed)',
+      labelNames: ['tenant', 'result'],
       registers,
     });
   }

@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import type { SMTPServerAddress, SMTPServerSession } from 'smtp-server';
+import type { CaptureTee } from '../capture/recorder.ts';
 import type { Tenant, Upstream } from '../config/types.gen.ts';
 import type { Logger } from '../observability/log.ts';
 import type { RelayMetrics } from '../observability/metrics.ts';
 import { decideRecipient } from '../routing/decide.ts';
 import type { RoutingTable } from '../routing/table.ts';
+import type { PrivacyHooks } from '../trace/privacy.ts';
 import { targetLabel } from '../upstream/connection.ts';
 import type { RateLimiter } from './rate-limit.ts';
 import type { RawSMTPDataStream } from './raw-data-stream.ts';
@@ -33,6 +35,8 @@ export interface TransactionDeps {
   rateLimiter: RateLimiter;
   maxMessageSize: number;
   maxTransactions: number;
+  /** Message trace, per-tenant pseudonyms in the log line, consented captures (relay/trace/privacy.ts). */
+  privacy?: PrivacyHooks;
 }
 
 export interface SmtpError extends Error {
@@ -71,6 +75,9 @@ interface RecipientLog {
   result: RecipientResult;
   code: number;
   reason?: string;
+  /** For the trace and per-tenant pseudonyms; not logged ('' when no tenant holds the domain). */
+  tenant: string;
+  route: string;
 }
 
 class Transaction {
@@ -197,7 +204,7 @@ export class SmtpHandlers {
     tenant: string,
     route: string,
   ): void {
-    t.recipients.push({ address, result, code, ...(result === 'accepted' ? {} : { reason }) });
+    t.recipients.push({ address, result, code, ...(result === 'accepted' ? {} : { reason }), tenant, route });
     this.deps.metrics.recipientsTotal.inc({ tenant, route, result, reason });
   }
 
@@ -410,6 +417,17 @@ export class SmtpHandlers {
     });
     stream.once('bad-line-ending', () => fail(REPLY.badLineEnding(), 'bad_line_ending', 'rejected', 'abort'));
 
+    // consented capture: decided now (expiry checked per message), reserved in the store while the
+    // upstream answers DATA; undefined at once for everyone else (the fast path)
+    const privacy = this.deps.privacy;
+    const capturing =
+      privacy && utx && !t.broken
+        ? privacy.startCapture(
+            t.snapshot.table.config,
+            t.id,
+            t.recipients.filter((r) => r.result === 'accepted'),
+          )
+        : undefined;
     if (!utx || t.broken) {
       fail(REPLY.upstreamUnavailable(), 'upstream_unavailable', 'deferred', 'abort');
     } else {
@@ -428,6 +446,14 @@ export class SmtpHandlers {
         fail(REPLY.upstreamLost(), 'upstream_failed', 'deferred', 'abort');
       }
     }
+    let tee: CaptureTee | undefined;
+    if (capturing) {
+      tee = await capturing.catch(() => undefined);
+      if (tee && failure) {
+        privacy?.endCapture(tee, false);
+        tee = undefined;
+      }
+    }
     if (!failure && utx) {
       const out = utx;
       let bytes = 0;
@@ -435,6 +461,7 @@ export class SmtpHandlers {
         if (failure) return;
         bytes += chunk.length;
         if (bytes > limit) return fail(REPLY.tooBig(limit), 'too_big', 'rejected', 'abort');
+        tee?.write(chunk);
         let flowing: boolean;
         try {
           flowing = out.write(chunk);
@@ -453,6 +480,8 @@ export class SmtpHandlers {
     await ended;
     if (!failure && stream.byteLength > limit) fail(REPLY.tooBig(limit), 'too_big', 'rejected', 'abort');
     if (!failure && stream.badLineEnding) fail(REPLY.badLineEnding(), 'bad_line_ending', 'rejected', 'abort');
+    // kept only when the whole message was received and handed to the upstream
+    if (tee) privacy?.endCapture(tee, !failure);
     let result: { err?: SmtpError; message?: string };
     let code: number;
     let msgResult: MessageResult;
@@ -536,6 +565,12 @@ export class SmtpHandlers {
     if (t.done) return;
     t.done = true;
     const p = this.deps.pseudonymize;
+    const privacy = this.deps.privacy;
+    const config = t.snapshot.table.config;
+    const shown = privacy
+      ? privacy.logAddresses(config, t.sender, t.recipients)
+      : { sender: p(t.sender), recipients: t.recipients.map((r) => p(r.address)) };
+    const durationMs = Math.round(performance.now() - t.startedAt);
     this.deps.logger.info('transaction', {
       txid: t.id,
       session: t.session,
@@ -544,15 +579,33 @@ export class SmtpHandlers {
       configHash: t.snapshot.hash,
       tenants: [...t.tenants.keys()],
       routes: [...t.routes],
-      sender: p(t.sender),
-      recipients: t.recipients.map((r) => ({ ...r, address: p(r.address) })),
+      sender: shown.sender,
+      recipients: t.recipients.map((r, i) => ({
+        address: shown.recipients[i],
+        result: r.result,
+        code: r.code,
+        ...(r.reason !== undefined ? { reason: r.reason } : {}),
+      })),
       size,
       upstream: t.upstreamLabel || undefined,
       result,
       code: code || undefined,
       reason,
       clientDisconnected: clientGone || undefined,
-      durationMs: Math.round(performance.now() - t.startedAt),
+      durationMs,
+    });
+    privacy?.finished(config, {
+      timeMs: Date.now(),
+      txid: t.id,
+      clientIp: t.clientIp,
+      tls: t.tls,
+      sender: t.sender,
+      recipients: t.recipients,
+      size,
+      upstream: t.upstreamLabel,
+      result,
+      code,
+      durationMs,
     });
     this.active--;
     if (this.active === 0) {
