@@ -128,6 +128,32 @@ describe('RawDataStream (raw DATA pass-through)', () => {
     });
   }
 
+  // A chunk whose last bytes hold no CR or LF is forwarded whole (no held-back tail, no copy): the
+  // next chunk's first bytes must still be judged with the plain byte before them in mind.
+  const plain = 'x'.repeat(12);
+  it('after a chunk that ended on plain bytes: CRLF, stuffed dot and terminator at the next chunk start', async () => {
+    const body = `${plain}\r\n..${plain}\r\n${plain}\r\n${plain}.${plain}\r\n`;
+    await allSplits(b(`${body}.\r\nNOOP\r\n`), (o) => {
+      expect(o.content.toString('latin1')).toBe(body);
+      expect(o.bad).toBe(false);
+      expect(o.after).toEqual(['NOOP', 'QUIT']);
+      expect(o.byteLength).toBe(body.length);
+    });
+  });
+  for (const [name, shape] of [
+    ...smuggling.filter(([n]) => !n.endsWith('at data start')),
+    ['bare LF dot right after plain bytes', '\n.\r\nMAIL FROM:<x@y>\r\n'],
+    ['bare CR dot right after plain bytes', '\r.\r\nMAIL FROM:<x@y>\r\n'],
+  ] as Array<[string, string]>) {
+    it(`refuses the smuggling shape after plain bytes: ${name}`, async () => {
+      await allSplits(b(`${plain}${shape}real\r\n.\r\nNOOP\r\n`), (o) => {
+        expect(o.bad).toBe(true);
+        expect(o.content.toString('latin1')).not.toContain('MAIL FROM');
+        expect(o.after).toEqual(['NOOP', 'QUIT']);
+      });
+    });
+  }
+
   it('counts raw bytes (stuffing dots included) and flags sizeExceeded', async () => {
     const body = '..12345678\r\n';
     const o = await feed(b(`${body}.\r\n`), 'whole', 10);

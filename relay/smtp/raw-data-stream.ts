@@ -1,5 +1,6 @@
 import type { SMTPServerDataStream } from 'smtp-server';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
+import { noteStreamedBytes } from './gc-pacer.ts';
 
 /**
  * DATA pass-through without un-stuffing.
@@ -33,8 +34,25 @@ const LF_DOT = Buffer.from('\n.');
 const CR_DOT = Buffer.from('\r.');
 const VIRTUAL_CRLF = Buffer.from('\r\n');
 const EMPTY = Buffer.alloc(0);
-/** Bytes held back per chunk so that sequences straddling chunk boundaries are seen whole. */
+/**
+ * Bytes held back per chunk so that sequences straddling chunk boundaries are seen whole. Only
+ * needed when those bytes contain a CR or LF: every sequence of interest (<CRLF>.<CRLF>, "\n.",
+ * "\r.") starts with one. Otherwise (most chunks of a message body) the chunk is forwarded
+ * whole, without a copy: a copy per socket read doubled the short-lived buffer memory of the
+ * DATA path.
+ */
 const TAIL = 4;
+/** Stands in for "a plain byte (not CR, not LF)" before a chunk (see _feedDataStream). */
+const PLAIN = Buffer.from('x');
+
+/** True when the last TAIL bytes of buf contain neither CR nor LF. */
+function plainTail(buf: Buffer): boolean {
+  for (let i = buf.length - TAIL; i < buf.length; i++) {
+    const c = buf[i];
+    if (c === 0x0d || c === 0x0a) return false;
+  }
+  return true;
+}
 
 /**
  * Finds a dot-line violation in buf[0, scanEnd). Returns its position or -1. Positions whose
@@ -85,13 +103,34 @@ export class RawDataStream extends SMTPStream {
   }
 
   override _feedDataStream(chunk: Buffer, done: (err?: Error | null) => void): void {
+    noteStreamedBytes(chunk.length);
     const dataStream = this._dataStream as RawSMTPDataStream;
-    const buf = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
-    const virt = this.virtualBytes;
+    let buf: Buffer;
+    let virt: number;
+    // Is buf[0] a real byte that no earlier round has judged? Only on the zero-copy path below.
+    let headUndecided = false;
+    if (this.pending.length) {
+      buf = Buffer.concat([this.pending, chunk]);
+      virt = this.virtualBytes;
+    } else if (chunk.length > TAIL) {
+      // The previous round emitted everything because it ended on plain bytes (no CR or LF in its
+      // last TAIL bytes): nothing straddles the boundary, so the chunk is scanned and forwarded as
+      // is, without copying it. Its first byte follows a plain byte (not CR).
+      buf = chunk;
+      virt = 0;
+      headUndecided = true;
+    } else {
+      // A short chunk after plain bytes: stand a plain virtual byte in for the one before it.
+      buf = Buffer.concat([PLAIN, chunk]);
+      virt = PLAIN.length;
+    }
     const end = buf.indexOf(TERMINATOR);
+    // "\n." at buf[0]: the byte before it was plain, so this LF is bare (findDotViolation only
+    // looks from position 1, where the previous byte is in buf)
+    const headBad = headUndecided && buf[0] === 0x0a && buf[1] === 0x2e;
 
     if (end >= 0) {
-      if (!this.bad && findDotViolation(buf, end + 1, true) >= 0) this.flagBad(dataStream);
+      if (!this.bad && (headBad || findDotViolation(buf, end + 1, true) >= 0)) this.flagBad(dataStream);
       const contentEnd = Math.max(virt, end + 2);
       this._countDataBytes(contentEnd - virt);
       this.pending = EMPTY;
@@ -101,16 +140,24 @@ export class RawDataStream extends SMTPStream {
       return;
     }
 
-    if (!this.bad && findDotViolation(buf, buf.length, false) >= 0) this.flagBad(dataStream);
-    const emitEnd = buf.length - TAIL;
-    if (emitEnd <= virt) {
-      // too little to emit anything: keep it all (copied, the chunk may be reused by the socket)
-      this.pending = Buffer.from(buf);
-      done();
-      return;
+    if (!this.bad && (headBad || findDotViolation(buf, buf.length, false) >= 0)) this.flagBad(dataStream);
+    let out: Buffer;
+    if (buf.length - virt > TAIL && plainTail(buf)) {
+      // nothing at the end can start a terminator or a dot-line sequence: emit it all, hold nothing
+      out = buf.subarray(virt);
+      this.pending = EMPTY;
+    } else {
+      const emitEnd = buf.length - TAIL;
+      if (emitEnd <= virt) {
+        // too little to emit anything: keep it all (copied, the chunk may be reused by the socket)
+        this.pending = Buffer.from(buf);
+        this.virtualBytes = virt;
+        done();
+        return;
+      }
+      out = buf.subarray(virt, emitEnd);
+      this.pending = Buffer.from(buf.subarray(emitEnd));
     }
-    const out = buf.subarray(virt, emitEnd);
-    this.pending = Buffer.from(buf.subarray(emitEnd));
     this.virtualBytes = 0;
     this._countDataBytes(out.length);
     if (this.bad || !dataStream.writable || dataStream.write(out) || dataStream.destroyed) {
