@@ -33,6 +33,11 @@ COPY bin ./bin
 COPY cli ./cli
 COPY operator ./operator
 COPY relay ./relay
+# Warm Node's compile cache at build time: it keeps the type-stripped source of every module, so
+# pods never load Node's TypeScript stripper (a WebAssembly module that stays resident, ~28 MB of
+# RSS per relay). Importing the command modules loads everything the relay and operator run.
+ENV NODE_COMPILE_CACHE=/app/.node-compile-cache
+RUN node --input-type=module -e "for (const m of ['./cli/commands/relay.ts', './cli/commands/dev.ts', './operator/cli.ts']) await import(m)"
 # Numeric non-root UID/GID (matches the chart's runAsUser), so runAsNonRoot can verify it.
 # The files stay root-owned and read-only for this user: the root filesystem can be read-only.
 USER 10001:10001

@@ -13,6 +13,7 @@ export const relayFlagSpec = {
   'trusted-proxy': { type: 'string', multiple: true },
   'max-message-size': { type: 'string' },
   'max-clients': { type: 'string' },
+  'max-transactions-per-session': { type: 'string' },
   'upstream-ca': { type: 'string' },
   'greet-pause': { type: 'string' },
   'drain-timeout': { type: 'string' },
@@ -29,6 +30,9 @@ export const relayFlagHelp = `Relay options:
   --trusted-proxy CIDR          accept PROXY protocol v1/v2 from these load balancers (repeatable)
   --max-message-size SIZE       relay-wide limit advertised with SIZE (default 25Mi)
   --max-clients N               concurrent SMTP sessions (default 1000)
+  --max-transactions-per-session N
+                                messages per connection before 421, the sender reconnects
+                                (default 1000)
   --upstream-ca FILE            extra CA certificates trusted for upstream TLS verification
   --greet-pause DURATION        wait before the greeting to catch early talkers (default 0ms)
   --drain-timeout DURATION      on SIGTERM, how long in-flight transactions may finish (default 30s)
@@ -46,6 +50,7 @@ export interface RelayFlags {
   trustedProxies: string[];
   maxMessageSize: number;
   maxClients: number;
+  maxTransactions: number;
   upstreamCaFile?: string;
   greetPauseMs: number;
   drainTimeoutMs: number;
@@ -61,6 +66,10 @@ export function readRelayFlags(values: Record<string, string | boolean | string[
   const maxClients = Number(str(values['max-clients']) ?? '1000');
   if (!Number.isInteger(maxClients) || maxClients < 1)
     throw new CliError('--max-clients must be a whole number ≥ 1');
+  const maxTransactions = Number(str(values['max-transactions-per-session']) ?? '1000');
+  if (!Number.isInteger(maxTransactions) || maxTransactions < 1) {
+    throw new CliError('--max-transactions-per-session must be a whole number ≥ 1');
+  }
   const keyFile = str(values['pseudonymize-key-file']);
   let pseudonymizeKey: string | undefined;
   if (keyFile) {
@@ -80,6 +89,7 @@ export function readRelayFlags(values: Record<string, string | boolean | string[
     trustedProxies: list(values['trusted-proxy']),
     maxMessageSize: parseByteSize(str(values['max-message-size']) ?? '25Mi', '--max-message-size'),
     maxClients,
+    maxTransactions,
     upstreamCaFile: str(values['upstream-ca']),
     greetPauseMs: parseDurationMs(str(values['greet-pause']) ?? '0ms', '--greet-pause'),
     drainTimeoutMs: parseDurationMs(str(values['drain-timeout']) ?? '30s', '--drain-timeout'),

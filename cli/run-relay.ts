@@ -15,6 +15,7 @@ export async function startRelayFromFlags(flags: RelayFlags): Promise<Relay> {
       trustedProxies: flags.trustedProxies,
       maxMessageSize: flags.maxMessageSize,
       maxClients: flags.maxClients,
+      maxTransactions: flags.maxTransactions,
       greetPauseMs: flags.greetPauseMs,
       pseudonymizeKey: flags.pseudonymizeKey,
       traceStore: flags.traceStore,

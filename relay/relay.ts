@@ -47,9 +47,9 @@ export interface RelayOptions {
   socketTimeoutMs?: number;
   /** Default 2048 bytes: RFC 5321 allows 512, each ESMTP extension (SIZE, BODY, SMTPUTF8, DSN) may add more. */
   maxCommandLength?: number;
-  /** Commands per session before 421. Default 1000. */
+  /** Commands per session before 421 (bounds a session that loops on junk commands). Default 10 000. */
   maxCommands?: number;
-  /** MAIL transactions per session before 421. Default 100. */
+  /** MAIL transactions per session before 421; senders reconnect for more. Default 1000. */
   maxTransactions?: number;
   /** Session lifetime before 421 4.4.2. Default 10 min. */
   maxSessionMs?: number;
@@ -188,7 +188,7 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
     pseudonymize,
     rateLimiter: new RateLimiter(),
     maxMessageSize,
-    maxTransactions: opts.maxTransactions ?? 100,
+    maxTransactions: opts.maxTransactions ?? 1000,
   });
 
   const keyPair = opts.tlsCert && opts.tlsKey ? loadKeyPair(opts.tlsCert, opts.tlsKey) : undefined;
@@ -218,8 +218,8 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
     },
     {
       greetPauseMs: opts.greetPauseMs ?? 0,
-      maxCommands: opts.maxCommands ?? 1000,
-      maxTransactions: opts.maxTransactions ?? 100,
+      maxCommands: opts.maxCommands ?? 10_000,
+      maxTransactions: opts.maxTransactions ?? 1000,
       maxSessionMs: opts.maxSessionMs ?? 10 * 60_000,
       maxMessageSize,
       hooks: {

@@ -721,6 +721,23 @@ describe('operations', () => {
     expect(line(await c.cmd('NOOP'))).toBe('421 4.7.0 Too many commands in one session, closing connection');
   });
 
+  it('bounds transactions per session: the sender reconnects for more', async () => {
+    const up = await sink();
+    const { port } = await relayWith(
+      relayConfig([tenant('acme', ['example.com'], [forward('r', ['*@example.com'], [up.port])])]),
+      { maxTransactions: 2 },
+    );
+    const c = await client(port);
+    for (let i = 0; i < 2; i++) {
+      expect(await envelope(c, 'a@s.test', ['x@example.com'])).toEqual(['250 2.1.5 Accepted']);
+      expect(await dataRaw(c, MSG)).toMatch(/^250 /);
+    }
+    expect(line(await c.cmd('MAIL FROM:<a@s.test>'))).toBe(
+      '421 4.7.0 Too many transactions in one session, closing connection',
+    );
+    await up.waitForMessages(2);
+  });
+
   it('client disconnect mid-DATA aborts the upstream transaction: nothing delivered', async () => {
     const up = await sink();
     const { port, logs } = await relayWith(
