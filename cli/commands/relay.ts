@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { watchConfigFile } from '../../relay/config-file-watch.ts';
 import { CliError } from '../errors.ts';
 import { parseFlags, str } from '../flags.ts';
@@ -5,29 +6,107 @@ import { readRelayFlags, relayFlagHelp, relayFlagSpec } from '../relay-flags.ts'
 import { startRelayFromFlags, untilStopped } from '../run-relay.ts';
 
 const help = `Usage: mailplus relay --config FILE [relay options]
+       mailplus relay --configmap NAMESPACE/NAME [--kubeconfig FILE] [relay options]
 
-Runs the SMTP relay from a relay-config file (what mailplus render -o json or the operator
-produces). The file is watched: a valid new version applies to new transactions within a second,
+Runs the SMTP relay from a relay config: a file (what mailplus render -o json produces) or the
+ConfigMap the operator publishes. Either source is followed: a valid new version applies to new
+transactions at once (file: within a second; ConfigMap: through an API watch, no kubelet delay),
 transactions in flight finish on the config they started with, and an invalid version is refused
 (logged, metric mailplus_relay_config_last_reload_successful=0) while the last good one stays.
+With --configmap the relay also reports the config hash it serves in its own Lease
+(mailplus-relay-<relay id>), from which the operator computes the Programmed condition.
 
 Options:
-  --config FILE                 relay-config JSON (required)
+  --config FILE                 relay-config JSON
+  --configmap NAMESPACE/NAME    follow this ConfigMap through the Kubernetes API instead
+  --kubeconfig FILE             kubeconfig for --configmap (default: KUBECONFIG, ~/.kube/config,
+                                or the pod's service account)
+  --report-lease-namespace NS   namespace of the report Lease (default: the ConfigMap's)
+  --relay-id ID                 this relay's id in its report Lease (default: the host name,
+                                which is the pod name in Kubernetes)
 ${relayFlagHelp}`;
 
+export interface ConfigMapRef {
+  namespace: string;
+  name: string;
+}
+
+export function parseConfigMapRef(value: string, flag = '--configmap'): ConfigMapRef {
+  const m = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/([a-z0-9]([-a-z0-9.]*[a-z0-9])?)$/.exec(value);
+  if (!m)
+    throw new CliError(
+      `${flag} ${value}: expected NAMESPACE/NAME (e.g. mailplus-system/mailplus-relay-config)`,
+    );
+  return { namespace: m[1], name: m[3] };
+}
+
 export async function runRelay(argv: string[]): Promise<number> {
-  const { values, help: shown } = parseFlags(argv, { config: { type: 'string' }, ...relayFlagSpec }, help);
+  const { values, help: shown } = parseFlags(
+    argv,
+    {
+      config: { type: 'string' },
+      configmap: { type: 'string' },
+      kubeconfig: { type: 'string' },
+      'report-lease-namespace': { type: 'string' },
+      'relay-id': { type: 'string' },
+      ...relayFlagSpec,
+    },
+    help,
+  );
   if (shown) return 0;
   const file = str(values.config);
-  if (!file) throw new CliError(`--config FILE is required\n\n${help}`);
+  const cmFlag = str(values.configmap);
+  if (file && cmFlag)
+    throw new CliError('--config and --configmap are mutually exclusive: pick one config source');
+  if (!file && !cmFlag)
+    throw new CliError(`--config FILE or --configmap NAMESPACE/NAME is required\n\n${help}`);
+  for (const f of ['kubeconfig', 'report-lease-namespace', 'relay-id'] as const) {
+    if (file && values[f] !== undefined) throw new CliError(`--${f} only applies with --configmap`);
+  }
+  const cm = cmFlag ? parseConfigMapRef(cmFlag) : undefined;
   const flags = readRelayFlags(values);
+
+  // Kubernetes client code loads only for --configmap (it needs Node >= 22.19).
+  let kc: import('@kubernetes/client-node').KubeConfig | undefined;
+  if (cm) {
+    const { loadKubeConfig } = await import('../../operator/kube/client.ts');
+    try {
+      kc = loadKubeConfig(str(values.kubeconfig));
+    } catch (err) {
+      throw new CliError((err as Error).message, 1);
+    }
+  }
+
   const relay = await startRelayFromFlags(flags);
-  relay.own(watchConfigFile(file, relay));
+  if (file) {
+    relay.own(watchConfigFile(file, relay));
+  } else if (cm && kc) {
+    const { watchConfigMap } = await import('../../relay/config-configmap-watch.ts');
+    const { startReportLease } = await import('../../relay/report-lease.ts');
+    const report = startReportLease({
+      kc,
+      namespace: str(values['report-lease-namespace']) ?? cm.namespace,
+      id: str(values['relay-id']) ?? hostname(),
+      fleet: cm.name,
+      hash: () => relay.configInfo().hash,
+      logger: relay.logger,
+    });
+    relay.own({ close: () => void report.close() });
+    relay.own(
+      watchConfigMap(relay, {
+        kc,
+        namespace: cm.namespace,
+        name: cm.name,
+        logger: relay.logger,
+        onApplied: () => report.renewNow(),
+      }),
+    );
+  }
   const { smtp, admin } = relay.address();
   relay.logger.info('relay listening', {
     smtp: `${smtp.address}:${smtp.port}`,
     admin: admin ? `${admin.address}:${admin.port}` : null,
-    config: file,
+    config: file ?? `configmap/${cm?.namespace}/${cm?.name}`,
   });
   return untilStopped(relay, flags.drainTimeoutMs);
 }

@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import { formatResourceError } from '../../operator/resources/types.ts';
+import type { RelayConfig } from '../../relay/config/types.gen.ts';
 import { type EnvelopeExplanation, explainEnvelope, formatExplanation } from '../../relay/routing/decide.ts';
 import { buildRoutingTable } from '../../relay/routing/table.ts';
 import { compileFiles } from '../compile-files.ts';
@@ -8,6 +9,7 @@ import { list, parseFlags, str } from '../flags.ts';
 
 const help = `Usage: mailplus route -f PATH [-f PATH...] --to ADDR [--to ADDR...] [--from ADDR]
                      [--client-ip IP] [--tls] [-o text|json]
+       mailplus route --cluster [--kubeconfig FILE] [--configmap NS/NAME] --to ADDR ...
 
 Explains what the relay would do with an envelope, like exim -bt or postmap -q: for each
 recipient the owning tenant, the route that wins and its upstreams in the order they are tried,
@@ -17,6 +19,10 @@ transaction). Rate limits are per client and time, so they are not simulated.
 
 Options:
   -f, --filename PATH   a file, a multi-document file or a directory (repeatable)
+  --cluster             answer from the config the operator published (the live ConfigMap)
+                        instead of files
+  --kubeconfig FILE     with --cluster (default: KUBECONFIG, ~/.kube/config, or in-cluster)
+  --configmap NS/NAME   with --cluster (default mailplus-system/mailplus-relay-config)
   --to ADDR             envelope recipient (repeatable)
   --from ADDR           envelope sender (default: the null sender <>)
   --client-ip IP        the client's address, checked against the tenant's clientCIDRs
@@ -24,6 +30,33 @@ Options:
   --tls                 the session uses TLS (default: plaintext, checked against requireTLS)
   -o, --output FORMAT   text (default) or json
 `;
+
+const DEFAULT_CONFIGMAP = 'mailplus-system/mailplus-relay-config';
+
+/** The relay config the operator published, read (and hash-verified) from the ConfigMap. */
+async function readClusterConfig(kubeconfig: string | undefined, ref: string): Promise<RelayConfig> {
+  const { parseConfigMapRef } = await import('./relay.ts');
+  const { namespace, name } = parseConfigMapRef(ref);
+  const { apiErrorText, k8s, loadKubeConfig } = await import('../../operator/kube/client.ts');
+  const { decodeRelayConfigMap } = await import('../../relay/config-configmap-watch.ts');
+  let kc: import('@kubernetes/client-node').KubeConfig;
+  try {
+    kc = loadKubeConfig(kubeconfig);
+  } catch (err) {
+    throw new CliError((err as Error).message, 1);
+  }
+  let cm: import('@kubernetes/client-node').V1ConfigMap;
+  try {
+    cm = await kc.makeApiClient(k8s.CoreV1Api).readNamespacedConfigMap({ namespace, name });
+  } catch (err) {
+    throw new CliError(`cannot read ConfigMap ${namespace}/${name}: ${apiErrorText(err)}`, 1);
+  }
+  try {
+    return decodeRelayConfigMap(cm);
+  } catch (err) {
+    throw new CliError((err as Error).message, 1);
+  }
+}
 
 // The relay's reply for a recipient outside the transaction's upstream set (docs/architecture.md).
 const SPLIT_REPLY = '452 4.5.3 Recipient routes elsewhere, send it in a separate transaction';
@@ -55,6 +88,9 @@ export async function runRoute(argv: string[]): Promise<number> {
     argv,
     {
       filename: { type: 'string', short: 'f', multiple: true },
+      cluster: { type: 'boolean' },
+      kubeconfig: { type: 'string' },
+      configmap: { type: 'string' },
       to: { type: 'string', multiple: true },
       from: { type: 'string' },
       'client-ip': { type: 'string' },
@@ -72,8 +108,17 @@ export async function runRoute(argv: string[]): Promise<number> {
   const format = str(values.output) ?? 'text';
   if (format !== 'text' && format !== 'json') throw new CliError(`-o ${format}: use text or json`);
 
-  const { config, problems } = await compileFiles(list(values.filename));
-  for (const p of problems) process.stderr.write(`${p.severity}: ${formatResourceError(p)}\n`);
+  let config: RelayConfig;
+  if (values.cluster === true) {
+    if (list(values.filename).length > 0) throw new CliError('-f and --cluster are mutually exclusive');
+    config = await readClusterConfig(str(values.kubeconfig), str(values.configmap) ?? DEFAULT_CONFIGMAP);
+  } else {
+    if (values.kubeconfig !== undefined || values.configmap !== undefined)
+      throw new CliError('--kubeconfig and --configmap only apply with --cluster');
+    const compiled = await compileFiles(list(values.filename));
+    for (const p of compiled.problems) process.stderr.write(`${p.severity}: ${formatResourceError(p)}\n`);
+    config = compiled.config;
+  }
   const table = buildRoutingTable(config);
   const rawFrom = str(values.from) ?? '';
   const from = rawFrom === '<>' ? '' : rawFrom;

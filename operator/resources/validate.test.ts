@@ -31,7 +31,7 @@ describe('validateTenantPolicy', () => {
         clientCIDRs: ['10.0.0.0/33', '10.0.0.0/8'],
         requireTLS: 'yes',
         limits: { maxMessageSize: '10MB', maxRecipients: 0, rate: { messages: 1, per: '1d' } },
-        privacy: {},
+        privacys: {},
       }),
       'tenants.yaml',
     );
@@ -39,7 +39,7 @@ describe('validateTenantPolicy', () => {
     expect(r.errors[0]).toMatchObject({ file: 'tenants.yaml', resource: 'TenantPolicy a/p' });
     expect(fields(r)).toEqual(
       expect.arrayContaining([
-        'spec.privacy: unknown field (check the spelling against the CRD: kubectl explain)',
+        'spec.privacys: unknown field (check the spelling against the CRD: kubectl explain)',
         'spec.requireTLS: must be boolean',
         'spec.limits.maxRecipients: must be >= 1',
         expect.stringMatching(/^spec\.domains\[3\]: invalid domain "bad domain"/),

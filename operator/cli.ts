@@ -1,0 +1,185 @@
+// `mailplus operator`: flags → startOperator + the probe/metrics server; SIGTERM stops gracefully
+// (informers stopped, leader Lease released so a standby takes over at once); losing leadership
+// exits non-zero at once (fail-stop, like controller-runtime).
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { CliError } from '../cli/errors.ts';
+import { type HostPort, parseDurationMs, parseFlags, parseHostPort, str } from '../cli/flags.ts';
+import { createLogger } from '../relay/observability/log.ts';
+import { startProbeServer } from './http.ts';
+import { defaultNamespace, loadKubeConfig } from './kube/client.ts';
+import { startOperator } from './operator.ts';
+import { defaultRelayLeaseSelector } from './relay-reports.ts';
+
+const help = `Usage: mailplus operator [options]
+
+Reconciles TenantPolicy and MailRoute resources into the relay fleet's config: compiles them,
+publishes the result to a ConfigMap (server-side apply), and writes each resource's status
+(Accepted, ResolvedRefs, Programmed, Ready) and Events. Relays follow the ConfigMap with
+mailplus relay --configmap and report what they serve through Leases (Programmed).
+
+Options:
+  --kubeconfig FILE               kubeconfig (default: KUBECONFIG, ~/.kube/config, or in-cluster)
+  --namespace NS                  operator namespace: ConfigMap, leader Lease, relay reports
+                                  (default: the pod's namespace, else mailplus-system)
+  --configmap NAME                relay-config ConfigMap (default mailplus-relay-config)
+  --leader-elect[=true|false]     run leader election on a Lease (default true; --no-leader-elect)
+  --lease-name NAME               leader Lease name (default mailplus-operator)
+  --identity ID                   leader identity (default HOSTNAME_random)
+  --metrics-listen HOST:PORT      /metrics /healthz /readyz (default :8080)
+  --relay-lease-selector SEL      label selector of relay report Leases
+                                  (default app.kubernetes.io/component=relay-report,mailplus.io/fleet=CONFIGMAP)
+  --relay-lease-namespace NS      namespace of relay report Leases (default: --namespace; "*" = all,
+                                  needs cluster-wide list/watch on leases)
+  --resync DURATION               level-triggered full resync and informer staleness check (default 10m)
+  --max-concurrent-reconciles N   status writers in parallel (default 4)
+  --batch-window DURATION         changes within this window compile once (default 100ms)
+`;
+
+export interface OperatorFlags {
+  kubeconfig?: string;
+  namespace?: string;
+  configMapName: string;
+  leaderElect: boolean;
+  leaseName: string;
+  identity: string;
+  metricsListen: HostPort;
+  relayLeaseSelector?: string;
+  relayLeaseNamespace?: string;
+  resyncMs: number;
+  maxConcurrentReconciles: number;
+  batchWindowMs: number;
+}
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
+
+/** Parses the operator's flags; throws CliError naming the flag. Returns undefined for --help. */
+export function parseOperatorFlags(argv: string[]): OperatorFlags | undefined {
+  let leaderElect = true;
+  const rest: string[] = [];
+  for (const a of argv) {
+    const m = /^--(no-)?leader-elect(?:=(.*))?$/.exec(a);
+    if (!m) {
+      rest.push(a);
+      continue;
+    }
+    if (m[1]) leaderElect = false;
+    else if (m[2] === undefined || m[2] === 'true') leaderElect = true;
+    else if (m[2] === 'false') leaderElect = false;
+    else throw new CliError(`--leader-elect=${m[2]}: use true or false`);
+  }
+  const { values, help: shown } = parseFlags(
+    rest,
+    {
+      kubeconfig: { type: 'string' },
+      namespace: { type: 'string' },
+      configmap: { type: 'string' },
+      'lease-name': { type: 'string' },
+      identity: { type: 'string' },
+      'metrics-listen': { type: 'string' },
+      'relay-lease-selector': { type: 'string' },
+      'relay-lease-namespace': { type: 'string' },
+      resync: { type: 'string' },
+      'max-concurrent-reconciles': { type: 'string' },
+      'batch-window': { type: 'string' },
+    },
+    help,
+  );
+  if (shown) return undefined;
+  const configMapName = str(values.configmap) ?? 'mailplus-relay-config';
+  if (!DNS_SUBDOMAIN.test(configMapName))
+    throw new CliError(`--configmap ${configMapName}: not a valid ConfigMap name (lower-case DNS subdomain)`);
+  const namespace = str(values.namespace);
+  if (namespace !== undefined && !DNS_LABEL.test(namespace))
+    throw new CliError(`--namespace ${namespace}: not a valid namespace name`);
+  const leaseName = str(values['lease-name']) ?? 'mailplus-operator';
+  if (!DNS_SUBDOMAIN.test(leaseName)) throw new CliError(`--lease-name ${leaseName}: not a valid Lease name`);
+  const workers = Number(str(values['max-concurrent-reconciles']) ?? '4');
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64)
+    throw new CliError('--max-concurrent-reconciles must be a whole number from 1 to 64');
+  const resyncMs = parseDurationMs(str(values.resync) ?? '10m', '--resync');
+  if (resyncMs < 1000) throw new CliError('--resync must be at least 1s');
+  return {
+    kubeconfig: str(values.kubeconfig),
+    namespace,
+    configMapName,
+    leaderElect,
+    leaseName,
+    identity: str(values.identity) ?? `${hostname()}_${randomUUID().slice(0, 8)}`,
+    metricsListen: parseHostPort(str(values['metrics-listen']) ?? ':8080', '--metrics-listen'),
+    relayLeaseSelector: str(values['relay-lease-selector']),
+    relayLeaseNamespace: str(values['relay-lease-namespace']),
+    resyncMs,
+    maxConcurrentReconciles: workers,
+    batchWindowMs: parseDurationMs(str(values['batch-window']) ?? '100ms', '--batch-window'),
+  };
+}
+
+export async function runOperator(argv: string[]): Promise<number> {
+  const flags = parseOperatorFlags(argv);
+  if (!flags) return 0;
+  const logger = createLogger();
+  let kc: ReturnType<typeof loadKubeConfig>;
+  try {
+    kc = loadKubeConfig(flags.kubeconfig);
+  } catch (err) {
+    throw new CliError((err as Error).message, 1);
+  }
+  const namespace = flags.namespace ?? defaultNamespace(flags.kubeconfig ? kc : undefined, 'mailplus-system');
+  const relayLeaseNamespace =
+    flags.relayLeaseNamespace === '*' ? '' : (flags.relayLeaseNamespace ?? namespace);
+  const operator = await startOperator({
+    kc,
+    namespace,
+    configMapName: flags.configMapName,
+    identity: flags.identity,
+    leaderElect: flags.leaderElect,
+    leaseName: flags.leaseName,
+    relayLeaseSelector: flags.relayLeaseSelector ?? defaultRelayLeaseSelector(flags.configMapName),
+    relayLeaseNamespace,
+    resyncMs: flags.resyncMs,
+    maxConcurrentReconciles: flags.maxConcurrentReconciles,
+    batchWindowMs: flags.batchWindowMs,
+    logger,
+    onLeadershipLost: () => {
+      // fail-stop: in-flight writes are already aborted; a fresh process starts as a follower
+      logger.error('exiting: leadership lost', { identity: flags.identity });
+      setImmediate(() => process.exit(1));
+    },
+  });
+  let probes: Awaited<ReturnType<typeof startProbeServer>>;
+  try {
+    probes = await startProbeServer(
+      { registry: operator.metrics.registry, ready: operator.ready },
+      flags.metricsListen,
+    );
+  } catch (err) {
+    await operator.stop();
+    throw new CliError(`--metrics-listen: cannot listen: ${(err as Error).message}`, 1);
+  }
+  logger.info('operator started', {
+    identity: flags.identity,
+    namespace,
+    configmap: flags.configMapName,
+    leaderElect: flags.leaderElect,
+    metrics: `${probes.address.address}:${probes.address.port}`,
+  });
+  return new Promise((resolve) => {
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) {
+        logger.warn('second signal, exiting now', { signal });
+        process.exit(1);
+      }
+      stopping = true;
+      logger.info('stopping', { signal });
+      void operator
+        .stop()
+        .then(() => probes.close())
+        .then(() => resolve(0));
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+}

@@ -1,0 +1,89 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigHistory, liveRelays, programmedCondition, withProgrammed } from './programmed.ts';
+import { makeStatus } from './status.ts';
+
+const now = 1_000_000;
+const relay = (id: string, hash: string | undefined, ageMs = 0, duration = 30) => ({
+  id,
+  hash,
+  renewedAt: now - ageMs,
+  leaseDurationSeconds: duration,
+});
+
+describe('Programmed', () => {
+  const history = new ConfigHistory(2);
+  history.remember('h1', { 'MailRoute/a/r': 1 });
+  history.remember('h2', { 'MailRoute/a/r': 2 });
+  const base = {
+    key: 'MailRoute/a/r',
+    generation: 2,
+    currentSources: { 'MailRoute/a/r': 2 },
+    history,
+    fleet: 'ns/cm',
+  };
+
+  it('counts only relays renewed within their lease duration', () => {
+    const live = liveRelays([relay('b', 'h2'), relay('a', 'h2', 29_000), relay('dead', 'h2', 31_000)], now);
+    expect(live.map((r) => r.id)).toEqual(['a', 'b']);
+  });
+
+  it('True when every live relay serves a config with this generation or later', () => {
+    const c = programmedCondition({ ...base, live: [relay('a', 'h2'), relay('b', 'h2')] });
+    expect(c).toMatchObject({ status: 'True', reason: 'Programmed' });
+    expect(c.message).toContain('all 2 live relays');
+  });
+
+  it('Pending with N of M while relays lag; unknown hashes count as lagging', () => {
+    const c = programmedCondition({
+      ...base,
+      live: [relay('a', 'h2'), relay('b', 'h1'), relay('c', 'nope'), relay('d', undefined)],
+    });
+    expect(c).toMatchObject({ status: 'False', reason: 'Pending' });
+    expect(c.message).toMatch(/^1 of 4 live relays serve generation 2/);
+  });
+
+  it('NoRelays without live relays; Invalid when not in the config', () => {
+    expect(programmedCondition({ ...base, live: [] })).toMatchObject({ status: 'False', reason: 'NoRelays' });
+    expect(programmedCondition({ ...base, currentSources: {}, live: [relay('a', 'h2')] })).toMatchObject({
+      status: 'False',
+      reason: 'Invalid',
+    });
+  });
+
+  it('history is bounded: the oldest hash is forgotten', () => {
+    const h = new ConfigHistory(2);
+    h.remember('x', {});
+    h.remember('y', {});
+    h.remember('z', {});
+    expect(h.sources('x')).toBeUndefined();
+    expect(h.size).toBe(2);
+  });
+
+  it('Ready = Accepted ∧ ResolvedRefs ∧ Programmed', () => {
+    const s = makeStatus(
+      2,
+      { status: 'True', reason: 'Accepted', message: 'ok' },
+      { status: 'True', reason: 'ResolvedRefs', message: 'ok' },
+    );
+    const pending = withProgrammed(s, {
+      type: 'Programmed',
+      status: 'False',
+      reason: 'Pending',
+      message: '0 of 1',
+    });
+    expect(pending.conditions.map((c) => c.type)).toEqual([
+      'Accepted',
+      'ResolvedRefs',
+      'Programmed',
+      'Ready',
+    ]);
+    expect(pending.conditions[3]).toMatchObject({ status: 'False', reason: 'Pending' });
+    const done = withProgrammed(s, {
+      type: 'Programmed',
+      status: 'True',
+      reason: 'Programmed',
+      message: 'ok',
+    });
+    expect(done.conditions[3]).toMatchObject({ status: 'True', reason: 'Ready' });
+  });
+});

@@ -1,0 +1,244 @@
+// client-node's ListWatch, made safe to run for weeks (operator-notes §1.3, §1.10):
+// - any non-410 error leaves ListWatch stopped: restart it with backoff (1 s → 30 s), one pending
+//   restart at a time, ignoring the AbortError our own stop() causes;
+// - 410 Gone is handled by ListWatch itself (relist); every LIST is counted;
+// - resync: every resyncMs the owner is told to reconcile everything (level-triggered), and when
+//   nothing was seen for staleAfterMs a LIST is compared with the cache: resourceVersions the
+//   cache does not have (and still lacks after a grace period) mean a silently dead watch, so the
+//   informer is recreated. The old cache keeps serving until the new one has listed.
+import type { Logger } from '../../relay/observability/log.ts';
+import { Backoff } from '../controller/backoff.ts';
+import type { OperatorMetrics } from '../metrics.ts';
+import { k8s } from './client.ts';
+
+export interface KubeObject {
+  metadata?: { name?: string; namespace?: string; resourceVersion?: string };
+}
+
+export interface ListResult<T> {
+  items: T[];
+  metadata?: { resourceVersion?: string };
+}
+
+export interface InformerOptions<T extends KubeObject> {
+  /** Metrics label and log field: 'MailRoute', 'Service', ... */
+  kind: string;
+  kc: k8s.KubeConfig;
+  /** Watch path, e.g. /apis/mailplus.io/v1alpha1/mailroutes. */
+  path: string;
+  list(): Promise<ListResult<T>>;
+  labelSelector?: string;
+  fieldSelector?: string;
+  metrics: OperatorMetrics;
+  logger: Logger;
+  /** An object was added, updated or deleted (handlers enqueue keys only). */
+  onChange(verb: 'add' | 'update' | 'delete', obj: T): void;
+  /** Periodic level-triggered resync. */
+  onResync?(): void;
+  resyncMs?: number;
+  staleAfterMs?: number;
+  /** Grace before a LIST/cache disagreement counts as stale (events may be in flight). */
+  staleGraceMs?: number;
+  restartBackoff?: { baseMs: number; maxMs: number };
+}
+
+export class ResilientInformer<T extends KubeObject> {
+  readonly kind: string;
+  private readonly opts: InformerOptions<T>;
+  private serving: k8s.ListWatch<T> | undefined;
+  private current: k8s.ListWatch<T> | undefined;
+  private stopping = false;
+  private pendingRestart: NodeJS.Timeout | undefined;
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private readonly backoff: Backoff;
+  private lastSeen = Date.now();
+  private syncedFlag = false;
+  private syncWaiters: Array<() => void> = [];
+  private checking = false;
+
+  constructor(opts: InformerOptions<T>) {
+    this.opts = opts;
+    this.kind = opts.kind;
+    this.backoff = new Backoff(opts.restartBackoff ?? { baseMs: 1000, maxMs: 30_000 });
+    opts.metrics.informerSynced.set({ kind: opts.kind }, 0);
+    opts.metrics.informerRestarts.inc({ kind: opts.kind }, 0);
+    opts.metrics.informerRelists.inc({ kind: opts.kind }, 0);
+  }
+
+  get synced(): boolean {
+    return this.syncedFlag;
+  }
+
+  start(): void {
+    this.stopping = false;
+    this.create();
+    const resyncMs = this.opts.resyncMs ?? 600_000;
+    this.resyncTimer = setInterval(() => void this.resync(), resyncMs);
+    this.resyncTimer.unref();
+  }
+
+  waitForSync(timeoutMs: number): Promise<boolean> {
+    if (this.syncedFlag) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      this.syncWaiters.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  list(): T[] {
+    return [...(this.serving?.list() ?? [])];
+  }
+
+  get(name: string, namespace?: string): T | undefined {
+    return this.serving?.get(name, namespace);
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.pendingRestart);
+    this.pendingRestart = undefined;
+    clearInterval(this.resyncTimer);
+    const all = new Set([this.current, this.serving]);
+    for (const lw of all) await lw?.stop();
+    const waiters = this.syncWaiters;
+    this.syncWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private create(): void {
+    const { kind, metrics } = this.opts;
+    let lw: k8s.ListWatch<T>;
+    const listFn = async () => {
+      metrics.informerRelists.inc({ kind });
+      const result = (await this.opts.list()) as unknown as k8s.KubernetesListObject<T>;
+      this.backoff.reset();
+      this.lastSeen = Date.now();
+      // ListWatch fills its cache right after this resolves (same microtask chain): swap and
+      // announce the sync after that.
+      setImmediate(() => this.listed(lw));
+      return result;
+    };
+    lw = new k8s.ListWatch<T>(
+      this.opts.path,
+      new k8s.Watch(this.opts.kc),
+      listFn as never,
+      false,
+      this.opts.labelSelector,
+      this.opts.fieldSelector,
+    );
+    this.current = lw;
+    for (const verb of ['add', 'update', 'delete'] as const) {
+      lw.on(verb, (obj: T) => {
+        if (lw !== this.current || this.stopping) return;
+        this.lastSeen = Date.now();
+        this.backoff.reset();
+        metrics.informerLastEvent.set({ kind }, Date.now() / 1000);
+        this.opts.onChange(verb, obj);
+      });
+    }
+    lw.on('error', (err?: unknown) => {
+      if (lw !== this.current || this.stopping || this.pendingRestart) return;
+      const delay = this.backoff.next();
+      metrics.informerRestarts.inc({ kind });
+      this.opts.logger.warn('informer stopped on an error, restarting', {
+        kind,
+        error: (err as Error)?.message ?? String(err),
+        delayMs: delay,
+      });
+      this.pendingRestart = setTimeout(() => {
+        this.pendingRestart = undefined;
+        if (this.stopping || lw !== this.current) return;
+        void lw.start();
+      }, delay);
+      this.pendingRestart.unref();
+    });
+    void lw.start();
+  }
+
+  private listed(lw: k8s.ListWatch<T>): void {
+    if (lw !== this.current || this.stopping) return;
+    if (this.serving && this.serving !== lw) {
+      const old = this.serving;
+      this.serving = lw;
+      void old.stop();
+    } else {
+      this.serving = lw;
+    }
+    if (!this.syncedFlag) {
+      this.syncedFlag = true;
+      this.opts.metrics.informerSynced.set({ kind: this.kind }, 1);
+      this.opts.logger.info('informer synced', { kind: this.kind, objects: lw.list().length });
+      const waiters = this.syncWaiters;
+      this.syncWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  /** Resync tick: tell the owner, and look for a silently dead watch. */
+  async resync(): Promise<void> {
+    if (this.stopping) return;
+    this.opts.onResync?.();
+    const staleAfter = this.opts.staleAfterMs ?? 5 * 60_000;
+    if (Date.now() - this.lastSeen < staleAfter || this.checking || !this.serving) return;
+    this.checking = true;
+    try {
+      if (await this.cacheIsStale()) {
+        this.opts.metrics.informerRestarts.inc({ kind: this.kind });
+        this.opts.logger.warn(
+          'informer cache is stale (LIST has versions the watch never delivered), recreating',
+          {
+            kind: this.kind,
+          },
+        );
+        const old = this.current;
+        this.create();
+        // the serving cache stays until the new informer has listed; the old watch can go now
+        if (old && old !== this.serving) void old.stop();
+      } else {
+        this.lastSeen = Date.now();
+      }
+    } catch (err) {
+      this.opts.logger.warn('informer staleness check failed', {
+        kind: this.kind,
+        error: (err as Error).message,
+      });
+    } finally {
+      this.checking = false;
+    }
+  }
+
+  private async cacheIsStale(): Promise<boolean> {
+    this.opts.metrics.informerRelists.inc({ kind: this.kind });
+    const listed = await this.opts.list();
+    const differing = (): string[] => {
+      const cache = new Map(
+        this.list().map((o) => [
+          `${o.metadata?.namespace ?? ''}/${o.metadata?.name}`,
+          o.metadata?.resourceVersion,
+        ]),
+      );
+      const out: string[] = [];
+      for (const item of listed.items) {
+        const k = `${item.metadata?.namespace ?? ''}/${item.metadata?.name}`;
+        if (cache.get(k) !== item.metadata?.resourceVersion) out.push(k);
+        cache.delete(k);
+      }
+      // objects the cache has but the LIST does not: deletes never delivered
+      return out.concat([...cache.keys()]);
+    };
+    const first = differing();
+    if (first.length === 0) return false;
+    const before = new Map(first.map((k) => [k, this.versionOf(k)]));
+    await new Promise((r) => setTimeout(r, this.opts.staleGraceMs ?? 5000));
+    // still disagreeing and the cache did not move for those keys: the watch is dead
+    return differing().some((k) => before.has(k) && before.get(k) === this.versionOf(k));
+  }
+
+  private versionOf(key: string): string | undefined {
+    const [ns, name] = key.split('/');
+    return this.get(name, ns || undefined)?.metadata?.resourceVersion;
+  }
+}

@@ -1,0 +1,223 @@
+// The operator's Prometheus metrics: controller-runtime's names (so its dashboards and alerts
+// apply), informer health, and the operator's own. One Registry per operator instance (no
+// prom-client global registry): two operators can run in one process (tests).
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { WorkQueueMetrics } from './controller/workqueue.ts';
+
+// controller-runtime's buckets: reconcile 5 ms … 60 s; workqueue 10^-8 … 10^3 s.
+const RECONCILE_BUCKETS = [
+  0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.25, 1.5,
+  1.75, 2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30, 40, 50, 60,
+];
+const WORKQUEUE_BUCKETS = [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1, 10, 100, 1000];
+
+export class OperatorMetrics {
+  readonly registry = new Registry();
+  readonly reconcileTotal: Counter<'controller' | 'result'>;
+  readonly reconcileErrorsTotal: Counter<'controller'>;
+  readonly reconcileTime: Histogram<'controller'>;
+  readonly maxConcurrentReconciles: Gauge<'controller'>;
+  readonly activeWorkers: Gauge<'controller'>;
+  readonly workqueueDepth: Gauge<'name'>;
+  readonly workqueueAdds: Counter<'name'>;
+  readonly workqueueRetries: Counter<'name'>;
+  readonly workqueueQueueDuration: Histogram<'name'>;
+  readonly workqueueWorkDuration: Histogram<'name'>;
+  readonly workqueueUnfinished: Gauge<'name'>;
+  readonly workqueueLongest: Gauge<'name'>;
+  readonly leaderStatus: Gauge<'name'>;
+  readonly informerRestarts: Counter<'kind'>;
+  readonly informerRelists: Counter<'kind'>;
+  readonly informerLastEvent: Gauge<'kind'>;
+  readonly informerSynced: Gauge<'kind'>;
+  readonly resources: Gauge<'kind' | 'condition' | 'status'>;
+  readonly conflicts: Gauge<string>;
+  readonly configGeneration: Gauge<string>;
+  readonly configApplyTotal: Counter<'result'>;
+  readonly configBytes: Gauge<string>;
+  readonly liveRelays: Gauge<string>;
+  readonly statusWritesTotal: Counter<'result'>;
+  readonly eventsTotal: Counter<'type'>;
+  private readonly inProgress = new Map<
+    string,
+    () => { unfinishedSeconds: number; longestSeconds: number }
+  >();
+
+  constructor() {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    this.reconcileTotal = new Counter({
+      name: 'controller_runtime_reconcile_total',
+      help: 'Total number of reconciliations per controller',
+      labelNames: ['controller', 'result'],
+      registers,
+    });
+    this.reconcileErrorsTotal = new Counter({
+      name: 'controller_runtime_reconcile_errors_total',
+      help: 'Total number of reconciliation errors per controller',
+      labelNames: ['controller'],
+      registers,
+    });
+    this.reconcileTime = new Histogram({
+      name: 'controller_runtime_reconcile_time_seconds',
+      help: 'Length of time per reconciliation per controller',
+      labelNames: ['controller'],
+      buckets: RECONCILE_BUCKETS,
+      registers,
+    });
+    this.maxConcurrentReconciles = new Gauge({
+      name: 'controller_runtime_max_concurrent_reconciles',
+      help: 'Maximum number of concurrent reconciles per controller',
+      labelNames: ['controller'],
+      registers,
+    });
+    this.activeWorkers = new Gauge({
+      name: 'controller_runtime_active_workers',
+      help: 'Number of currently used workers per controller',
+      labelNames: ['controller'],
+      registers,
+    });
+    this.workqueueDepth = new Gauge({
+      name: 'workqueue_depth',
+      help: 'Current depth of workqueue',
+      labelNames: ['name'],
+      registers,
+    });
+    this.workqueueAdds = new Counter({
+      name: 'workqueue_adds_total',
+      help: 'Total number of adds handled by workqueue',
+      labelNames: ['name'],
+      registers,
+    });
+    this.workqueueRetries = new Counter({
+      name: 'workqueue_retries_total',
+      help: 'Total number of retries handled by workqueue',
+      labelNames: ['name'],
+      registers,
+    });
+    this.workqueueQueueDuration = new Histogram({
+      name: 'workqueue_queue_duration_seconds',
+      help: 'How long in seconds an item stays in workqueue before being requested',
+      labelNames: ['name'],
+      buckets: WORKQUEUE_BUCKETS,
+      registers,
+    });
+    this.workqueueWorkDuration = new Histogram({
+      name: 'workqueue_work_duration_seconds',
+      help: 'How long in seconds processing an item from workqueue takes',
+      labelNames: ['name'],
+      buckets: WORKQUEUE_BUCKETS,
+      registers,
+    });
+    const inProgress = this.inProgress;
+    this.workqueueUnfinished = new Gauge({
+      name: 'workqueue_unfinished_work_seconds',
+      help: "How many seconds of work has been done that is in progress and hasn't been observed by work_duration. Large values indicate stuck threads.",
+      labelNames: ['name'],
+      registers,
+      collect() {
+        for (const [name, f] of inProgress) this.set({ name }, f().unfinishedSeconds);
+      },
+    });
+    this.workqueueLongest = new Gauge({
+      name: 'workqueue_longest_running_processor_seconds',
+      help: 'How many seconds has the longest running processor for workqueue been running.',
+      labelNames: ['name'],
+      registers,
+      collect() {
+        for (const [name, f] of inProgress) this.set({ name }, f().longestSeconds);
+      },
+    });
+    this.leaderStatus = new Gauge({
+      name: 'leader_election_master_status',
+      help: 'Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates master.',
+      labelNames: ['name'],
+      registers,
+    });
+    const p = 'mailplus_operator_';
+    this.informerRestarts = new Counter({
+      name: `${p}informer_restarts_total`,
+      help: 'Informer restarts after a watch or list error (with backoff) or a staleness recreate',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.informerRelists = new Counter({
+      name: `${p}informer_relists_total`,
+      help: 'Full LISTs made by informers (initial sync, 410 Gone, restarts, watchdog checks)',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.informerLastEvent = new Gauge({
+      name: `${p}informer_last_event_timestamp_seconds`,
+      help: 'Unix time of the last add/update/delete an informer delivered',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.informerSynced = new Gauge({
+      name: `${p}informer_synced`,
+      help: '1 once the informer has listed successfully (its cache is usable), else 0',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.resources = new Gauge({
+      name: `${p}resources`,
+      help: 'Mail-Plus resources by kind and Ready condition status',
+      labelNames: ['kind', 'condition', 'status'],
+      registers,
+    });
+    this.conflicts = new Gauge({
+      name: `${p}conflicts`,
+      help: 'Resources that lose a domain claim or recipient pattern to another resource',
+      registers,
+    });
+    this.configGeneration = new Gauge({
+      name: `${p}config_generation`,
+      help: 'Relay configs published by this operator since it started (increments on every new hash)',
+      registers,
+    });
+    this.configApplyTotal = new Counter({
+      name: `${p}config_apply_total`,
+      help: 'Writes of the relay-config ConfigMap (result: success | error | unchanged)',
+      labelNames: ['result'],
+      registers,
+    });
+    this.configBytes = new Gauge({
+      name: `${p}config_bytes`,
+      help: 'Size of the published relay config payload in the ConfigMap (after compression if any)',
+      registers,
+    });
+    this.liveRelays = new Gauge({
+      name: `${p}live_relays`,
+      help: 'Relays whose report Lease was renewed within its duration',
+      registers,
+    });
+    this.statusWritesTotal = new Counter({
+      name: `${p}status_writes_total`,
+      help: 'Status subresource writes (result: success | conflict | gone | error)',
+      labelNames: ['result'],
+      registers,
+    });
+    this.eventsTotal = new Counter({
+      name: `${p}events_total`,
+      help: 'Kubernetes Events emitted (type: Normal | Warning | suppressed)',
+      labelNames: ['type'],
+      registers,
+    });
+  }
+
+  /** Hooks a named work queue into the workqueue_* series. */
+  workQueueMetrics(name: string): WorkQueueMetrics {
+    return {
+      depth: (n) => this.workqueueDepth.set({ name }, n),
+      add: () => this.workqueueAdds.inc({ name }),
+      retry: () => this.workqueueRetries.inc({ name }),
+      queueDuration: (s) => this.workqueueQueueDuration.observe({ name }, s),
+      workDuration: (s) => this.workqueueWorkDuration.observe({ name }, s),
+    };
+  }
+
+  trackInProgress(name: string, f: () => { unfinishedSeconds: number; longestSeconds: number }): void {
+    this.inProgress.set(name, f);
+    this.workqueueDepth.set({ name }, 0);
+  }
+}

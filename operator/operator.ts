@@ -1,0 +1,475 @@
+// The operator shell: informers feed caches; any relevant change marks the aggregate relay config
+// dirty and queues ONE key (coalesced over a short batch window); its reconcile compiles the whole
+// set from the caches (pure), publishes the ConfigMap when the hash changed (leader only), and
+// queues per-object status keys whose status differs; the status controller writes them through
+// /status (SSA) and records Events on transitions. Relay report Leases only re-evaluate
+// Programmed (no recompile).
+
+import { decodeRelayConfigMap } from '../relay/config-configmap-watch.ts';
+import type { Logger } from '../relay/observability/log.ts';
+import type { MailRoute, TenantPolicy } from './api/types.gen.ts';
+import { type CompileResult, compile } from './compile/compile.ts';
+import {
+  ConfigHistory,
+  liveRelays,
+  programmedCondition,
+  type RelayReport,
+  withProgrammed,
+} from './compile/programmed.ts';
+import type { ResourceStatus } from './compile/status.ts';
+import { type Controller, type ReconcileResult, startController } from './controller/controller.ts';
+import { k8s } from './kube/client.ts';
+import { ResilientInformer } from './kube/informer.ts';
+import { LeaderElector } from './leader/election.ts';
+import { OperatorMetrics } from './metrics.ts';
+import {
+  applyConfigMap,
+  CONFIGMAP_LIMIT,
+  configMapMatches,
+  encodeRelayConfig,
+  relayConfigMap,
+} from './publish/configmap.ts';
+import { nextExpiryMs, relayReport } from './relay-reports.ts';
+import { MAILPLUS_API_VERSION } from './resources/load.ts';
+import { resourceKey, resourceLabel, type Service } from './resources/types.ts';
+import { type DesiredStatus, desiredStatus, statusDiffers, transitions } from './status/conditions.ts';
+import { EventRecorder } from './status/events.ts';
+import { type MailPlusKind, type StatusTarget, writeStatus } from './status/writer.ts';
+
+export interface OperatorOptions {
+  kc: k8s.KubeConfig;
+  /** The operator's namespace: ConfigMap, leader Lease, relay report Leases (by default). */
+  namespace: string;
+  configMapName: string;
+  identity: string;
+  leaderElect: boolean;
+  leaseName: string;
+  relayLeaseSelector: string;
+  /** Namespace of the relay report Leases; '' = all namespaces (needs cluster-wide list/watch). */
+  relayLeaseNamespace: string;
+  resyncMs: number;
+  maxConcurrentReconciles: number;
+  /** Bursts of changes within this window compile once (default 100 ms). */
+  batchWindowMs?: number;
+  logger: Logger;
+  /** Leadership lost: the CLI exits non-zero (fail-stop). */
+  onLeadershipLost?(): void;
+  leaseTimings?: { leaseDurationSeconds: number; renewDeadlineMs: number; retryPeriodMs: number };
+  staleAfterMs?: number;
+  /** Tests: runs before every status write attempt (inject a concurrent writer). */
+  beforeStatusWrite?(target: StatusTarget, attempt: number): Promise<void>;
+}
+
+export interface Operator {
+  readonly metrics: OperatorMetrics;
+  ready(): boolean;
+  isLeader(): boolean;
+  /** The last compile (tests, debugging). */
+  lastCompile(): CompileResult | undefined;
+  stop(): Promise<void>;
+}
+
+const [GROUP, VERSION] = MAILPLUS_API_VERSION.split('/');
+type Obj = TenantPolicy | MailRoute;
+
+function toService(s: k8s.V1Service): Service {
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: {
+      name: s.metadata?.name ?? '',
+      namespace: s.metadata?.namespace,
+      generation: s.metadata?.generation,
+      resourceVersion: s.metadata?.resourceVersion,
+    },
+    spec: {
+      clusterIP: s.spec?.clusterIP,
+      ports: (s.spec?.ports ?? []).map((p) => ({
+        name: p.name,
+        port: p.port,
+        protocol: p.protocol,
+        targetPort: p.targetPort as number | string | undefined,
+      })),
+    },
+  };
+}
+
+function referencedServices(routes: MailRoute[]): Set<string> {
+  const out = new Set<string>();
+  for (const r of routes) {
+    for (const u of r.spec?.forward?.upstreams ?? []) {
+      if (u.service?.name) out.add(`${r.metadata.namespace}/${u.service.name}`);
+    }
+  }
+  return out;
+}
+
+export async function startOperator(o: OperatorOptions): Promise<Operator> {
+  const { kc, logger, namespace, configMapName } = o;
+  const metrics = new OperatorMetrics();
+  const co = kc.makeApiClient(k8s.CustomObjectsApi);
+  const core = kc.makeApiClient(k8s.CoreV1Api);
+  const coordination = kc.makeApiClient(k8s.CoordinationV1Api);
+  const events = new EventRecorder({
+    api: kc.makeApiClient(k8s.EventsV1Api),
+    instance: o.identity,
+    logger,
+    count: (type) => metrics.eventsTotal.inc({ type }),
+  });
+  const fleet = `${namespace}/${configMapName}`;
+  const aggregateKey = `RelayConfig/${namespace}/${configMapName}`;
+  const batchMs = o.batchWindowMs ?? 100;
+  const history = new ConfigHistory(64);
+
+  let stopped = false;
+  let inputsDirty = true;
+  let last: CompileResult | undefined;
+  let lastServices = new Set<string>();
+  let configGeneration = 0;
+  /** key → what we last wrote and on which resourceVersion (skip until the cache shows it). */
+  const written = new Map<string, { sig: string; basedOnRv: string | undefined }>();
+
+  let elector: LeaderElector | undefined;
+  const isLeader = () => !stopped && (elector ? elector.isLeader : true);
+  const writeSignal = () => elector?.signal;
+
+  let aggregate: Controller | undefined;
+  let statusCtl: Controller | undefined;
+  // nothing compiles before every informer has synced: an empty cache must never publish an empty config
+  const kick = () => {
+    if (informers.every((i) => i.synced)) aggregate?.queue.addAfter(aggregateKey, batchMs);
+  };
+  const dirty = () => {
+    inputsDirty = true;
+    kick();
+  };
+
+  const common = { kc, metrics, logger, resyncMs: o.resyncMs, staleAfterMs: o.staleAfterMs };
+  const tpInf = new ResilientInformer<TenantPolicy>({
+    ...common,
+    kind: 'TenantPolicy',
+    path: `/apis/${GROUP}/${VERSION}/tenantpolicies`,
+    list: () => co.listClusterCustomObject({ group: GROUP, version: VERSION, plural: 'tenantpolicies' }),
+    onChange: dirty,
+    onResync: dirty,
+  });
+  const mrInf = new ResilientInformer<MailRoute>({
+    ...common,
+    kind: 'MailRoute',
+    path: `/apis/${GROUP}/${VERSION}/mailroutes`,
+    list: () => co.listClusterCustomObject({ group: GROUP, version: VERSION, plural: 'mailroutes' }),
+    onChange: dirty,
+    onResync: dirty,
+  });
+  const svcInf = new ResilientInformer<k8s.V1Service>({
+    ...common,
+    kind: 'Service',
+    path: '/api/v1/services',
+    list: () => core.listServiceForAllNamespaces(),
+    // only Services some MailRoute names matter; the set is refreshed by each compile
+    onChange: (_verb, s) => {
+      if (lastServices.has(`${s.metadata?.namespace}/${s.metadata?.name}`) || !last) dirty();
+    },
+  });
+  const leaseInf = new ResilientInformer<k8s.V1Lease>({
+    ...common,
+    kind: 'Lease',
+    path: o.relayLeaseNamespace
+      ? `/apis/coordination.k8s.io/v1/namespaces/${o.relayLeaseNamespace}/leases`
+      : '/apis/coordination.k8s.io/v1/leases',
+    labelSelector: o.relayLeaseSelector,
+    list: () =>
+      o.relayLeaseNamespace
+        ? coordination.listNamespacedLease({
+            namespace: o.relayLeaseNamespace,
+            labelSelector: o.relayLeaseSelector,
+          })
+        : coordination.listLeaseForAllNamespaces({ labelSelector: o.relayLeaseSelector }),
+    onChange: kick,
+  });
+  const cmInf = new ResilientInformer<k8s.V1ConfigMap>({
+    ...common,
+    kind: 'ConfigMap',
+    path: `/api/v1/namespaces/${namespace}/configmaps`,
+    fieldSelector: `metadata.name=${configMapName}`,
+    list: () => core.listNamespacedConfigMap({ namespace, fieldSelector: `metadata.name=${configMapName}` }),
+    onChange: (verb, cm) => {
+      // configs published before we started (another replica, a previous run): remember their sources
+      if (verb !== 'delete') {
+        const hash = cm.metadata?.annotations?.['mailplus.io/config-hash'];
+        if (hash && !history.sources(hash)) {
+          try {
+            const c = decodeRelayConfigMap(cm);
+            history.remember(c.hash, c.sources ?? {});
+          } catch {
+            // tampered or foreign: republished below
+          }
+        }
+      }
+      kick();
+    },
+  });
+  const informers = [tpInf, mrInf, svcInf, leaseInf, cmInf];
+
+  const reports = (): RelayReport[] => leaseInf.list().map(relayReport);
+
+  const objectOf = (key: string): { kind: MailPlusKind; obj: Obj | undefined } => {
+    const [kind, ns, name] = key.split('/');
+    const inf = kind === 'TenantPolicy' ? tpInf : mrInf;
+    return { kind: kind as MailPlusKind, obj: inf.get(name, ns) as Obj | undefined };
+  };
+
+  const desiredFor = (
+    key: string,
+    obj: Obj,
+    current: { observedGeneration?: number; conditions?: DesiredStatus['conditions'] } | undefined,
+    live: RelayReport[],
+  ): DesiredStatus | undefined => {
+    if (!last) return undefined;
+    const st: ResourceStatus | undefined = last.statuses.get(key);
+    const generation = obj.metadata.generation ?? 0;
+    if (!st || (st.generation ?? 0) !== generation) return undefined;
+    const programmed = programmedCondition({
+      key,
+      generation,
+      currentSources: last.config.sources ?? {},
+      live,
+      history,
+      fleet,
+    });
+    return desiredStatus(withProgrammed(st, programmed), generation, current, new Date());
+  };
+
+  const sig = (d: DesiredStatus) =>
+    JSON.stringify([d.observedGeneration, d.conditions.map((c) => [c.type, c.status, c.reason, c.message])]);
+
+  // --- the aggregate: compile, publish, sweep statuses --------------------------------------------
+  const reconcileAggregate = async (): Promise<ReconcileResult> => {
+    if (inputsDirty || !last) {
+      inputsDirty = false;
+      const started = performance.now();
+      const mailRoutes = mrInf.list();
+      const result = compile({
+        tenantPolicies: tpInf.list(),
+        mailRoutes,
+        services: svcInf.list().map(toService),
+      });
+      lastServices = referencedServices(mailRoutes);
+      const changed = last?.config.hash !== result.config.hash;
+      last = result;
+      history.remember(result.config.hash, result.config.sources ?? {});
+      let conflicts = 0;
+      for (const s of result.statuses.values()) if (s.conflicts?.length) conflicts++;
+      metrics.conflicts.set(conflicts);
+      if (changed) {
+        logger.info('compiled relay config', {
+          hash: result.config.hash,
+          tenants: result.config.tenants.length,
+          resources: result.statuses.size,
+          ms: Math.round(performance.now() - started),
+        });
+      }
+    }
+    const result = last as CompileResult;
+    const leader = isLeader();
+
+    if (leader) {
+      const payload = encodeRelayConfig(result.config);
+      const want = relayConfigMap(namespace, configMapName, result.config, payload);
+      const have = cmInf.get(configMapName, namespace);
+      if (!configMapMatches(have, want)) {
+        if (payload.bytes > CONFIGMAP_LIMIT - 16 * 1024) {
+          metrics.configApplyTotal.inc({ result: 'error' });
+          throw new Error(
+            `relay config is ${payload.bytes} bytes${payload.compressed ? ' gzip-compressed' : ''}, over the ConfigMap limit of ${CONFIGMAP_LIMIT}; reduce the number of MailRoutes or split the fleet`,
+          );
+        }
+        try {
+          await applyConfigMap(core, want, writeSignal());
+        } catch (err) {
+          metrics.configApplyTotal.inc({ result: 'error' });
+          throw err;
+        }
+        configGeneration++;
+        metrics.configApplyTotal.inc({ result: 'success' });
+        metrics.configGeneration.set(configGeneration);
+        metrics.configBytes.set(payload.bytes);
+        logger.info('published relay config', {
+          configmap: fleet,
+          hash: result.config.hash,
+          bytes: payload.bytes,
+          compressed: payload.compressed,
+          repaired:
+            have !== undefined &&
+            have.metadata?.annotations?.['mailplus.io/config-hash'] === result.config.hash,
+        });
+      } else {
+        metrics.configApplyTotal.inc({ result: 'unchanged' });
+        metrics.configBytes.set(payload.bytes);
+      }
+    }
+
+    // statuses: desired vs stored, for every object (cheap; writes only where different)
+    const live = liveRelays(reports(), Date.now());
+    metrics.liveRelays.set(live.length);
+    const counts = new Map<string, number>();
+    for (const [kind, inf] of [
+      ['TenantPolicy', tpInf],
+      ['MailRoute', mrInf],
+    ] as const) {
+      for (const s of ['True', 'False', 'Unknown']) counts.set(`${kind}|${s}`, 0);
+      for (const obj of inf.list() as Obj[]) {
+        const key = resourceKey(kind, obj.metadata.namespace, obj.metadata.name);
+        const d = desiredFor(key, obj, obj.status, live);
+        if (!d) continue;
+        const ready = d.conditions.find((c) => c.type === 'Ready')?.status ?? 'Unknown';
+        counts.set(`${kind}|${ready}`, (counts.get(`${kind}|${ready}`) ?? 0) + 1);
+        if (leader && statusDiffers(obj.status, d)) {
+          const w = written.get(key);
+          if (w && w.sig === sig(d) && w.basedOnRv === obj.metadata.resourceVersion) continue;
+          statusCtl?.queue.add(key);
+        }
+      }
+    }
+    for (const [k, n] of counts) {
+      const [kind, status] = k.split('|');
+      metrics.resources.set({ kind, condition: 'Ready', status }, n);
+    }
+    const expiry = nextExpiryMs(live, Date.now());
+    return expiry !== undefined ? { requeueAfterMs: expiry + 50 } : undefined;
+  };
+
+  // --- one object's status ---------------------------------------------------------------------------
+  const reconcileStatus = async (key: string): Promise<ReconcileResult> => {
+    if (!isLeader()) return;
+    const { kind, obj } = objectOf(key);
+    if (!obj) {
+      written.delete(key);
+      return;
+    }
+    const live = liveRelays(reports(), Date.now());
+    const d0 = desiredFor(key, obj, obj.status, live);
+    if (!d0) {
+      // the object moved past the last compile: recompile first
+      dirty();
+      return;
+    }
+    if (!statusDiffers(obj.status, d0)) return;
+    const before = obj.status?.conditions;
+    let wrote: DesiredStatus | undefined;
+    const result = await writeStatus(
+      {
+        api: co,
+        signal: writeSignal,
+        beforeWrite: o.beforeStatusWrite,
+        onConflict: () => metrics.statusWritesTotal.inc({ result: 'conflict' }),
+      },
+      {
+        kind,
+        namespace: obj.metadata.namespace ?? 'default',
+        name: obj.metadata.name,
+        generation: obj.metadata.generation ?? 0,
+        resourceVersion: obj.metadata.resourceVersion,
+      },
+      (current) => {
+        const status = (current?.status ?? obj.status) as Obj['status'];
+        wrote = desiredFor(key, obj, status, live);
+        return wrote;
+      },
+      obj as unknown as Record<string, unknown>,
+    );
+    if (result === 'gone') {
+      metrics.statusWritesTotal.inc({ result: 'gone' });
+      written.delete(key);
+      return;
+    }
+    if (result === 'stale' || !wrote) {
+      dirty();
+      return;
+    }
+    metrics.statusWritesTotal.inc({ result: 'success' });
+    written.set(key, { sig: sig(wrote), basedOnRv: obj.metadata.resourceVersion });
+    const label = resourceLabel(kind, obj.metadata.namespace, obj.metadata.name);
+    for (const t of transitions(label, before, wrote.conditions)) {
+      await events.emit(
+        {
+          apiVersion: MAILPLUS_API_VERSION,
+          kind,
+          namespace: obj.metadata.namespace ?? 'default',
+          name: obj.metadata.name,
+          uid: obj.metadata.uid,
+          resourceVersion: obj.metadata.resourceVersion,
+        },
+        t,
+        writeSignal(),
+      );
+    }
+  };
+
+  // --- start ----------------------------------------------------------------------------------------
+  for (const inf of informers) inf.start();
+  aggregate = startController({
+    name: 'relayconfig',
+    workers: 1,
+    reconcile: reconcileAggregate,
+    metrics,
+    logger,
+    retry: { baseMs: 500, maxMs: 30_000 },
+  });
+  statusCtl = startController({
+    name: 'status',
+    workers: o.maxConcurrentReconciles,
+    reconcile: reconcileStatus,
+    metrics,
+    logger,
+  });
+
+  if (o.leaderElect) {
+    elector = new LeaderElector({
+      api: coordination,
+      namespace,
+      name: o.leaseName,
+      identity: o.identity,
+      ...o.leaseTimings,
+      logger,
+      setStatus: (l) => metrics.leaderStatus.set({ name: o.leaseName }, l ? 1 : 0),
+      onStartedLeading: () => {
+        written.clear();
+        kick();
+      },
+      onStoppedLeading: () => {
+        o.onLeadershipLost?.();
+      },
+    });
+    elector.start();
+  } else {
+    metrics.leaderStatus.set({ name: o.leaseName }, 1);
+  }
+
+  void (async () => {
+    const ok = await Promise.all(informers.map((i) => i.waitForSync(24 * 3600_000)));
+    if (stopped || !ok.every(Boolean)) return;
+    logger.info('informers synced', {
+      tenantPolicies: tpInf.list().length,
+      mailRoutes: mrInf.list().length,
+      services: svcInf.list().length,
+      relayReports: leaseInf.list().length,
+    });
+    aggregate?.queue.add(aggregateKey);
+  })();
+
+  return {
+    metrics,
+    ready: () => informers.every((i) => i.synced),
+    isLeader,
+    lastCompile: () => last,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await elector?.stop();
+      await Promise.all([aggregate?.stop(), statusCtl?.stop()]);
+      await Promise.all(informers.map((i) => i.stop()));
+      logger.info('operator stopped', { identity: o.identity });
+    },
+  };
+}

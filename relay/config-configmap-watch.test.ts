@@ -1,0 +1,50 @@
+import { gzipSync } from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import { hashConfig } from './config/hash.ts';
+import type { RelayConfig } from './config/types.gen.ts';
+import { decodeRelayConfigMap, relayConfigText } from './config-configmap-watch.ts';
+import { reportLeaseName } from './report-lease.ts';
+
+const config: RelayConfig = {
+  apiVersion: 'relay.mailplus.io/v1alpha1',
+  kind: 'RelayConfig',
+  hash: '',
+  sources: {},
+  tenants: [],
+};
+config.hash = hashConfig(config);
+const json = JSON.stringify(config);
+const md = { namespace: 'mailplus-system', name: 'mailplus-relay-config', resourceVersion: '1' };
+
+describe('relay config from a ConfigMap', () => {
+  it('reads data["relay-config.json"] or gzip binaryData["relay-config.json.gz"] (preferred)', () => {
+    expect(relayConfigText({ metadata: md, data: { 'relay-config.json': json } })).toBe(json);
+    const gz = gzipSync(json).toString('base64');
+    expect(
+      relayConfigText({
+        metadata: md,
+        data: { 'relay-config.json': '{}' },
+        binaryData: { 'relay-config.json.gz': gz },
+      }),
+    ).toBe(json);
+    expect(decodeRelayConfigMap({ metadata: md, binaryData: { 'relay-config.json.gz': gz } }).hash).toBe(
+      config.hash,
+    );
+  });
+
+  it('refuses a tampered config (hash) and names the ConfigMap', () => {
+    const tampered = json.replace('"tenants":[]', '"tenants":[],"x":1');
+    expect(() => decodeRelayConfigMap({ metadata: md, data: { 'relay-config.json': tampered } })).toThrow(
+      /configmap\/mailplus-system\/mailplus-relay-config/,
+    );
+    expect(() =>
+      relayConfigText({ metadata: md, binaryData: { 'relay-config.json.gz': 'bm90IGd6aXA=' } }),
+    ).toThrow(/binaryData\["relay-config.json.gz"\] is not gzip/);
+  });
+
+  it('report Lease names are DNS-1123 and prefixed', () => {
+    expect(reportLeaseName('relay-7f9c-abcde')).toBe('mailplus-relay-relay-7f9c-abcde');
+    expect(reportLeaseName('My_Host.Example.')).toBe('mailplus-relay-my-host.example');
+    expect(reportLeaseName('___')).toBe('mailplus-relay-unnamed');
+  });
+});
