@@ -8,6 +8,7 @@
 import { decodeRelayConfigMap } from '../relay/config-configmap-watch.ts';
 import type { Logger } from '../relay/observability/log.ts';
 import type { MailRoute, TenantPolicy } from './api/types.gen.ts';
+import { captureTransitions } from './compile/capture-transitions.ts';
 import { type CompileResult, compile } from './compile/compile.ts';
 import {
   ConfigHistory,
@@ -104,6 +105,17 @@ function referencedServices(routes: MailRoute[]): Set<string> {
   return out;
 }
 
+/** Milliseconds until the earliest troubleshooting consent in the config expires, if any. */
+export function nextConsentExpiryMs(config: CompileResult['config'], now: number): number | undefined {
+  let next: number | undefined;
+  for (const t of config.tenants) {
+    if (!t.capture) continue;
+    const left = Date.parse(t.capture.expiresAt) - now;
+    if (left > 0 && (next === undefined || left < next)) next = left;
+  }
+  return next;
+}
+
 export async function startOperator(o: OperatorOptions): Promise<Operator> {
   const { kc, logger, namespace, configMapName } = o;
   const metrics = new OperatorMetrics();
@@ -126,6 +138,9 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
   let last: CompileResult | undefined;
   let lastServices = new Set<string>();
   let configGeneration = 0;
+  /** The config and time of the last capture evaluation (Events and audit lines on transitions). */
+  let captureSeen: { config: CompileResult['config']; at: number } | undefined;
+  let consentTimer: NodeJS.Timeout | undefined;
   /** key → what we last wrote and on which resourceVersion (skip until the cache shows it). */
   const written = new Map<string, { sig: string; basedOnRv: string | undefined }>();
 
@@ -249,11 +264,16 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
       inputsDirty = false;
       const started = performance.now();
       const mailRoutes = mrInf.list();
-      const result = compile({
-        tenantPolicies: tpInf.list(),
-        mailRoutes,
-        services: svcInf.list().map(toService),
-      });
+      // The clock is an input of the pure compile: troubleshooting consents hold until they expire
+      // (the reconcile requeues itself for the next expiry, below).
+      const result = compile(
+        {
+          tenantPolicies: tpInf.list(),
+          mailRoutes,
+          services: svcInf.list().map(toService),
+        },
+        { now: Date.now() },
+      );
       lastServices = referencedServices(mailRoutes);
       const changed = last?.config.hash !== result.config.hash;
       last = result;
@@ -309,6 +329,8 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
       }
     }
 
+    if (leader) await reportCaptureTransitions(result.config);
+
     // statuses: desired vs stored, for every object (cheap; writes only where different)
     const live = liveRelays(reports(), Date.now());
     metrics.liveRelays.set(live.length);
@@ -335,8 +357,66 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
       const [kind, status] = k.split('|');
       metrics.resources.set({ kind, condition: 'Ready', status }, n);
     }
-    const expiry = nextExpiryMs(live, Date.now());
-    return expiry !== undefined ? { requeueAfterMs: expiry + 50 } : undefined;
+    const relayExpiry = nextExpiryMs(live, Date.now());
+    const consentExpiry = nextConsentExpiryMs(result.config, Date.now());
+    // an expired consent changes the compile output: recompile at that moment
+    clearTimeout(consentTimer);
+    consentTimer =
+      consentExpiry === undefined
+        ? undefined
+        : setTimeout(() => {
+            if (!stopped) dirty();
+          }, consentExpiry + 50);
+    consentTimer?.unref();
+    return relayExpiry !== undefined ? { requeueAfterMs: relayExpiry + 50 } : undefined;
+  };
+
+  /**
+   * Consent-gated capture starting or ending is recorded where people look: a Kubernetes Event on
+   * the TenantPolicy and an audit line in the operator's log (who approved it, under which consent
+   * reference, until when).
+   */
+  const reportCaptureTransitions = async (config: CompileResult['config']): Promise<void> => {
+    const now = Date.now();
+    const changes = captureTransitions(captureSeen?.config, config, now, { prevNow: captureSeen?.at });
+    captureSeen = { config, at: now };
+    for (const c of changes) {
+      logger.info('audit', {
+        event: c.kind === 'started' ? 'capture started' : 'capture ended',
+        tenant: c.tenant,
+        reason: c.reason,
+        consentId: c.consentId,
+        consentReference: c.consentReference,
+        approvedBy: c.approvedBy,
+        expiresAt: c.expiresAt,
+        maxMessages: c.maxMessages,
+      });
+      const policy =
+        config.tenants.find((t) => t.name === c.tenant)?.policy ??
+        tpInf.list().find((p) => (p.metadata.namespace ?? 'default') === c.tenant)?.metadata.name;
+      const name = policy?.includes('/') ? policy.split('/')[1] : policy;
+      if (!name) continue;
+      const obj = tpInf.get(name, c.tenant) as Obj | undefined;
+      await events.emit(
+        {
+          apiVersion: MAILPLUS_API_VERSION,
+          kind: 'TenantPolicy',
+          namespace: c.tenant,
+          name,
+          uid: obj?.metadata.uid,
+          resourceVersion: obj?.metadata.resourceVersion,
+        },
+        {
+          type: 'Normal',
+          reason: c.kind === 'started' ? 'CaptureStarted' : 'CaptureEnded',
+          note:
+            c.kind === 'started'
+              ? `Troubleshooting capture started under consent ${c.consentReference} approved by ${c.approvedBy}, until ${c.expiresAt}, at most ${c.maxMessages} messages`
+              : `Troubleshooting capture ended (${c.reason}) for consent ${c.consentReference}`,
+        },
+        writeSignal(),
+      );
+    }
   };
 
   // --- one object's status ---------------------------------------------------------------------------
@@ -466,6 +546,7 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     async stop() {
       if (stopped) return;
       stopped = true;
+      clearTimeout(consentTimer);
       await elector?.stop();
       await Promise.all([aggregate?.stop(), statusCtl?.stop()]);
       await Promise.all(informers.map((i) => i.stop()));
