@@ -1,7 +1,7 @@
 // /metrics, /healthz (the event loop answers), /readyz (every informer has synced).
-import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { createProbeServer } from '../relay/admin-http.ts';
 
 export interface ProbeSource {
   registry: Registry;
@@ -12,29 +12,10 @@ export async function startProbeServer(
   source: ProbeSource,
   listen: { host: string; port: number },
 ): Promise<{ address: AddressInfo; close(): Promise<void> }> {
-  const server = http.createServer((req, res) => {
-    const url = (req.url ?? '/').split('?')[0];
-    const send = (status: number, type: string, body: string) => {
-      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
-      res.end(req.method === 'HEAD' ? undefined : body);
-    };
-    if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'method not allowed\n');
-    switch (url) {
-      case '/metrics':
-        source.registry.metrics().then(
-          (text) => send(200, source.registry.contentType, text),
-          (err: Error) => send(500, 'text/plain', `metrics failed: ${err.message}\n`),
-        );
-        return;
-      case '/healthz':
-        return send(200, 'text/plain', 'ok\n');
-      case '/readyz':
-        return source.ready()
-          ? send(200, 'text/plain', 'ready\n')
-          : send(503, 'text/plain', 'not ready: informers not synced\n');
-      default:
-        return send(404, 'text/plain', 'not found\n');
-    }
+  const server = createProbeServer({
+    registry: source.registry,
+    ready: () => source.ready(),
+    notReadyText: 'not ready: informers not synced',
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
