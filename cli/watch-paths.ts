@@ -1,6 +1,7 @@
-import { type FSWatcher, statSync, watch } from 'node:fs';
+import { statSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { watchAndPoll } from '../relay/config-file-watch.ts';
 
 export interface PathWatcher {
   close(): void;
@@ -62,28 +63,20 @@ export function watchPaths(
     timer.unref();
   };
 
-  const watchers: FSWatcher[] = [];
+  const targets: Array<{ path: string; recursive: boolean }> = [];
   for (const p of paths) {
     try {
-      const isDir = statSync(p).isDirectory();
-      const w = watch(p, { persistent: false, recursive: isDir }, schedule);
-      w.on('error', () => {
-        // the path went away (editor rename): the poll keeps watching
-      });
-      watchers.push(w);
+      targets.push({ path: p, recursive: statSync(p).isDirectory() });
     } catch {
-      // missing now or fs.watch unsupported: the poll covers it
+      // missing now: the poll covers it
     }
   }
-  const poll = setInterval(schedule, pollMs);
-  poll.unref();
-
+  const events = watchAndPoll(targets, schedule, schedule, pollMs);
   return {
     close() {
       closed = true;
-      clearInterval(poll);
       clearTimeout(timer);
-      for (const w of watchers) w.close();
+      events.close();
     },
   };
 }

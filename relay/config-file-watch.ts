@@ -63,26 +63,48 @@ export function watchFiles(
     timer.unref();
   };
 
-  const watchers: fs.FSWatcher[] = [];
-  for (const dir of new Set(paths.map((p) => path.dirname(path.resolve(p))))) {
-    try {
-      const w = fs.watch(dir, { persistent: false }, schedule);
-      w.on('error', () => {
-        // the directory went away; the poll keeps going
-      });
-      watchers.push(w);
-    } catch {
-      // no fs.watch here: the poll covers it
-    }
-  }
-  const poll = setInterval(check, pollMs);
-  poll.unref();
-
+  const events = watchAndPoll(
+    [...new Set(paths.map((p) => path.dirname(path.resolve(p))))].map((dir) => ({ path: dir })),
+    schedule,
+    check,
+    pollMs,
+  );
   return {
     close() {
       closed = true;
-      clearInterval(poll);
       clearTimeout(timer);
+      events.close();
+    },
+  };
+}
+
+/**
+ * fs.watch on each target (events are hints: any event calls onEvent) plus a poll that calls
+ * onPoll, because fs.watch misses changes on some file systems and loses a path that is replaced.
+ */
+export function watchAndPoll(
+  targets: Array<{ path: string; recursive?: boolean }>,
+  onEvent: () => void,
+  onPoll: () => void,
+  pollMs: number,
+): FileWatcher {
+  const watchers: fs.FSWatcher[] = [];
+  for (const t of targets) {
+    try {
+      const w = fs.watch(t.path, { persistent: false, recursive: t.recursive ?? false }, onEvent);
+      w.on('error', () => {
+        // the path went away; the poll keeps going
+      });
+      watchers.push(w);
+    } catch {
+      // missing now, or no fs.watch here: the poll covers it
+    }
+  }
+  const poll = setInterval(onPoll, pollMs);
+  poll.unref();
+  return {
+    close() {
+      clearInterval(poll);
       for (const w of watchers) w.close();
     },
   };
