@@ -4,6 +4,7 @@
 //
 //   node test/bench/relay-bench.ts [--quick] [--only mailplus,postfix,haraka,ceiling] [--out results.json]
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -98,8 +99,15 @@ function childrenOf(pid: number): number[] {
 /**
  * Samples the PSS sum of the process tree every 100 ms (PSS, not RSS: Postfix's processes share
  * most pages); peak = max(sampled sum, the root's VmHWM, which catches spikes between samples).
+ * The root's VmHWM is reset to its current RSS first (writing 5 to /proc/PID/clear_refs), so the
+ * peak belongs to this cell and not to an earlier one of the same long-running process.
  */
 function sampleMemory(rootPid: number): { stop(): Promise<number> } {
+  try {
+    writeFileSync(`/proc/${rootPid}/clear_refs`, '5');
+  } catch {
+    // not permitted or not Linux: VmHWM stays the lifetime peak (documented in docs/benchmarks.md)
+  }
   let peak = 0;
   let stopped = false;
   const loop = (async () => {
@@ -386,9 +394,11 @@ async function main(): Promise<number> {
         console.error(`skip ${sut.name}: ${why}`);
         continue;
       }
-      const running = await sut.start(sink.port);
-      try {
-        for (const cell of plan) {
+      // A fresh instance per cell: each cell's peak memory and behaviour are its own, not what an
+      // earlier cell left behind in a long-running process.
+      for (const cell of plan) {
+        const running = await sut.start(sink.port);
+        try {
           const r = await runCell(sut, running, sink, cell);
           results.push(r);
           console.error(
@@ -396,9 +406,9 @@ async function main(): Promise<number> {
               ` p50=${fmt(r.p50Ms)}ms p99=${fmt(r.p99Ms)}ms rss=${fmt(r.peakRssMiB)}MiB` +
               ` delivered=${r.delivered}/${r.acked}${r.exactlyOnce ? '' : ' NOT-EXACTLY-ONCE'}`,
           );
+        } finally {
+          await running.stop();
         }
-      } finally {
-        await running.stop();
       }
     }
   } finally {
