@@ -19,7 +19,7 @@ import {
 } from './compile/programmed.ts';
 import type { ResourceStatus } from './compile/status.ts';
 import { type Controller, type ReconcileResult, startController } from './controller/controller.ts';
-import { k8s } from './kube/client.ts';
+import { k8s, requestOptions } from './kube/client.ts';
 import { ResilientInformer } from './kube/informer.ts';
 import { LeaderElector } from './leader/election.ts';
 import { OperatorMetrics } from './metrics.ts';
@@ -160,11 +160,18 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
   };
 
   const common = { kc, metrics, logger, resyncMs: o.resyncMs, staleAfterMs: o.staleAfterMs };
+  // A LIST on a connection that went dark after its TLS handshake would otherwise wait for the HTTP
+  // client's own timeout (minutes) while the informer and its staleness check wait on it.
+  const listDeadline = () => requestOptions({ timeoutMs: 60_000 });
   const tpInf = new ResilientInformer<TenantPolicy>({
     ...common,
     kind: 'TenantPolicy',
     path: `/apis/${GROUP}/${VERSION}/tenantpolicies`,
-    list: () => co.listClusterCustomObject({ group: GROUP, version: VERSION, plural: 'tenantpolicies' }),
+    list: () =>
+      co.listClusterCustomObject(
+        { group: GROUP, version: VERSION, plural: 'tenantpolicies' },
+        listDeadline(),
+      ),
     onChange: dirty,
     onResync: dirty,
   });
@@ -172,7 +179,8 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     ...common,
     kind: 'MailRoute',
     path: `/apis/${GROUP}/${VERSION}/mailroutes`,
-    list: () => co.listClusterCustomObject({ group: GROUP, version: VERSION, plural: 'mailroutes' }),
+    list: () =>
+      co.listClusterCustomObject({ group: GROUP, version: VERSION, plural: 'mailroutes' }, listDeadline()),
     onChange: dirty,
     onResync: dirty,
   });
@@ -180,7 +188,7 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     ...common,
     kind: 'Service',
     path: '/api/v1/services',
-    list: () => core.listServiceForAllNamespaces(),
+    list: () => core.listServiceForAllNamespaces({}, listDeadline()),
     // only Services some MailRoute names matter; the set is refreshed by each compile
     onChange: (_verb, s) => {
       if (lastServices.has(`${s.metadata?.namespace}/${s.metadata?.name}`) || !last) dirty();
@@ -195,11 +203,11 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     labelSelector: o.relayLeaseSelector,
     list: () =>
       o.relayLeaseNamespace
-        ? coordination.listNamespacedLease({
-            namespace: o.relayLeaseNamespace,
-            labelSelector: o.relayLeaseSelector,
-          })
-        : coordination.listLeaseForAllNamespaces({ labelSelector: o.relayLeaseSelector }),
+        ? coordination.listNamespacedLease(
+            { namespace: o.relayLeaseNamespace, labelSelector: o.relayLeaseSelector },
+            listDeadline(),
+          )
+        : coordination.listLeaseForAllNamespaces({ labelSelector: o.relayLeaseSelector }, listDeadline()),
     onChange: kick,
   });
   const cmInf = new ResilientInformer<k8s.V1ConfigMap>({
@@ -207,7 +215,11 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     kind: 'ConfigMap',
     path: `/api/v1/namespaces/${namespace}/configmaps`,
     fieldSelector: `metadata.name=${configMapName}`,
-    list: () => core.listNamespacedConfigMap({ namespace, fieldSelector: `metadata.name=${configMapName}` }),
+    list: () =>
+      core.listNamespacedConfigMap(
+        { namespace, fieldSelector: `metadata.name=${configMapName}` },
+        listDeadline(),
+      ),
     onChange: (verb, cm) => {
       // configs published before we started (another replica, a previous run): remember their sources
       if (verb !== 'delete') {
