@@ -39,7 +39,7 @@ export interface ObjectMeta {
  */
 export interface TenantPolicySpec {
   /**
-   * Recipient domains this tenant serves. 'example.com' is that domain only; '*.example.com' is any subdomain of example.com but NOT example.com itself. Case-insensitive; internationalised names are converted to punycode A-labels. An identical claim by an older TenantPolicy wins; an exact claim beats a wildcard claim, a longer wildcard suffix beats a shorter one.
+   * Recipient domains this tenant serves. 'example.com' is that domain only; '*.example.com' is any subdomain of example.com but NOT example.com itself. Case-insensitive; internationalised names are converted to punycode A-labels. A domain claimed by two tenants belongs to the older claim: a claim that an older TenantPolicy's claim covers (the same claim, or a wildcard over a parent domain) is not served; a wildcard keeps its other domains when an older tenant holds a narrower claim inside it.
    *
    * @minItems 1
    * @maxItems 100

@@ -150,12 +150,31 @@ describe('compile: tenants', () => {
     expect(r2.config.tenants.map((t) => t.name)).toEqual(['a']);
   });
 
-  it('exact and wildcard claims of different tenants coexist', () => {
+  it('a newer claim inside an older wildcard is lost: the older claim owns the domain', () => {
+    const r = run({
+      tenantPolicies: [tp('a', ['*.example.com'], {}, 1), tp('b', ['shop.example.com', 'b.org'], {}, 2)],
+      mailRoutes: [
+        mr('a', 'all', { recipients: ['*@*.example.com'] }),
+        mr('b', 'shop', { recipients: ['*@shop.example.com'] }),
+      ],
+    });
+    expect(cond(r, 'TenantPolicy/b/policy')).toBe('True/DomainClaimedByOtherTenant');
+    expect(r.statuses.get('TenantPolicy/b/policy')?.conditions[0].message).toContain(
+      'shop.example.com (held by TenantPolicy a/policy)',
+    );
+    expect(cond(r, 'MailRoute/b/shop')).toBe('False/DomainNotOwned');
+    const t = buildRoutingTable(r.config);
+    const d = decideRecipient(t, { recipient: 'x@shop.example.com', sender: '' });
+    expect(d.action === 'relay' && d.tenant.name).toBe('a');
+  });
+
+  it('a newer wildcard over an older exact or narrower claim keeps the rest of its domains', () => {
     const r = run({
       tenantPolicies: [
-        tp('a', ['*.example.com']),
-        tp('b', ['shop.example.com']),
-        tp('c', ['*.eu.example.com']),
+        tp('b', ['shop.example.com'], {}, 1),
+        tp('c', ['*.eu.example.com'], {}, 2),
+        tp('a', ['*.example.com'], {}, 3),
+        tp('d', ['*.de.eu.example.com'], {}, 4),
       ],
       mailRoutes: [
         mr('a', 'all', { recipients: ['*@*.example.com'] }),
@@ -164,6 +183,11 @@ describe('compile: tenants', () => {
         mr('c', 'eu', { recipients: ['*@*.eu.example.com', 'x@de.eu.example.com'] }),
       ],
     });
+    expect(cond(r, 'TenantPolicy/a/policy')).toBe('True/Accepted');
+    expect(cond(r, 'TenantPolicy/b/policy')).toBe('True/Accepted');
+    expect(cond(r, 'TenantPolicy/c/policy')).toBe('True/Accepted');
+    // d is newer than c, whose wildcard covers it entirely
+    expect(cond(r, 'TenantPolicy/d/policy')).toBe('False/DomainClaimedByOtherTenant');
     expect(cond(r, 'MailRoute/a/all')).toBe('True/Accepted');
     expect(cond(r, 'MailRoute/b/shop')).toBe('True/Accepted');
     expect(cond(r, 'MailRoute/b/sub')).toBe('False/DomainNotOwned');
@@ -171,6 +195,14 @@ describe('compile: tenants', () => {
       '*@*.shop.example.com (domain held by tenant a)',
     );
     expect(cond(r, 'MailRoute/c/eu')).toBe('True/Accepted');
+    const t = buildRoutingTable(r.config);
+    const owner = (rcpt: string) => {
+      const d = decideRecipient(t, { recipient: rcpt, sender: '' });
+      return d.action === 'relay' ? d.tenant.name : d.reason;
+    };
+    expect(owner('x@shop.example.com')).toBe('b');
+    expect(owner('x@de.eu.example.com')).toBe('c');
+    expect(owner('x@www.example.com')).toBe('a');
   });
 });
 

@@ -299,12 +299,26 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
   }
   policies.sort((a, b) => byAge(a.meta, b.meta));
 
-  // 2. Domain ownership: identical claims go to the oldest policy (then namespace/name). Different
-  // claims never conflict: at run time an exact claim beats a wildcard, a longer suffix a shorter one.
+  // 2. Domain ownership: a domain claimed by two tenants belongs to the older claim (then
+  // namespace/name). Policies are visited oldest first, and a claim that an older tenant's claim
+  // already covers (the same claim, or a wildcard over a parent domain) is lost. A newer wildcard
+  // over an older exact or narrower claim stays, minus that carve-out: at run time the more specific
+  // claim wins, and by construction it is always the older one.
   const claimOwner = new Map<string, PolicyEntry>();
+  const coveringHolder = (claim: string, self: PolicyEntry): PolicyEntry | undefined => {
+    const same = claimOwner.get(claim);
+    if (same && same !== self) return same;
+    let rest = claim.startsWith('*.') ? claim.slice(2) : claim;
+    for (let dot = rest.indexOf('.'); dot >= 0; dot = rest.indexOf('.')) {
+      rest = rest.slice(dot + 1);
+      const wider = claimOwner.get(`*.${rest}`);
+      if (wider && wider !== self) return wider;
+    }
+    return undefined;
+  };
   for (const p of policies) {
     for (const { claim, index } of p.claims) {
-      const holder = claimOwner.get(claim);
+      const holder = coveringHolder(claim, p);
       if (holder) {
         p.lost.push({ field: `spec.domains[${index}]`, value: claim, winner: holder.meta.label });
       } else {
