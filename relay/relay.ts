@@ -4,7 +4,7 @@ import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import { createAdminServer } from './admin-http.ts';
 import { CaptureRecorder } from './capture/recorder.ts';
-import { hashConfig, validateRelayConfig } from './config/load.ts';
+import { verifyRelayConfig } from './config/load.ts';
 import type { RelayConfig } from './config/types.gen.ts';
 import type { FileWatcher } from './config-file-watch.ts';
 import { createLogger, createPseudonymizer, type Logger, type LogSink } from './observability/log.ts';
@@ -302,12 +302,7 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
     },
     applyConfig(config: unknown, source = 'applyConfig'): ApplyResult {
       try {
-        const problems = validateRelayConfig(config);
-        if (problems.length) throw new Error(problems.join('; '));
-        const c = config as RelayConfig;
-        const expected = hashConfig(c);
-        if (expected !== c.hash)
-          throw new Error(`$.hash: ${c.hash} does not match the content (${expected})`);
+        const c = verifyRelayConfig(config, source);
         if (snapshot && snapshot.hash === c.hash) return { ok: true, hash: c.hash, generation };
         const table = buildRoutingTable(c);
         generation++;
