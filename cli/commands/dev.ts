@@ -1,6 +1,6 @@
 import { formatResourceError } from '../../operator/resources/types.ts';
 import type { Relay } from '../../relay/relay.ts';
-import { compileFiles } from '../compile-files.ts';
+import { type CompiledFiles, compileFiles } from '../compile-files.ts';
 import { list, parseFlags, parseHostPort, str } from '../flags.ts';
 import { readRelayFlags, relayFlagHelp, relayFlagSpec } from '../relay-flags.ts';
 import { startRelayFromFlags, untilStopped } from '../run-relay.ts';
@@ -23,7 +23,11 @@ ${relayFlagHelp}`;
 
 /** One compile of the -f paths applied to the relay; returns whether it was applied. */
 export async function compileAndApply(relay: Relay, paths: string[]): Promise<boolean> {
-  const { config, problems } = await compileFiles(paths);
+  return applyCompiled(relay, paths, await compileFiles(paths));
+}
+
+/** Reports the compile's problems; applies its config unless a file has an error. */
+function applyCompiled(relay: Relay, paths: string[], { config, problems }: CompiledFiles): boolean {
   for (const p of problems) {
     relay.logger[p.severity === 'error' ? 'error' : 'warn']('resource problem', {
       file: p.file ?? null,
@@ -55,12 +59,12 @@ export async function runDev(argv: string[]): Promise<number> {
   if (shown) return 0;
   const paths = list(values.filename);
   const flags = readRelayFlags(values);
-  // Fail on unreadable input before binding ports.
-  await compileFiles(paths);
+  // Compiled before binding ports, so unreadable input fails first.
+  const first = await compileFiles(paths);
   const sinkAt = str(values.sink);
   const sink = sinkAt ? await startSink(parseHostPort(sinkAt, '--sink')) : undefined;
   const relay = await startRelayFromFlags(flags);
-  await compileAndApply(relay, paths);
+  applyCompiled(relay, paths, first);
   let running: Promise<unknown> = Promise.resolve();
   relay.own(
     watchPaths(paths, () => {
