@@ -118,17 +118,9 @@ async function fetch(argv: string[]): Promise<number> {
         `fetch: tenant ${tenant} has no capture ${id} (mailplus capture list --tenant ${tenant})`,
         1,
       );
-    const tmp = `${outFile}.partial`;
-    const out = createWriteStream(tmp, { mode: 0o600 });
-    try {
+    await writeAtomically(outFile, async (out) => {
       for await (const c of chunks) await write(out, c);
-      await closeStream(out);
-      await rename(tmp, outFile);
-    } catch (err) {
-      out.destroy();
-      await rm(tmp, { force: true });
-      throw err;
-    }
+    });
     process.stdout.write(
       `wrote ${outFile} (encrypted; decrypt with mailplus capture decrypt --key PRIVATE.pem)\n`,
     );
@@ -138,16 +130,15 @@ async function fetch(argv: string[]): Promise<number> {
   }
 }
 
-/** Streams FILE through the decryptor into OUT; nothing is left behind when authentication fails. */
-export async function decryptFile(keyFile: string, inFile: string, outFile: string): Promise<void> {
-  const dec = new CaptureDecryptor(await readFile(keyFile, 'utf8'));
+/**
+ * Writes OUT (mode 0600) through a `.partial` file renamed into place once `fill` succeeds; on any
+ * error the partial file is removed, so a failed fetch or decryption leaves nothing behind.
+ */
+async function writeAtomically(outFile: string, fill: (out: Writable) => Promise<void>): Promise<void> {
   const tmp = `${outFile}.partial`;
   const out = createWriteStream(tmp, { mode: 0o600 });
   try {
-    for await (const chunk of createReadStream(inFile, { highWaterMark: 256 * 1024 })) {
-      for (const p of dec.push(chunk as Buffer)) await write(out, p);
-    }
-    dec.end();
+    await fill(out);
     await closeStream(out);
     await rename(tmp, outFile);
   } catch (err) {
@@ -155,6 +146,17 @@ export async function decryptFile(keyFile: string, inFile: string, outFile: stri
     await rm(tmp, { force: true });
     throw err;
   }
+}
+
+/** Streams FILE through the decryptor into OUT; nothing is left behind when authentication fails. */
+export async function decryptFile(keyFile: string, inFile: string, outFile: string): Promise<void> {
+  const dec = new CaptureDecryptor(await readFile(keyFile, 'utf8'));
+  await writeAtomically(outFile, async (out) => {
+    for await (const chunk of createReadStream(inFile, { highWaterMark: 256 * 1024 })) {
+      for (const p of dec.push(chunk as Buffer)) await write(out, p);
+    }
+    dec.end();
+  });
 }
 
 async function decrypt(argv: string[]): Promise<number> {
