@@ -1,4 +1,4 @@
-import { createHmac } from 'node:crypto';
+import { pseudonymWithKey } from '../trace/pseudonym.ts';
 
 /**
  * Structured JSON logging, one line per event, metadata only: never message content, subject or
@@ -36,11 +36,5 @@ export function createLogger(sink: LogSink = (line) => process.stdout.write(line
  */
 export function createPseudonymizer(key?: string | Buffer): (address: string) => string {
   if (!key || key.length === 0) return (a) => a;
-  return (address) => {
-    if (address === '' || address === '<>') return '<>';
-    const lower = address.toLowerCase();
-    const token = `h:${createHmac('sha256', key).update(lower).digest('hex').slice(0, 16)}`;
-    const at = lower.lastIndexOf('@');
-    return at >= 0 ? `${token}@${lower.slice(at + 1)}` : token;
-  };
+  return (address) => pseudonymWithKey(key, address);
 }
