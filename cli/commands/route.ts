@@ -3,6 +3,7 @@ import { formatResourceError } from '../../operator/resources/types.ts';
 import type { RelayConfig } from '../../relay/config/types.gen.ts';
 import { type EnvelopeExplanation, explainEnvelope, formatExplanation } from '../../relay/routing/decide.ts';
 import { buildRoutingTable } from '../../relay/routing/table.ts';
+import { REPLY } from '../../relay/smtp/transaction.ts';
 import { compileFiles } from '../compile-files.ts';
 import { CliError } from '../errors.ts';
 import { list, parseFlags, str } from '../flags.ts';
@@ -58,12 +59,12 @@ async function readClusterConfig(kubeconfig: string | undefined, ref: string): P
   }
 }
 
-// The relay's reply for a recipient outside the transaction's upstream set (docs/architecture.md).
-const SPLIT_REPLY = '452 4.5.3 Recipient routes elsewhere, send it in a separate transaction';
-
 /** Applies the relay's one-upstream-set-per-transaction rule to a per-recipient explanation. */
 export function applyTransactionRule(e: EnvelopeExplanation): EnvelopeExplanation {
   let key: string | undefined;
+  // the very reply the relay gives (REPLY.split carries the enhanced code in its message)
+  const split = REPLY.split();
+  const splitReply = `${split.responseCode} ${split.message}`;
   return {
     ...e,
     recipients: e.recipients.map((r) => {
@@ -76,7 +77,7 @@ export function applyTransactionRule(e: EnvelopeExplanation): EnvelopeExplanatio
       return {
         ...r,
         action: 'reject' as const,
-        reply: SPLIT_REPLY,
+        reply: splitReply,
         reason: 'split' as never,
       };
     }),
