@@ -152,6 +152,20 @@ describe('envtest control plane', () => {
     expect(ns.trim()).toBe('namespace/envtest-restart');
   }, 120_000);
 
+  it('stops the API server for as long as the test wants, then starts it against the same etcd', async () => {
+    await kubectl(cp, ['create', 'namespace', 'envtest-outage']);
+    const etcdPid = cp.etcdPid();
+    await expect(cp.startApiServer()).rejects.toThrow(/while kube-apiserver runs/);
+    const pidBefore = cp.apiServerPid();
+    await cp.stopApiServer();
+    expect(() => process.kill(pidBefore, 0)).toThrow();
+    await expect(kubectl(cp, ['get', 'ns'], { timeoutMs: 10_000 })).rejects.toThrow(/refused/);
+    await cp.startApiServer();
+    expect(cp.etcdPid()).toBe(etcdPid);
+    const ns = await kubectl(cp, ['get', 'namespace', 'envtest-outage', '-o', 'name']);
+    expect(ns.trim()).toBe('namespace/envtest-outage');
+  }, 120_000);
+
   it('stops every process it started and removes its directory', async () => {
     const pids = [cp.apiServerPid(), cp.etcdPid()];
     const dir = cp.dir;

@@ -5,6 +5,7 @@
 //   await kubectl(cp, ['get', 'ns']);                          // as admin (system:masters)
 //   await kubectl(cp, ['get', 'mailroutes', '-A'], { user: 'operator' }); // as the operator's SA
 //   await cp.restartApiServer();                               // same port, same etcd
+//   await cp.stopApiServer(); ...; await cp.startApiServer();  // an outage of chosen length
 //   await cp.stop();
 //
 // Binaries come from KUBEBUILDER_ASSETS (setup-envtest layout), TEST_ASSET_KUBE_APISERVER /
@@ -85,6 +86,13 @@ export interface ControlPlane {
   etcdPid(): number;
   /** Kills kube-apiserver (SIGTERM, then SIGKILL) and starts it again on the same port; resolves when ready. */
   restartApiServer(): Promise<void>;
+  /**
+   * Stops kube-apiserver only (etcd keeps running with its data): clients see connection refused
+   * until startApiServer(). Lets a test choose how long the API server stays away.
+   */
+  stopApiServer(): Promise<void>;
+  /** Starts a stopped kube-apiserver again on the same port against the same etcd; resolves when ready. */
+  startApiServer(): Promise<void>;
   /** Stops kube-apiserver and etcd by PID and removes dir. Idempotent. */
   stop(): Promise<void>;
 }
@@ -576,13 +584,19 @@ export async function startControlPlane(opts: StartControlPlaneOptions = {}): Pr
       kubeconfigs[user] = file;
     }
 
-    const restartApiServer = async (): Promise<void> => {
-      if (stopped) throw new Error('envtest: restartApiServer() after stop()');
+    let apiServerDown = false;
+    const stopApiServer = async (): Promise<void> => {
+      if (stopped) throw new Error('envtest: stopApiServer() after stop()');
+      apiServerDown = true;
       if (apiServer) await apiServer.stop(STOP_GRACE_MS);
+    };
+    const startAgain = async (): Promise<void> => {
+      if (stopped) throw new Error('envtest: startApiServer() after stop()');
       // Same port: a test's clients keep their kubeconfig. Retry briefly if the port lingers.
       for (let attempt = 1; ; attempt++) {
         try {
           await startApiServer();
+          apiServerDown = false;
           return;
         } catch (err) {
           if (attempt < 5 && apiServer?.lines.some((l) => ADDRESS_IN_USE.test(l.text))) {
@@ -592,6 +606,10 @@ export async function startControlPlane(opts: StartControlPlaneOptions = {}): Pr
           throw err;
         }
       }
+    };
+    const restartApiServer = async (): Promise<void> => {
+      await stopApiServer();
+      await startAgain();
     };
 
     const cp: ControlPlane = {
@@ -610,6 +628,11 @@ export async function startControlPlane(opts: StartControlPlaneOptions = {}): Pr
       apiServerPid: () => apiServer!.pid,
       etcdPid: () => etcd!.pid,
       restartApiServer,
+      stopApiServer,
+      startApiServer: async () => {
+        if (!apiServerDown) throw new Error('envtest: startApiServer() while kube-apiserver runs');
+        await startAgain();
+      },
       stop: stopAll,
     };
 
