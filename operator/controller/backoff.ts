@@ -3,18 +3,38 @@
 export interface BackoffPolicy {
   baseMs: number;
   maxMs: number;
-}
-
-/** Delay before attempt `failures` (1 = first retry): base·2^(failures-1), capped at max. */
-export function backoffDelay(failures: number, policy: BackoffPolicy): number {
-  if (failures <= 0) return 0;
-  // 2^40 already exceeds any sane cap; avoid Infinity for absurd counts
-  return Math.min(policy.maxMs, policy.baseMs * 2 ** Math.min(failures - 1, 40));
+  /**
+   * Fraction of each delay that is random (0..1): the delay is drawn from [d·(1-jitter), d], so
+   * many clients that failed together (an API-server restart) do not retry in lockstep.
+   */
+  jitter?: number;
 }
 
 /**
- * A backoff that doubles on every failure and resets on success, e.g. informer restarts
- * (1 s → 30 s): `next()` returns the delay to wait now.
+ * Retry policy of every list/watch (relay ConfigMap watch, operator informers) after an error or a
+ * 410 Gone: 0.25-0.5 s, doubling, never more than 3 s. The cap, not the first delay, decides how
+ * long a watch stays blind after the API server is back (a change must reach relays within a few
+ * seconds); a refused connection costs a down server nothing, and a failing one sees each client
+ * at most once per 1.5-3 s.
+ */
+export const WATCH_RETRY: BackoffPolicy = { baseMs: 500, maxMs: 3000, jitter: 0.5 };
+
+/** Delay before attempt `failures` (1 = first retry): base·2^(failures-1), capped at max, jittered. */
+export function backoffDelay(
+  failures: number,
+  policy: BackoffPolicy,
+  random: () => number = Math.random,
+): number {
+  if (failures <= 0) return 0;
+  // 2^40 already exceeds any sane cap; avoid Infinity for absurd counts
+  const d = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.min(failures - 1, 40));
+  const jitter = Math.min(1, Math.max(0, policy.jitter ?? 0));
+  return Math.round(d * (1 - jitter * random()));
+}
+
+/**
+ * A backoff that doubles on every failure and resets on success, e.g. informer restarts:
+ * `next()` returns the delay to wait now.
  */
 export class Backoff {
   private failures = 0;

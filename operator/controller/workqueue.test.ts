@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { Backoff, backoffDelay } from './backoff.ts';
+import { Backoff, backoffDelay, WATCH_RETRY } from './backoff.ts';
 import { WorkQueue } from './workqueue.ts';
 
 describe('backoff', () => {
@@ -14,6 +14,23 @@ describe('backoff', () => {
     expect([b.next(), b.next(), b.next()]).toEqual([1000, 2000, 4000]);
     b.reset();
     expect(b.next()).toBe(1000);
+  });
+
+  it('jitter draws each delay from [d·(1-jitter), d], so clients that failed together spread out', () => {
+    const p = { baseMs: 1000, maxMs: 8000, jitter: 0.5 };
+    expect(backoffDelay(1, p, () => 0)).toBe(1000);
+    expect(backoffDelay(1, p, () => 1)).toBe(500);
+    expect(backoffDelay(10, p, () => 0.5)).toBe(6000);
+    const seen = new Set(Array.from({ length: 50 }, () => backoffDelay(3, p)));
+    expect(seen.size).toBeGreaterThan(10);
+    for (const d of seen) expect(d >= 2000 && d <= 4000).toBe(true);
+  });
+
+  it('watch retries never wait more than 3 s (a change must reach relays within seconds) nor less than 250 ms', () => {
+    for (let n = 1; n <= 50; n++) {
+      expect(backoffDelay(n, WATCH_RETRY)).toBeLessThanOrEqual(3000);
+      expect(backoffDelay(n, WATCH_RETRY)).toBeGreaterThanOrEqual(250);
+    }
   });
 });
 
