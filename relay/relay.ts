@@ -303,7 +303,11 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
     applyConfig(config: unknown, source = 'applyConfig'): ApplyResult {
       try {
         const c = verifyRelayConfig(config, source);
-        if (snapshot && snapshot.hash === c.hash) return { ok: true, hash: c.hash, generation };
+        if (snapshot && snapshot.hash === c.hash) {
+          // e.g. a refused config reverted to the active one: the last reload did succeed
+          metrics.configUnchanged();
+          return { ok: true, hash: c.hash, generation };
+        }
         const table = buildRoutingTable(c);
         generation++;
         // one assignment: transactions that start from now on see the new table, the ones in flight

@@ -151,6 +151,13 @@ export class RelayMetrics {
     this.configReloadsTotal.inc({ result: 'success' });
   }
 
+  /** A load of the config already active (e.g. a refused config reverted): the reload succeeded. */
+  configUnchanged(): void {
+    this.configLastReloadSuccessful.set(1);
+    this.configLastReloadSuccessTimestamp.set(Date.now() / 1000);
+    this.configReloadsTotal.inc({ result: 'success' });
+  }
+
   configRefused(): void {
     this.configLastReloadSuccessful.set(0);
     this.configReloadsTotal.inc({ result: 'failure' });

@@ -203,6 +203,33 @@ describe('mailplus relay --config', () => {
     expect(Number(generation.split(' ')[1])).toBe(11);
   });
 
+  it('a refused config reverted to the active one sets last_reload_successful back to 1', async () => {
+    const good = configFor([{ port: 2525 }]);
+    const { adminPort, file, proc } = await startRelayProcess(good);
+    const value = async (name: string) => Number((await metric(adminPort, name))[0]?.split(' ')[1]);
+    expect(await value('mailplus_relay_config_last_reload_successful')).toBe(1);
+    // a hand edit that breaks the hash: refused, the active config stays
+    const tampered = JSON.parse(good) as { sources?: Record<string, number> };
+    tampered.sources = { ...tampered.sources, 'MailRoute/acme/forged': 1 };
+    await writeConfig(file, JSON.stringify(tampered));
+    await proc.waitForLine((l) => l.json?.msg === 'config refused, keeping the last good one', 10_000);
+    expect(await value('mailplus_relay_config_last_reload_successful')).toBe(0);
+    // reverted: the same hash as the active config loads fine, so the reload-failed alert clears
+    await writeConfig(file, good);
+    const deadline = Date.now() + 10_000;
+    while ((await value('mailplus_relay_config_last_reload_successful')) !== 1) {
+      expect(Date.now(), 'last_reload_successful is 1 again within 10 s of the revert').toBeLessThan(
+        deadline,
+      );
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(await value('mailplus_relay_config_generation')).toBe(1);
+    expect((await metric(adminPort, 'mailplus_relay_config_reloads_total')).sort()).toEqual([
+      'mailplus_relay_config_reloads_total{result="failure"} 1',
+      'mailplus_relay_config_reloads_total{result="success"} 2',
+    ]);
+  });
+
   it('SIGTERM drains: the transaction in flight gets its 250, late clients get 421, exit 0', async () => {
     const slow = await captureSink({ behaviour: { delayMs: { data: 1500 } } });
     const { proc, port } = await startRelayProcess(configFor([{ port: slow.port }]), [
