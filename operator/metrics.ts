@@ -30,6 +30,8 @@ export class OperatorMetrics {
   readonly informerRelists: Counter<'kind'>;
   readonly informerLastEvent: Gauge<'kind'>;
   readonly informerSynced: Gauge<'kind'>;
+  readonly informerLastSync: Gauge<'kind'>;
+  readonly informerErrors: Counter<'kind'>;
   readonly resources: Gauge<'kind' | 'condition' | 'status'>;
   readonly conflicts: Gauge<string>;
   readonly configGeneration: Gauge<string>;
@@ -156,6 +158,18 @@ export class OperatorMetrics {
     this.informerSynced = new Gauge({
       name: `${p}informer_synced`,
       help: '1 once the informer has listed successfully (its cache is usable), else 0',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.informerLastSync = new Gauge({
+      name: `${p}informer_last_sync_timestamp_seconds`,
+      help: 'Unix time an informer last knew its cache current (LIST answered, event delivered, staleness check passed)',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.informerErrors = new Counter({
+      name: `${p}informer_errors_total`,
+      help: 'Failed LISTs and watches of an informer (API server unreachable, HTTP errors; 410 Gone is a relist, not an error)',
       labelNames: ['kind'],
       registers,
     });

@@ -1,15 +1,21 @@
 // Feeds the relay from ONE ConfigMap through the Kubernetes API instead of a mounted volume
-// (kubelet volume updates lag by a minute or more): GET it, then watch it with
-// fieldSelector=metadata.name=NAME from its resourceVersion, decode data or gzip binaryData and
-// hand it to the same parse → applyConfig path as the file watcher. Watches end (server timeouts,
-// API-server restarts, 410 Gone): re-watch from the last resourceVersion, re-GET after a 410 or
-// an error (with backoff 1 s → 30 s), and re-GET periodically anyway. A deleted ConfigMap or an
-// invalid config keeps the last good config.
+// (kubelet volume updates lag by a minute or more): LIST it with fieldSelector=metadata.name=NAME,
+// then watch from the LIST's resourceVersion, decode data or gzip binaryData and hand it to the
+// same parse → applyConfig path as the file watcher. One watchConfigMap() per ConfigMap: it holds
+// no state shared with another instance.
+//
+// Watches end (server timeouts, API-server restarts, 410 Gone). A timeout re-watches from the last
+// resourceVersion seen (event or bookmark). A 410 or an error re-LISTs, and always after a
+// jittered backoff (WATCH_RETRY): never from the object's own resourceVersion, which a restarted
+// API server's watch cache no longer serves (that 410 → GET → watch → 410 cycle spun ~55 times a
+// second), and never without a pause. A LIST also happens every resyncMs. A deleted ConfigMap or
+// an invalid config keeps the last good config.
 //
 // RBAC: get, list, watch on configmaps with resourceNames: [NAME] in that namespace (a
 // list/watch whose fieldSelector pins metadata.name is authorised against resourceNames).
 import { gunzipSync } from 'node:zlib';
 import * as k8s from '@kubernetes/client-node';
+import { Backoff, type BackoffPolicy, WATCH_RETRY } from '../operator/controller/backoff.ts';
 import { parseRelayConfig } from './config/load.ts';
 import type { RelayConfig } from './config/types.gen.ts';
 import type { ConfigTarget, FileWatcher } from './config-file-watch.ts';
@@ -54,13 +60,28 @@ export interface ConfigMapWatchOptions {
   namespace: string;
   name: string;
   logger: Logger;
-  /** Re-GET the ConfigMap this often even when the watch is healthy (default 5 min). */
+  /** Re-LIST the ConfigMap this often even when the watch is healthy (default 5 min). */
   resyncMs?: number;
   /** Server-side watch timeout, randomised ±20 % (default 25 s: below client-node's 30 s inactivity abort). */
   watchTimeoutSeconds?: number;
-  backoff?: { baseMs: number; maxMs: number };
+  /** Retry policy after errors and 410 Gone (default WATCH_RETRY). */
+  backoff?: BackoffPolicy;
+  /** Watch health (RelayMetrics.configWatch()). */
+  metrics?: ConfigMapWatchMetrics;
   /** Called after each successful apply (the report Lease renews at once). */
   onApplied?(hash: string): void;
+}
+
+/** What a ConfigMap watch reports about its own health. */
+export interface ConfigMapWatchMetrics {
+  /** The relay knows it holds the ConfigMap's current version (LIST, event, bookmark, clean watch end). */
+  synced(): void;
+  /** A LIST answered. */
+  relisted(): void;
+  /** A watch is started again after an error or 410 Gone. */
+  restarted(): void;
+  /** A LIST or watch failed (not 410 Gone). */
+  failed(): void;
 }
 
 const sleep = (ms: number, signal: AbortSignal) =>
@@ -84,18 +105,24 @@ function statusOf(err: unknown): number | undefined {
   return typeof e?.code === 'number' ? e.code : undefined;
 }
 
+interface WatchOutcome {
+  /** ADDED/MODIFIED/DELETED/BOOKMARK events received. */
+  events: number;
+  gone: boolean;
+  ms: number;
+}
+
 export function watchConfigMap(relay: ConfigTarget, opts: ConfigMapWatchOptions): FileWatcher {
-  const { kc, namespace, name, logger } = opts;
+  const { kc, namespace, name, logger, metrics } = opts;
   const core = kc.makeApiClient(k8s.CoreV1Api);
   const where = `${namespace}/${name}`;
   const stop = new AbortController();
   const resyncMs = opts.resyncMs ?? 5 * 60_000;
-  const baseMs = opts.backoff?.baseMs ?? 1000;
-  const maxMs = opts.backoff?.maxMs ?? 30_000;
-  let failures = 0;
+  const backoff = new Backoff(opts.backoff ?? WATCH_RETRY);
+  // where the next watch starts: a LIST's resourceVersion, then the last event's or bookmark's
   let rv = '';
   let appliedRv = '';
-  let lastGet = 0;
+  let lastList = 0;
   let currentWatch: AbortController | undefined;
   let missingLogged = false;
 
@@ -115,29 +142,29 @@ export function watchConfigMap(relay: ConfigTarget, opts: ConfigMapWatchOptions)
     if (r.ok) opts.onApplied?.(config.hash);
   };
 
-  const getOnce = async () => {
-    lastGet = Date.now();
-    try {
-      const cm = await core.readNamespacedConfigMap({ name, namespace });
+  const list = async () => {
+    lastList = Date.now();
+    const res = await core.listNamespacedConfigMap({ namespace, fieldSelector: `metadata.name=${name}` });
+    metrics?.relisted();
+    metrics?.synced();
+    const cm = res.items.find((i) => i.metadata?.name === name);
+    if (cm) {
       missingLogged = false;
       apply(cm);
-      rv = cm.metadata?.resourceVersion ?? '';
-    } catch (err) {
-      if (statusOf(err) !== 404) throw err;
-      if (!missingLogged) {
-        logger.warn('relay config ConfigMap not found; waiting for the operator to publish it', {
-          configmap: where,
-        });
-        missingLogged = true;
-      }
-      // watch from "now" for its creation
-      const list = await core.listNamespacedConfigMap({ namespace, fieldSelector: `metadata.name=${name}` });
-      rv = list.metadata?.resourceVersion ?? '';
+    } else if (!missingLogged) {
+      logger.warn('relay config ConfigMap not found; waiting for the operator to publish it', {
+        configmap: where,
+      });
+      missingLogged = true;
     }
+    // the collection's resourceVersion, not the object's: the object's may be older than anything
+    // the API server can still watch from (a restarted server's watch cache starts at "now")
+    rv = res.metadata?.resourceVersion ?? '';
   };
 
-  const watchOnce = (): Promise<{ events: number; gone: boolean }> =>
+  const watchOnce = (): Promise<WatchOutcome> =>
     new Promise((resolve, reject) => {
+      const started = Date.now();
       let events = 0;
       let gone = false;
       const base = opts.watchTimeoutSeconds ?? 25;
@@ -152,7 +179,6 @@ export function watchConfigMap(relay: ConfigTarget, opts: ConfigMapWatchOptions)
             timeoutSeconds,
           },
           (type: string, obj: ConfigMapLike & { code?: number; message?: string }) => {
-            events++;
             if (type === 'ERROR') {
               if (obj.code === 410) gone = true;
               else
@@ -163,6 +189,8 @@ export function watchConfigMap(relay: ConfigTarget, opts: ConfigMapWatchOptions)
                 });
               return;
             }
+            events++;
+            metrics?.synced();
             if (obj.metadata?.resourceVersion) rv = obj.metadata.resourceVersion;
             if (type === 'ADDED' || type === 'MODIFIED') apply(obj);
             else if (type === 'DELETED') {
@@ -174,11 +202,12 @@ export function watchConfigMap(relay: ConfigTarget, opts: ConfigMapWatchOptions)
           },
           (err: unknown) => {
             currentWatch = undefined;
+            const ms = Date.now() - started;
             if (err && !stop.signal.aborted && (err as Error).name !== 'TimeoutError') {
-              if (statusOf(err) === 410) return resolve({ events, gone: true });
+              if (statusOf(err) === 410) return resolve({ events, gone: true, ms });
               return reject(err);
             }
-            resolve({ events, gone });
+            resolve({ events, gone, ms });
           },
         )
         .then((ac) => {
@@ -190,23 +219,31 @@ export function watchConfigMap(relay: ConfigTarget, opts: ConfigMapWatchOptions)
   const loop = async () => {
     while (!stop.signal.aborted) {
       try {
-        if (rv === '' || Date.now() - lastGet >= resyncMs) await getOnce();
+        if (rv === '' || Date.now() - lastList >= resyncMs) await list();
         if (stop.signal.aborted) return;
-        const started = Date.now();
         const r = await watchOnce();
-        failures = 0;
+        if (stop.signal.aborted) return;
         if (r.gone) {
-          logger.info('configmap watch expired (410 Gone); re-reading', { configmap: where });
+          // resume from a fresh LIST, after a pause: a 410 that follows a LIST at once must not loop
           rv = '';
-        } else if (r.events === 0 && Date.now() - started < 1000) {
-          // the server ends watches at once (tiny --min-request-timeout): do not spin
-          await sleep(1000, stop.signal);
+          const delayMs = backoff.next();
+          metrics?.restarted();
+          logger.info('configmap watch expired (410 Gone); re-reading', { configmap: where, delayMs });
+          await sleep(delayMs, stop.signal);
+        } else if (r.events === 0 && r.ms < 1000) {
+          // the server ends watches at once (tiny --min-request-timeout, a proxy): do not spin
+          await sleep(backoff.next(), stop.signal);
+        } else {
+          // a watch that ran its course: up to date until its end
+          metrics?.synced();
+          backoff.reset();
         }
       } catch (err) {
         if (stop.signal.aborted) return;
-        failures++;
-        const delay = Math.min(maxMs, baseMs * 2 ** Math.min(failures - 1, 10));
+        const delay = backoff.next();
         const code = statusOf(err);
+        metrics?.failed();
+        metrics?.restarted();
         logger.warn('configmap watch failed; retrying', {
           configmap: where,
           status: code,

@@ -98,6 +98,7 @@ export async function runRelay(argv: string[]): Promise<number> {
         namespace: cm.namespace,
         name: cm.name,
         logger: relay.logger,
+        metrics: relay.metrics.configWatch(cm.name),
         onApplied: () => report.renewNow(),
       }),
     );

@@ -1,15 +1,24 @@
 // client-node's ListWatch, made safe to run for weeks (operator-notes §1.3, §1.10):
-// - any non-410 error leaves ListWatch stopped: restart it with backoff (1 s → 30 s), one pending
-//   restart at a time, ignoring the AbortError our own stop() causes;
-// - 410 Gone is handled by ListWatch itself (relist); every LIST is counted;
+// - any non-410 error leaves ListWatch stopped: restart it after a jittered backoff (WATCH_RETRY,
+//   the relay's policy too), one pending restart at a time, ignoring the AbortError our own stop()
+//   causes. The backoff resets after an event or a minute without errors, not on a LIST alone:
+//   LIST ok + watch failing (RBAC without watch, a proxy) must not become a LIST loop;
+// - 410 Gone is handled by ListWatch itself: it re-LISTs and watches from the LIST's
+//   resourceVersion (never an object's); every LIST is counted;
+// - ListWatch's own pause between watches that ended without events grows to 30 s: after hours of
+//   quiet a kind would stay unwatched that long once its watch ends (an API-server restart), so the
+//   pause is capped at WATCH_RETRY's;
 // - resync: every resyncMs the owner is told to reconcile everything (level-triggered), and when
 //   nothing was seen for staleAfterMs a LIST is compared with the cache: resourceVersions the
 //   cache does not have (and still lacks after a grace period) mean a silently dead watch, so the
 //   informer is recreated. The old cache keeps serving until the new one has listed.
+// Health: mailplus_operator_informer_{last_sync_timestamp_seconds,errors_total,restarts_total,relists_total}.
 import type { Logger } from '../../relay/observability/log.ts';
-import { Backoff } from '../controller/backoff.ts';
+import { Backoff, type BackoffPolicy, backoffDelay, WATCH_RETRY } from '../controller/backoff.ts';
 import type { OperatorMetrics } from '../metrics.ts';
 import { k8s } from './client.ts';
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export interface KubeObject {
   metadata?: { name?: string; namespace?: string; resourceVersion?: string };
@@ -39,7 +48,8 @@ export interface InformerOptions<T extends KubeObject> {
   staleAfterMs?: number;
   /** Grace before a LIST/cache disagreement counts as stale (events may be in flight). */
   staleGraceMs?: number;
-  restartBackoff?: { baseMs: number; maxMs: number };
+  /** Default WATCH_RETRY. */
+  restartBackoff?: BackoffPolicy;
 }
 
 export class ResilientInformer<T extends KubeObject> {
@@ -55,14 +65,16 @@ export class ResilientInformer<T extends KubeObject> {
   private syncedFlag = false;
   private syncWaiters: Array<() => void> = [];
   private checking = false;
+  private lastError = 0;
 
   constructor(opts: InformerOptions<T>) {
     this.opts = opts;
     this.kind = opts.kind;
-    this.backoff = new Backoff(opts.restartBackoff ?? { baseMs: 1000, maxMs: 30_000 });
+    this.backoff = new Backoff(opts.restartBackoff ?? WATCH_RETRY);
     opts.metrics.informerSynced.set({ kind: opts.kind }, 0);
     opts.metrics.informerRestarts.inc({ kind: opts.kind }, 0);
     opts.metrics.informerRelists.inc({ kind: opts.kind }, 0);
+    opts.metrics.informerErrors.inc({ kind: opts.kind }, 0);
   }
 
   get synced(): boolean {
@@ -114,8 +126,7 @@ export class ResilientInformer<T extends KubeObject> {
     const listFn = async () => {
       metrics.informerRelists.inc({ kind });
       const result = (await this.opts.list()) as unknown as k8s.KubernetesListObject<T>;
-      this.backoff.reset();
-      this.lastSeen = Date.now();
+      this.markSynced();
       // ListWatch fills its cache right after this resolves (same microtask chain): swap and
       // announce the sync after that.
       setImmediate(() => this.listed(lw));
@@ -128,12 +139,13 @@ export class ResilientInformer<T extends KubeObject> {
       false,
       this.opts.labelSelector,
       this.opts.fieldSelector,
+      { delayFn: (ms) => sleep(Math.min(ms, backoffDelay(Number.MAX_SAFE_INTEGER, WATCH_RETRY))) },
     );
     this.current = lw;
     for (const verb of ['add', 'update', 'delete'] as const) {
       lw.on(verb, (obj: T) => {
         if (lw !== this.current || this.stopping) return;
-        this.lastSeen = Date.now();
+        this.markSynced();
         this.backoff.reset();
         metrics.informerLastEvent.set({ kind }, Date.now() / 1000);
         this.opts.onChange(verb, obj);
@@ -141,6 +153,10 @@ export class ResilientInformer<T extends KubeObject> {
     }
     lw.on('error', (err?: unknown) => {
       if (lw !== this.current || this.stopping || this.pendingRestart) return;
+      metrics.informerErrors.inc({ kind });
+      // a minute without errors was healthy: start the backoff again from its first step
+      if (Date.now() - this.lastError > 60_000) this.backoff.reset();
+      this.lastError = Date.now();
       const delay = this.backoff.next();
       metrics.informerRestarts.inc({ kind });
       this.opts.logger.warn('informer stopped on an error, restarting', {
@@ -198,9 +214,10 @@ export class ResilientInformer<T extends KubeObject> {
         // the serving cache stays until the new informer has listed; the old watch can go now
         if (old && old !== this.serving) void old.stop();
       } else {
-        this.lastSeen = Date.now();
+        this.markSynced();
       }
     } catch (err) {
+      this.opts.metrics.informerErrors.inc({ kind: this.kind });
       this.opts.logger.warn('informer staleness check failed', {
         kind: this.kind,
         error: (err as Error).message,
@@ -235,6 +252,12 @@ export class ResilientInformer<T extends KubeObject> {
     await new Promise((r) => setTimeout(r, this.opts.staleGraceMs ?? 5000));
     // still disagreeing and the cache did not move for those keys: the watch is dead
     return differing().some((k) => before.has(k) && before.get(k) === this.versionOf(k));
+  }
+
+  /** The cache is known to be current now (LIST answered, event delivered, staleness check passed). */
+  private markSynced(): void {
+    this.lastSeen = Date.now();
+    this.opts.metrics.informerLastSync.set({ kind: this.kind }, this.lastSeen / 1000);
   }
 
   private versionOf(key: string): string | undefined {

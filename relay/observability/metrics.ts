@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { ConfigMapWatchMetrics } from '../config-configmap-watch.ts';
 
 /**
  * One registry per relay instance (no prom-client global registry), so several relays can run in
@@ -19,6 +20,10 @@ export class RelayMetrics {
   readonly configLastReloadSuccessTimestamp: Gauge<string>;
   readonly configReloadsTotal: Counter<'result'>;
   readonly configInfo: Gauge<'hash'>;
+  readonly configWatchLastSync: Gauge<'configmap'>;
+  readonly configWatchRelists: Counter<'configmap'>;
+  readonly configWatchRestarts: Counter<'configmap'>;
+  readonly configWatchErrors: Counter<'configmap'>;
   readonly tlsCertificateReloadsTotal: Counter<'result'>;
   readonly proxyProtocolTotal: Counter<'result'>;
   readonly draining: Gauge<string>;
@@ -100,6 +105,31 @@ export class RelayMetrics {
       labelNames: ['hash'],
       registers,
     });
+    // label configmap: the ConfigMap's name, one series per ConfigMap the relay follows
+    this.configWatchLastSync = new Gauge({
+      name: `${p}config_watch_last_sync_timestamp_seconds`,
+      help: 'Unix time the relay last knew it held the current version of its config ConfigMap (LIST, watch event or bookmark, watch ended normally)',
+      labelNames: ['configmap'],
+      registers,
+    });
+    this.configWatchRelists = new Counter({
+      name: `${p}config_watch_relists_total`,
+      help: 'LISTs of the config ConfigMap answered (start, 410 Gone, after an error, periodic resync)',
+      labelNames: ['configmap'],
+      registers,
+    });
+    this.configWatchRestarts = new Counter({
+      name: `${p}config_watch_restarts_total`,
+      help: 'Config ConfigMap watches restarted after an error or 410 Gone (each after a jittered backoff)',
+      labelNames: ['configmap'],
+      registers,
+    });
+    this.configWatchErrors = new Counter({
+      name: `${p}config_watch_errors_total`,
+      help: 'Failed LISTs and watches of the config ConfigMap (API server unreachable, HTTP errors)',
+      labelNames: ['configmap'],
+      registers,
+    });
     this.tlsCertificateReloadsTotal = new Counter({
       name: `${p}tls_certificate_reloads_total`,
       help: 'Listener certificate reloads (result: success | failure)',
@@ -156,6 +186,24 @@ export class RelayMetrics {
     this.configLastReloadSuccessful.set(1);
     this.configLastReloadSuccessTimestamp.set(Date.now() / 1000);
     this.configReloadsTotal.inc({ result: 'success' });
+  }
+
+  /**
+   * Health series of the watch on one config ConfigMap, created at 0 so that a relay that never
+   * reaches the API server alerts too (MailPlusRelayConfigWatchStale).
+   */
+  configWatch(configmap: string): ConfigMapWatchMetrics {
+    const l = { configmap };
+    this.configWatchLastSync.set(l, 0);
+    this.configWatchRelists.inc(l, 0);
+    this.configWatchRestarts.inc(l, 0);
+    this.configWatchErrors.inc(l, 0);
+    return {
+      synced: () => this.configWatchLastSync.set(l, Date.now() / 1000),
+      relisted: () => this.configWatchRelists.inc(l),
+      restarted: () => this.configWatchRestarts.inc(l),
+      failed: () => this.configWatchErrors.inc(l),
+    };
   }
 
   configRefused(): void {

@@ -14,6 +14,7 @@ import {
   metricsText,
   OPERATOR_NAMESPACE,
   type OperatorProcess,
+  patchRejectMessage,
   type RelayProcess,
   relayConfigInfo,
   sample,
@@ -57,21 +58,7 @@ describe('resilience: short watches, 410 Gone, API server restart', () => {
     return { generation: c.sources?.[key], hash: c.hash };
   };
   /** Patches the route; returns its new generation. */
-  const patchRoute = async (message: string): Promise<number> => {
-    const out = await kubectl(cp, [
-      'patch',
-      'mailroute',
-      '-n',
-      'res',
-      'churn',
-      '--type=merge',
-      '-o',
-      'jsonpath={.metadata.generation}',
-      '-p',
-      JSON.stringify({ spec: { reject: { code: 550, message } } }),
-    ]);
-    return Number(out);
-  };
+  const patchRoute = (message: string) => patchRejectMessage(cp, 'res', 'churn', message);
   /** The change reached the ConfigMap, the relay loaded that config, and the status says Programmed. */
   const propagated = async (generation: number, timeoutMs = 30_000) => {
     const src = await eventually(

@@ -134,6 +134,28 @@ export async function startRelayProcess(
   return Object.assign(p, { smtpPort, adminPort, id });
 }
 
+/** Sets a reject MailRoute's message (a spec change the operator must publish); returns its new generation. */
+export async function patchRejectMessage(
+  cp: ControlPlane,
+  namespace: string,
+  name: string,
+  message: string,
+): Promise<number> {
+  const out = await kubectl(cp, [
+    'patch',
+    'mailroute',
+    '-n',
+    namespace,
+    name,
+    '--type=merge',
+    '-o',
+    'jsonpath={.metadata.generation}',
+    '-p',
+    JSON.stringify({ spec: { reject: { code: 550, message } } }),
+  ]);
+  return Number(out);
+}
+
 export async function metricsText(port: number): Promise<string> {
   const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5000) });
   return res.text();

@@ -31,6 +31,7 @@ import {
   CONFIGMAP,
   eventually,
   OPERATOR_NAMESPACE,
+  patchRejectMessage,
   sample,
   sleep,
   startCluster,
@@ -140,21 +141,7 @@ describe('informers against stalled, reset and unreachable API server connection
       .readNamespacedConfigMap({ name: CONFIGMAP, namespace: OPERATOR_NAMESPACE });
     return decodeRelayConfigMap(cm).sources?.[ROUTE];
   };
-  const patchRoute = async (message: string): Promise<number> =>
-    Number(
-      await kubectl(cp, [
-        'patch',
-        'mailroute',
-        '-n',
-        NS,
-        'route',
-        '--type=merge',
-        '-o',
-        'jsonpath={.metadata.generation}',
-        '-p',
-        JSON.stringify({ spec: { reject: { code: 550, message } } }),
-      ]),
-    );
+  const patchRoute = (message: string) => patchRejectMessage(cp, NS, 'route', message);
   const currentGeneration = async (): Promise<number> =>
     Number(
       await kubectl(cp, ['get', 'mailroute', '-n', NS, 'route', '-o', 'jsonpath={.metadata.generation}']),
