@@ -2,22 +2,23 @@
 
 export interface BackoffPolicy {
   baseMs: number;
+  /** Cap of the doubling delay, before jitter. */
   maxMs: number;
   /**
-   * Fraction of each delay that is random (0..1): the delay is drawn from [d·(1-jitter), d], so
-   * many clients that failed together (an API-server restart) do not retry in lockstep.
+   * Random extra share of each delay (0..1): the delay is drawn from [d, d·(1+jitter)], so many
+   * clients that failed together (an API-server restart) do not retry in lockstep, at the cap too.
    */
   jitter?: number;
 }
 
 /**
  * Retry policy of every list/watch (relay ConfigMap watch, operator informers) after an error or a
- * 410 Gone: 0.25-0.5 s, doubling, never more than 3 s. The cap, not the first delay, decides how
- * long a watch stays blind after the API server is back (a change must reach relays within a few
- * seconds); a refused connection costs a down server nothing, and a failing one sees each client
- * at most once per 1.5-3 s.
+ * 410 Gone: 1-1.5 s, then 2-3 s, never more than 3 s. The cap decides how long a watch stays blind
+ * after the API server is back (a change must reach relays within a few seconds); a refused
+ * connection costs a down server nothing, and a failing one sees each client at most once every
+ * 2-3 s.
  */
-export const WATCH_RETRY: BackoffPolicy = { baseMs: 500, maxMs: 3000, jitter: 0.5 };
+export const WATCH_RETRY: BackoffPolicy = { baseMs: 1000, maxMs: 2000, jitter: 0.5 };
 
 /** Delay before attempt `failures` (1 = first retry): base·2^(failures-1), capped at max, jittered. */
 export function backoffDelay(
@@ -29,7 +30,7 @@ export function backoffDelay(
   // 2^40 already exceeds any sane cap; avoid Infinity for absurd counts
   const d = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.min(failures - 1, 40));
   const jitter = Math.min(1, Math.max(0, policy.jitter ?? 0));
-  return Math.round(d * (1 - jitter * random()));
+  return Math.round(d * (1 + jitter * random()));
 }
 
 /**

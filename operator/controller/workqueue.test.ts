@@ -16,21 +16,23 @@ describe('backoff', () => {
     expect(b.next()).toBe(1000);
   });
 
-  it('jitter draws each delay from [d·(1-jitter), d], so clients that failed together spread out', () => {
+  it('jitter draws each delay from [d, d·(1+jitter)], so clients that failed together spread out', () => {
     const p = { baseMs: 1000, maxMs: 8000, jitter: 0.5 };
     expect(backoffDelay(1, p, () => 0)).toBe(1000);
-    expect(backoffDelay(1, p, () => 1)).toBe(500);
-    expect(backoffDelay(10, p, () => 0.5)).toBe(6000);
+    expect(backoffDelay(1, p, () => 1)).toBe(1500);
+    expect(backoffDelay(10, p, () => 0.5)).toBe(10_000);
     const seen = new Set(Array.from({ length: 50 }, () => backoffDelay(3, p)));
     expect(seen.size).toBeGreaterThan(10);
-    for (const d of seen) expect(d >= 2000 && d <= 4000).toBe(true);
+    for (const d of seen) expect(d >= 4000 && d <= 6000).toBe(true);
   });
 
-  it('watch retries never wait more than 3 s (a change must reach relays within seconds) nor less than 250 ms', () => {
+  it('watch retries wait 1-1.5 s first, then 2-3 s at most (a change must reach relays within seconds)', () => {
+    expect(backoffDelay(1, WATCH_RETRY, () => 0)).toBe(1000);
     for (let n = 1; n <= 50; n++) {
       expect(backoffDelay(n, WATCH_RETRY)).toBeLessThanOrEqual(3000);
-      expect(backoffDelay(n, WATCH_RETRY)).toBeGreaterThanOrEqual(250);
+      expect(backoffDelay(n, WATCH_RETRY)).toBeGreaterThanOrEqual(1000);
     }
+    expect(backoffDelay(5, WATCH_RETRY, () => 0)).toBe(2000);
   });
 });
 

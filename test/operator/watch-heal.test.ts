@@ -206,35 +206,26 @@ describe('watches that heal after a kube-apiserver outage', () => {
     const forged = JSON.parse(relayConfigText(original)) as { sources?: Record<string, number> };
     forged.sources = { ...forged.sources, 'MailRoute/heal/forged': 1 };
     const text = JSON.stringify(forged);
-    const withText = (cm: k8s.V1ConfigMap, gz: string | undefined, plain: string | undefined) => ({
-      ...cm,
-      binaryData: gz === undefined ? undefined : { ...cm.binaryData, [CONFIG_GZ_KEY]: gz },
-      data: plain === undefined ? cm.data : { ...cm.data, [CONFIG_KEY]: plain },
-    });
-    const gzipped = original.binaryData?.[CONFIG_GZ_KEY] !== undefined;
-    await core.replaceNamespacedConfigMap({
-      name: CONFIGMAP,
-      namespace: OPERATOR_NAMESPACE,
-      body: gzipped
-        ? withText(original, gzipSync(text).toString('base64'), undefined)
-        : withText(original, undefined, text),
-    });
+    // unconditional writes (no resourceVersion): the operator repairs hand edits and may write
+    // in between
+    const write = (data: Pick<k8s.V1ConfigMap, 'data' | 'binaryData'>) =>
+      core.replaceNamespacedConfigMap({
+        name: CONFIGMAP,
+        namespace: OPERATOR_NAMESPACE,
+        body: { ...original, metadata: { ...original.metadata, resourceVersion: undefined }, ...data },
+      });
+    await write(
+      original.binaryData?.[CONFIG_GZ_KEY] !== undefined
+        ? { binaryData: { ...original.binaryData, [CONFIG_GZ_KEY]: gzipSync(text).toString('base64') } }
+        : { data: { ...original.data, [CONFIG_KEY]: text } },
+    );
     await eventually(
       'the relay refused the forged config',
       async () => (await reloads('failure')) > failuresBefore,
     );
     // revert to the last good content (the operator may already have republished it; either way
     // the relay loads the hash it already serves)
-    const now = await configMap();
-    await core.replaceNamespacedConfigMap({
-      name: CONFIGMAP,
-      namespace: OPERATOR_NAMESPACE,
-      body: {
-        ...now,
-        binaryData: original.binaryData,
-        data: original.data,
-      },
-    });
+    await write({ data: original.data, binaryData: original.binaryData });
     await eventually('last_reload_successful is 1 again', async () => (await gauge()) === 1, 15_000);
     expect((await relayConfigInfo(relay.adminPort)).hash).toBe(active);
   }, 60_000);
