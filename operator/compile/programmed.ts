@@ -69,6 +69,16 @@ export function programmedCondition(input: ProgrammedInput): StatusCondition {
       message: 'not part of the relay config: see the Accepted condition',
     };
   }
+  const served = input.currentSources[key];
+  if (served < generation) {
+    // an invalid generation: the last valid one stays in force (see compile/carry-over.ts)
+    return {
+      type: 'Programmed',
+      status: 'False',
+      reason: REASONS.invalid,
+      message: `generation ${generation} is not programmed (see Accepted); relays keep serving generation ${served}, the last valid one`,
+    };
+  }
   if (live.length === 0) {
     return {
       type: 'Programmed',
