@@ -27,7 +27,13 @@ export const crdSchemas: {
             minItems: 1,
             maxItems: 100,
             'x-kubernetes-list-type': 'set',
-            items: { type: 'string', minLength: 1, maxLength: 253, pattern: '^(\\*\\.)?[^\\s@*/:]+$' },
+            items: {
+              type: 'string',
+              minLength: 1,
+              maxLength: 253,
+              pattern:
+                '^(\\*\\.)?[^\\s@*/:.-]([^\\s@*/:.]*[^\\s@*/:.-])?(\\.[^\\s@*/:.-]([^\\s@*/:.]*[^\\s@*/:.-])?)*\\.?$',
+            },
           },
           clientCIDRs: {
             description:
@@ -35,7 +41,13 @@ export const crdSchemas: {
             type: 'array',
             maxItems: 64,
             'x-kubernetes-list-type': 'set',
-            items: { type: 'string', minLength: 3, maxLength: 49, pattern: '^[0-9A-Fa-f:.]+/[0-9]{1,3}$' },
+            items: {
+              type: 'string',
+              minLength: 3,
+              maxLength: 49,
+              pattern: '^[0-9A-Fa-f:.]+/[0-9]{1,3}$',
+              format: 'cidr',
+            },
           },
           requireTLS: {
             description: 'Refuse recipients of this tenant on plaintext sessions (530 5.7.0).',
@@ -236,7 +248,13 @@ export const crdSchemas: {
                 minItems: 1,
                 maxItems: 100,
                 'x-kubernetes-list-type': 'set',
-                items: { type: 'string', minLength: 3, maxLength: 320, pattern: '^[^\\s@]+@[^\\s@]+$' },
+                items: {
+                  type: 'string',
+                  minLength: 3,
+                  maxLength: 320,
+                  pattern:
+                    '^[^\\s@]+@(\\*\\.)?[^\\s@*/:.-]([^\\s@*/:.]*[^\\s@*/:.-])?(\\.[^\\s@*/:.-]([^\\s@*/:.]*[^\\s@*/:.-])?)*\\.?$',
+                },
               },
               senders: {
                 description:
@@ -244,7 +262,13 @@ export const crdSchemas: {
                 type: 'array',
                 maxItems: 100,
                 'x-kubernetes-list-type': 'set',
-                items: { type: 'string', minLength: 2, maxLength: 320, pattern: '^(<>|[^\\s@]+@[^\\s@]+)$' },
+                items: {
+                  type: 'string',
+                  minLength: 2,
+                  maxLength: 320,
+                  pattern:
+                    '^(<>|[^\\s@]+@(\\*\\.)?[^\\s@*/:.-]([^\\s@*/:.]*[^\\s@*/:.-])?(\\.[^\\s@*/:.-]([^\\s@*/:.]*[^\\s@*/:.-])?)*\\.?)$',
+                },
               },
             },
           },
