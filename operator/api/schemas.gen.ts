@@ -182,7 +182,8 @@ export const crdSchemas: {
             minimum: 0,
           },
           conditions: {
-            description: 'Accepted, ResolvedRefs, Programmed and the summary Ready.',
+            description:
+              'Accepted, ResolvedRefs, Programmed, the summary Ready, and the kstatus conditions Reconciling and Stalled.',
             type: 'array',
             maxItems: 8,
             'x-kubernetes-list-type': 'map',
@@ -404,7 +405,8 @@ export const crdSchemas: {
             minimum: 0,
           },
           conditions: {
-            description: 'Accepted, ResolvedRefs, Programmed and the summary Ready.',
+            description:
+              'Accepted, ResolvedRefs, Programmed, the summary Ready, and the kstatus conditions Reconciling and Stalled.',
             type: 'array',
             maxItems: 8,
             'x-kubernetes-list-type': 'map',

@@ -136,7 +136,7 @@ export interface ResourceStatus {
    */
   observedGeneration?: number;
   /**
-   * Accepted, ResolvedRefs, Programmed and the summary Ready.
+   * Accepted, ResolvedRefs, Programmed, the summary Ready, and the kstatus conditions Reconciling and Stalled.
    *
    * @maxItems 8
    */

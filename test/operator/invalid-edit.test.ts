@@ -166,6 +166,17 @@ spec:
     expect(cond(tp, 'Programmed')).toMatchObject({ status: 'False', reason: 'Invalid' });
     expect(cond(tp, 'Programmed')?.message).toMatch(/relays keep serving generation 1/);
     expect(cond(tp, 'Ready')).toMatchObject({ status: 'False', reason: 'InvalidSpec' });
+    // kstatus, as Argo CD, Flux and kubectl wait read it
+    expect(cond(tp, 'Stalled')).toMatchObject({ status: 'True', reason: 'InvalidSpec' });
+    expect(cond(tp, 'Reconciling')).toMatchObject({ status: 'False' });
+    await kubectl(cp, [
+      'wait',
+      '--for=condition=Stalled',
+      '--timeout=30s',
+      'tenantpolicy/owner',
+      '-n',
+      'owner',
+    ]);
     // the newcomer still does not get the domain
     const lost = await waitForStatus(kc, 'tenantpolicies', 'newcomer', 'newcomer', (o) => !!cond(o, 'Ready'));
     expect(cond(lost, 'Accepted')).toMatchObject({ status: 'False', reason: 'DomainClaimedByOtherTenant' });
@@ -203,7 +214,23 @@ spec:
 
     // fixing the spec applies the new generation (now 127.0.0.1 may send too)
     await apply(policy('  clientCIDRs: [127.0.0.0/8]\n  privacy: { retention: 2h }'));
-    await waitForStatus(kc, 'tenantpolicies', 'owner', 'owner', (o) => cond(o, 'Ready')?.status === 'True');
+    const fixed = await waitForStatus(
+      kc,
+      'tenantpolicies',
+      'owner',
+      'owner',
+      (o) => cond(o, 'Ready')?.status === 'True',
+    );
+    expect(cond(fixed, 'Stalled')?.status).toBe('False');
+    expect(cond(fixed, 'Reconciling')?.status).toBe('False');
+    await kubectl(cp, [
+      'wait',
+      '--for=condition=Stalled=False',
+      '--timeout=30s',
+      'tenantpolicy/owner',
+      '-n',
+      'owner',
+    ]);
     await relayCaughtUp();
     const now = await send('127.0.0.1');
     expect(now.code, now.transcript).toBe(250);
