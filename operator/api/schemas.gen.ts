@@ -183,9 +183,9 @@ export const crdSchemas: {
           },
           conditions: {
             description:
-              'Accepted, ResolvedRefs, Programmed, the summary Ready, and the kstatus conditions Reconciling and Stalled.',
+              "Accepted, ResolvedRefs, Programmed, the summary Ready, and the kstatus conditions Reconciling and Stalled (six owned by the operator), and other writers' conditions.",
             type: 'array',
-            maxItems: 8,
+            maxItems: 16,
             'x-kubernetes-list-type': 'map',
             'x-kubernetes-list-map-keys': ['type'],
             items: {
@@ -406,9 +406,9 @@ export const crdSchemas: {
           },
           conditions: {
             description:
-              'Accepted, ResolvedRefs, Programmed, the summary Ready, and the kstatus conditions Reconciling and Stalled.',
+              "Accepted, ResolvedRefs, Programmed, the summary Ready, and the kstatus conditions Reconciling and Stalled (six owned by the operator), and other writers' conditions.",
             type: 'array',
-            maxItems: 8,
+            maxItems: 16,
             'x-kubernetes-list-type': 'map',
             'x-kubernetes-list-map-keys': ['type'],
             items: {
