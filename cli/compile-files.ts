@@ -35,14 +35,15 @@ export async function compileFiles(paths: string[]): Promise<CompiledFiles> {
   ];
   const of = <T>(kind: string) => resources.filter((r) => r.kind === kind).map((r) => r.object as T);
   // The clock is an input of the pure compile: troubleshooting consents are valid only until
-  // their expiry.
+  // their expiry. Document order stands in for creation time (the same owner as in a cluster
+  // where the resources were created in this order).
   const { config, statuses } = compile(
     {
       tenantPolicies: of<TenantPolicy>('TenantPolicy'),
       mailRoutes: of<MailRoute>('MailRoute'),
       services: of<Service>('Service'),
     },
-    { now: Date.now() },
+    { now: Date.now(), documentOrder: true },
   );
   const reported = new Set(problems.map((p) => p.resource));
   for (const r of resources) {

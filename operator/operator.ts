@@ -138,6 +138,14 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
   let last: CompileResult | undefined;
   let lastServices = new Set<string>();
   let configGeneration = 0;
+  /**
+   * The relay config the ConfigMap holds (what relays serve): the durable input from which an
+   * invalid resource's last valid version is carried over, also across operator restarts. The
+   * leader tracks its own writes (a lagging watch event of an older write of ours is ignored);
+   * a standby follows the ConfigMap.
+   */
+  let published: CompileResult['config'] | undefined;
+  const ownWrites = new Set<string>();
   /** The config and time of the last capture evaluation (Events and audit lines on transitions). */
   let captureSeen: { config: CompileResult['config']; at: number } | undefined;
   let consentTimer: NodeJS.Timeout | undefined;
@@ -224,10 +232,11 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
       // configs published before we started (another replica, a previous run): remember their sources
       if (verb !== 'delete') {
         const hash = cm.metadata?.annotations?.['mailplus.io/config-hash'];
-        if (hash && !history.sources(hash)) {
+        if (hash && (!history.sources(hash) || (hash !== published?.hash && !ownWrites.has(hash)))) {
           try {
             const c = decodeRelayConfigMap(cm);
             history.remember(c.hash, c.sources ?? {});
+            if (!ownWrites.has(c.hash)) published = c;
           } catch {
             // tampered or foreign: republished below
           }
@@ -284,7 +293,7 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
           mailRoutes,
           services: svcInf.list().map(toService),
         },
-        { now: Date.now() },
+        { now: Date.now(), previous: published },
       );
       lastServices = referencedServices(mailRoutes);
       const changed = last?.config.hash !== result.config.hash;
@@ -322,6 +331,9 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
           metrics.configApplyTotal.inc({ result: 'error' });
           throw err;
         }
+        published = result.config;
+        ownWrites.add(result.config.hash);
+        if (ownWrites.size > 64) ownWrites.delete(ownWrites.values().next().value as string);
         configGeneration++;
         metrics.configApplyTotal.inc({ result: 'success' });
         metrics.configGeneration.set(configGeneration);
@@ -336,6 +348,7 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
             have.metadata?.annotations?.['mailplus.io/config-hash'] === result.config.hash,
         });
       } else {
+        published = result.config;
         metrics.configApplyTotal.inc({ result: 'unchanged' });
         metrics.configBytes.set(payload.bytes);
       }

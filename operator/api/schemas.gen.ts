@@ -27,7 +27,13 @@ export const crdSchemas: {
             minItems: 1,
             maxItems: 100,
             'x-kubernetes-list-type': 'set',
-            items: { type: 'string', minLength: 1, maxLength: 253, pattern: '^(\\*\\.)?[^\\s@*/:]+$' },
+            items: {
+              type: 'string',
+              minLength: 1,
+              maxLength: 253,
+              pattern:
+                '^(\\*\\.)?[^\\s@*/:.-]([^\\s@*/:.]*[^\\s@*/:.-])?(\\.[^\\s@*/:.-]([^\\s@*/:.]*[^\\s@*/:.-])?)*\\.?$',
+            },
           },
           clientCIDRs: {
             description:
@@ -35,7 +41,13 @@ export const crdSchemas: {
             type: 'array',
             maxItems: 64,
             'x-kubernetes-list-type': 'set',
-            items: { type: 'string', minLength: 3, maxLength: 49, pattern: '^[0-9A-Fa-f:.]+/[0-9]{1,3}$' },
+            items: {
+              type: 'string',
+              minLength: 3,
+              maxLength: 49,
+              pattern: '^[0-9A-Fa-f:.]+/[0-9]{1,3}$',
+              format: 'cidr',
+            },
           },
           requireTLS: {
             description: 'Refuse recipients of this tenant on plaintext sessions (530 5.7.0).',
@@ -170,9 +182,10 @@ export const crdSchemas: {
             minimum: 0,
           },
           conditions: {
-            description: 'Accepted, ResolvedRefs, Programmed and the summary Ready.',
+            description:
+              "Accepted, ResolvedRefs, Programmed, the summary Ready, and the kstatus conditions Reconciling and Stalled (six owned by the operator), and other writers' conditions.",
             type: 'array',
-            maxItems: 8,
+            maxItems: 16,
             'x-kubernetes-list-type': 'map',
             'x-kubernetes-list-map-keys': ['type'],
             items: {
@@ -236,7 +249,13 @@ export const crdSchemas: {
                 minItems: 1,
                 maxItems: 100,
                 'x-kubernetes-list-type': 'set',
-                items: { type: 'string', minLength: 3, maxLength: 320, pattern: '^[^\\s@]+@[^\\s@]+$' },
+                items: {
+                  type: 'string',
+                  minLength: 3,
+                  maxLength: 320,
+                  pattern:
+                    '^[^\\s@]+@(\\*\\.)?[^\\s@*/:.-]([^\\s@*/:.]*[^\\s@*/:.-])?(\\.[^\\s@*/:.-]([^\\s@*/:.]*[^\\s@*/:.-])?)*\\.?$',
+                },
               },
               senders: {
                 description:
@@ -244,7 +263,13 @@ export const crdSchemas: {
                 type: 'array',
                 maxItems: 100,
                 'x-kubernetes-list-type': 'set',
-                items: { type: 'string', minLength: 2, maxLength: 320, pattern: '^(<>|[^\\s@]+@[^\\s@]+)$' },
+                items: {
+                  type: 'string',
+                  minLength: 2,
+                  maxLength: 320,
+                  pattern:
+                    '^(<>|[^\\s@]+@(\\*\\.)?[^\\s@*/:.-]([^\\s@*/:.]*[^\\s@*/:.-])?(\\.[^\\s@*/:.-]([^\\s@*/:.]*[^\\s@*/:.-])?)*\\.?)$',
+                },
               },
             },
           },
@@ -380,9 +405,10 @@ export const crdSchemas: {
             minimum: 0,
           },
           conditions: {
-            description: 'Accepted, ResolvedRefs, Programmed and the summary Ready.',
+            description:
+              "Accepted, ResolvedRefs, Programmed, the summary Ready, and the kstatus conditions Reconciling and Stalled (six owned by the operator), and other writers' conditions.",
             type: 'array',
-            maxItems: 8,
+            maxItems: 16,
             'x-kubernetes-list-type': 'map',
             'x-kubernetes-list-map-keys': ['type'],
             items: {

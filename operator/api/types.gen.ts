@@ -136,9 +136,9 @@ export interface ResourceStatus {
    */
   observedGeneration?: number;
   /**
-   * Accepted, ResolvedRefs, Programmed and the summary Ready.
+   * Accepted, ResolvedRefs, Programmed, the summary Ready, and the kstatus conditions Reconciling and Stalled (six owned by the operator), and other writers' conditions.
    *
-   * @maxItems 8
+   * @maxItems 16
    */
   conditions?: Condition[];
 }

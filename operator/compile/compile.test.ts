@@ -150,6 +150,26 @@ describe('compile: tenants', () => {
     expect(r2.config.tenants.map((t) => t.name)).toEqual(['a']);
   });
 
+  it('files (documentOrder): document order stands in for creation time, after every timestamp', () => {
+    const noTs = (ns: string) => {
+      const p = tp(ns, ['x.org']);
+      delete p.metadata.creationTimestamp;
+      return p;
+    };
+    const files = (tenantPolicies: TenantPolicy[]) =>
+      compile({ tenantPolicies, mailRoutes: [], services: [] }, { documentOrder: true });
+    expect(files([noTs('zeta'), noTs('alpha')]).config.tenants.map((t) => t.name)).toEqual(['zeta']);
+    expect(files([noTs('alpha'), noTs('zeta')]).config.tenants.map((t) => t.name)).toEqual(['alpha']);
+    // a timestamped resource (exported from a cluster) is older than any untimestamped one
+    expect(files([noTs('alpha'), tp('zeta', ['x.org'], {}, 5000)]).config.tenants.map((t) => t.name)).toEqual(
+      ['zeta'],
+    );
+    // the operator (no documentOrder): input order never matters
+    const r1 = run({ tenantPolicies: [noTs('zeta'), noTs('alpha')] });
+    const r2 = run({ tenantPolicies: [noTs('alpha'), noTs('zeta')] });
+    expect(r1.config.hash).toBe(r2.config.hash);
+  });
+
   it('a newer claim inside an older wildcard is lost: the older claim owns the domain', () => {
     const r = run({
       tenantPolicies: [tp('a', ['*.example.com'], {}, 1), tp('b', ['shop.example.com', 'b.org'], {}, 2)],

@@ -12,6 +12,7 @@ import type { MailRoute, MailRouteSpec, TenantPolicy } from '../api/types.gen.ts
 import { resourceKey, resourceLabel, type Service } from '../resources/types.ts';
 import { parseByteQuantity, parseDurationSeconds } from '../resources/units.ts';
 import { validateMailRoute, validateTenantPolicy } from '../resources/validate.ts';
+import { generationInForce, previousRoute, previousTenant } from './carry-over.ts';
 import { type Conflict, makeStatus, REASONS, type ResourceStatus, type StatusCondition } from './status.ts';
 
 export interface CompileInput {
@@ -27,6 +28,20 @@ export interface CompileOptions {
    * refused (ConsentInvalid).
    */
   now?: number | Date;
+  /**
+   * The relay config published before (what relays serve). A resource whose current generation is
+   * invalid keeps the version this config serves in force (see carry-over.ts); without it an
+   * invalid resource is simply left out (a TenantPolicy still reserves its domains).
+   */
+  previous?: RelayConfig;
+  /**
+   * Files (`mailplus dev`, `validate`, `route -f`, `render`): document order stands in for
+   * creation time. A resource without metadata.creationTimestamp counts as created after every
+   * timestamped one, in the order of the input lists (the order `kubectl apply -f` creates them),
+   * so files give the owner a cluster gives for resources created in that order. Without this
+   * option (the operator) input order never matters and untimestamped resources tie.
+   */
+  documentOrder?: boolean;
 }
 
 export interface CompileResult {
@@ -51,9 +66,15 @@ interface Meta {
   label: string;
   generation: number | undefined;
   created: number;
+  /** Position in the input (documentOrder), else 0. */
+  position: number;
 }
 
-function metaOf(kind: 'TenantPolicy' | 'MailRoute', obj: { metadata?: Record<string, unknown> }): Meta {
+function metaOf(
+  kind: 'TenantPolicy' | 'MailRoute',
+  obj: { metadata?: Record<string, unknown> },
+  position = 0,
+): Meta {
   const md = (obj.metadata ?? {}) as Record<string, unknown>;
   const namespace = typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default';
   const name = typeof md.name === 'string' ? md.name : '';
@@ -67,13 +88,15 @@ function metaOf(kind: 'TenantPolicy' | 'MailRoute', obj: { metadata?: Record<str
     generation: typeof md.generation === 'number' ? md.generation : undefined,
     // Missing timestamps (files) count as newest.
     created: Number.isFinite(ts) ? ts : Number.POSITIVE_INFINITY,
+    position,
   };
 }
 
 const cmpStr = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
-/** Older first; equal or missing timestamps fall back to namespace/name. */
+/** Older first; equal or missing timestamps fall back to input position (files), then namespace/name. */
 const byAge = (a: Meta, b: Meta): number =>
   (a.created === b.created ? 0 : a.created < b.created ? -1 : 1) ||
+  a.position - b.position ||
   cmpStr(a.namespace, b.namespace) ||
   cmpStr(a.name, b.name);
 
@@ -83,34 +106,62 @@ function listText(items: string[], max = 10): string {
     : `${items.slice(0, max).join(', ')} and ${items.length - max} more`;
 }
 
+type FieldError = { field: string; message: string };
+
 interface PolicyEntry {
   meta: Meta;
-  spec: TenantPolicy['spec'];
-  /** Normalised claims with the index of the spec.domains entry. */
-  claims: Array<{ claim: string; index: number }>;
+  /** The valid spec; absent when the current generation is invalid. */
+  spec?: TenantPolicy['spec'];
+  /**
+   * The current generation is invalid: its errors, and the last valid version that stays in force
+   * (absent when none was ever served: the policy then only reserves its domains).
+   */
+  invalid?: { errors: FieldError[]; inForce?: { generation: number; tenant: Tenant } };
+  /** Normalised claims with the field they come from. */
+  claims: Array<{ claim: string; field: string }>;
   owned: Set<string>;
   lost: Conflict[];
 }
 
 interface RouteEntry {
   meta: Meta;
-  spec: MailRouteSpec;
+  /** The valid spec; absent when an invalid generation keeps its last valid version (carried). */
+  spec?: MailRouteSpec;
+  carried?: { errors: FieldError[]; generation: number; route: Route };
   recipients: Array<{ pattern: Pattern; index: number }>;
   senders: Pattern[];
 }
 
-function invalid(
-  generation: number | undefined,
-  errors: Array<{ field: string; message: string }>,
-): ResourceStatus {
-  const message = listText(
+const errorText = (errors: FieldError[]): string =>
+  listText(
     errors.map((e) => (e.field ? `${e.field}: ${e.message}` : e.message)),
     20,
   );
+
+/** The parseable domain claims of an invalid TenantPolicy: they stay reserved for it. */
+function reservedClaims(raw: TenantPolicy): PolicyEntry['claims'] {
+  const domains = (raw as { spec?: { domains?: unknown } }).spec?.domains;
+  const out: PolicyEntry['claims'] = [];
+  if (!Array.isArray(domains)) return out;
+  domains.forEach((d, i) => {
+    const r = typeof d === 'string' ? normalizeDomainClaim(d) : undefined;
+    if (r?.ok && !out.some((c) => c.claim === r.value))
+      out.push({ claim: r.value, field: `spec.domains[${i}]` });
+  });
+  return out;
+}
+
+function invalid(
+  generation: number | undefined,
+  errors: FieldError[],
+  consequence = '',
+  conflicts?: Conflict[],
+): ResourceStatus {
   return makeStatus(
     generation,
-    { status: 'False', reason: REASONS.invalidSpec, message },
+    { status: 'False', reason: REASONS.invalidSpec, message: errorText(errors) + consequence },
     { status: 'Unknown', reason: REASONS.notChecked, message: 'not checked: the spec is invalid' },
+    conflicts,
   );
 }
 
@@ -118,10 +169,11 @@ function invalid(
 function dedupe<T extends { metadata?: unknown }>(
   kind: 'TenantPolicy' | 'MailRoute',
   items: T[],
+  documentOrder = false,
 ): Array<[Meta, T]> {
   const byKey = new Map<string, [Meta, T]>();
-  for (const item of items) {
-    const meta = metaOf(kind, item as { metadata?: Record<string, unknown> });
+  for (const [i, item] of items.entries()) {
+    const meta = metaOf(kind, item as { metadata?: Record<string, unknown> }, documentOrder ? i : 0);
     const prev = byKey.get(meta.key);
     if (!prev) {
       byKey.set(meta.key, [meta, item]);
@@ -234,6 +286,27 @@ function resolveUpstreams(
 
 const bySpecificity = (a: Pattern, b: Pattern): number => a.rank - b.rank || cmpStr(a.text, b.text);
 
+/**
+ * Client networks, TLS, limits and privacy: from the valid spec, else from the last valid
+ * generation in force; a policy that only reserves its domains has no routes, so none apply.
+ */
+function tenantSettings(p: PolicyEntry): Pick<Tenant, 'clientCIDRs' | 'requireTLS' | 'limits' | 'privacy'> {
+  if (!p.spec) {
+    const prev = p.invalid?.inForce?.tenant;
+    if (!prev) return { clientCIDRs: [], requireTLS: false, limits: {} };
+    const { clientCIDRs, requireTLS, limits, privacy } = prev;
+    return privacy ? { clientCIDRs, requireTLS, limits, privacy } : { clientCIDRs, requireTLS, limits };
+  }
+  const cidrs = (p.spec.clientCIDRs ?? []).map(
+    (c) => (parseCidr(c) as { ok: true; value: { text: string } }).value.text,
+  );
+  return {
+    clientCIDRs: [...new Set(cidrs)].sort(),
+    requireTLS: p.spec.requireTLS ?? false,
+    limits: compileLimits(p.spec),
+  };
+}
+
 export function compile(input: CompileInput, options: CompileOptions = {}): CompileResult {
   const nowMs = options.now === undefined ? undefined : new Date(options.now).getTime();
   const statuses = new Map<string, ResourceStatus>();
@@ -249,31 +322,31 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
 
   // 1. Validate TenantPolicies, one per namespace (the oldest).
   const policiesByNs = new Map<string, PolicyEntry[]>();
-  for (const [meta, raw] of dedupe('TenantPolicy', input.tenantPolicies)) {
+  for (const [meta, raw] of dedupe('TenantPolicy', input.tenantPolicies, options.documentOrder)) {
     const v = validateTenantPolicy(raw);
-    if (!v.value) {
-      statuses.set(meta.key, invalid(meta.generation, v.errors));
-      continue;
-    }
-    const retention = v.value.spec.privacy?.retention;
+    let errors: FieldError[] = v.errors;
+    const retention = v.value?.spec.privacy?.retention;
     const r = retention === undefined ? undefined : parseRetention(retention);
-    if (r && !r.ok) {
-      statuses.set(
-        meta.key,
-        invalid(meta.generation, [{ field: 'spec.privacy.retention', message: r.error }]),
-      );
-      continue;
-    }
-    const claims: PolicyEntry['claims'] = [];
-    const seen = new Set<string>();
-    v.value.spec.domains.forEach((d, index) => {
-      const r = normalizeDomainClaim(d);
-      if (r.ok && !seen.has(r.value)) {
-        seen.add(r.value);
-        claims.push({ claim: r.value, index });
+    if (r && !r.ok) errors = [{ field: 'spec.privacy.retention', message: r.error }];
+    let entry: PolicyEntry;
+    if (v.value && errors.length === 0) {
+      entry = { meta, spec: v.value.spec, claims: reservedClaims(v.value), owned: new Set(), lost: [] };
+    } else {
+      // Faults never change who owns what: the last valid version stays in force, and a policy
+      // that never had one still reserves its domains against newer claims.
+      const { namespace, name } = meta;
+      const g = generationInForce(options.previous, 'TenantPolicy', namespace, name, meta.generation);
+      const tenant = g === undefined ? undefined : previousTenant(options.previous, namespace, name);
+      const inForce = g !== undefined && tenant ? { generation: g, tenant } : undefined;
+      const claims = inForce
+        ? inForce.tenant.domains.map((claim) => ({ claim, field: `generation ${g} (in force)` }))
+        : reservedClaims(raw);
+      if (claims.length === 0) {
+        statuses.set(meta.key, invalid(meta.generation, errors));
+        continue;
       }
-    });
-    const entry: PolicyEntry = { meta, spec: v.value.spec, claims, owned: new Set(), lost: [] };
+      entry = { meta, invalid: { errors, inForce }, claims, owned: new Set(), lost: [] };
+    }
     const list = policiesByNs.get(meta.namespace);
     if (list) list.push(entry);
     else policiesByNs.set(meta.namespace, [entry]);
@@ -283,6 +356,10 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
     list.sort((a, b) => byAge(a.meta, b.meta));
     policies.push(list[0]);
     for (const loser of list.slice(1)) {
+      if (loser.invalid) {
+        statuses.set(loser.meta.key, invalid(loser.meta.generation, loser.invalid.errors));
+        continue;
+      }
       statuses.set(
         loser.meta.key,
         makeStatus(
@@ -317,10 +394,10 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
     return undefined;
   };
   for (const p of policies) {
-    for (const { claim, index } of p.claims) {
+    for (const { claim, field } of p.claims) {
       const holder = coveringHolder(claim, p);
       if (holder) {
-        p.lost.push({ field: `spec.domains[${index}]`, value: claim, winner: holder.meta.label });
+        p.lost.push({ field, value: claim, winner: holder.meta.label });
       } else {
         claimOwner.set(claim, p);
         p.owned.add(claim);
@@ -339,6 +416,28 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
   const captureByNs = new Map<string, NonNullable<Tenant['capture']>>();
   for (const p of policies) {
     const lostText = p.lost.map((c) => `${c.value} (held by ${c.winner})`);
+    if (p.invalid) {
+      const owned = listText([...p.owned].sort());
+      const lost = p.lost.length > 0 ? `; claimed by an older TenantPolicy: ${listText(lostText)}` : '';
+      const inForce = p.invalid.inForce;
+      const consequence =
+        p.owned.size === 0
+          ? `; ${inForce ? `generation ${inForce.generation}, the last valid one,` : 'it'} serves nothing${lost}`
+          : inForce
+            ? `; generation ${inForce.generation}, the last valid one, stays in force for ${owned} until the spec is fixed${lost}`
+            : `; no valid generation was ever served: ${owned} stay reserved for this tenant (their mail is refused) until the spec is fixed${lost}`;
+      statuses.set(p.meta.key, invalid(p.meta.generation, p.invalid.errors, consequence, p.lost));
+      if (p.owned.size === 0 || !inForce) {
+        rejectedPolicyByNs.set(
+          p.meta.namespace,
+          `${p.meta.label} is invalid and no valid generation of it is in force; fix the TenantPolicy`,
+        );
+      }
+      if (p.owned.size === 0) continue;
+      tenantByNs.set(p.meta.namespace, p);
+      if (inForce) sources.set(p.meta.key, inForce.generation);
+      continue;
+    }
     if (p.owned.size === 0) {
       statuses.set(
         p.meta.key,
@@ -382,7 +481,7 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
     );
     // A troubleshooting capture needs a valid, current consent. Without one nothing is captured
     // and the policy says why, but its mail keeps flowing (routes are still served).
-    if (p.spec.troubleshooting !== undefined) {
+    if (p.spec?.troubleshooting !== undefined) {
       const consent = checkConsent(
         p.meta.namespace,
         p.spec.troubleshooting as TroubleshootingSpec,
@@ -413,15 +512,25 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
   }
   // 3. MailRoutes: validity, tenant, domain ownership.
   const routesByNs = new Map<string, RouteEntry[]>();
-  for (const [meta, raw] of dedupe('MailRoute', input.mailRoutes)) {
+  for (const [meta, raw] of dedupe('MailRoute', input.mailRoutes, options.documentOrder)) {
     const v = validateMailRoute(raw);
+    const found = tenantByNs.get(meta.namespace);
+    // a policy that only reserves its domains serves no routes
+    const tenant = found && (found.spec || found.invalid?.inForce) ? found : undefined;
+    let carried: RouteEntry['carried'];
     if (!v.value) {
-      statuses.set(meta.key, invalid(meta.generation, v.errors));
-      continue;
+      const { namespace, name } = meta;
+      const g = generationInForce(options.previous, 'MailRoute', namespace, name, meta.generation);
+      const route = g === undefined || !tenant ? undefined : previousRoute(options.previous, namespace, name);
+      if (g === undefined || !route) {
+        statuses.set(meta.key, invalid(meta.generation, v.errors));
+        continue;
+      }
+      carried = { errors: v.errors, generation: g, route };
     }
-    const spec = v.value.spec;
-    const tenant = tenantByNs.get(meta.namespace);
-    if (!tenant) {
+    const spec = v.value?.spec;
+    const match = spec?.match ?? carried?.route;
+    if (!tenant || !match) {
       const why =
         rejectedPolicyByNs.get(meta.namespace) ??
         `namespace ${meta.namespace} has no TenantPolicy; create one listing the domains of this route`;
@@ -441,7 +550,7 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
     }
     const recipients: RouteEntry['recipients'] = [];
     const notOwned: string[] = [];
-    spec.match.recipients.forEach((text, index) => {
+    match.recipients.forEach((text, index) => {
       const r = parsePattern(text);
       if (!r.ok) return;
       const owner = ownerOfPattern(r.value, exactOwner, wildcardOwner);
@@ -453,6 +562,11 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
         recipients.push({ pattern: r.value, index });
       }
     });
+    if (notOwned.length > 0 && carried) {
+      const consequence = `; generation ${carried.generation}, the last valid one, is not served either: its recipient patterns are outside the domains of ${tenant.meta.label}: ${listText(notOwned)}`;
+      statuses.set(meta.key, invalid(meta.generation, carried.errors, consequence));
+      continue;
+    }
     if (notOwned.length > 0) {
       statuses.set(
         meta.key,
@@ -473,12 +587,12 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
       continue;
     }
     const senders: Pattern[] = [];
-    for (const s of spec.match.senders ?? []) {
+    for (const s of match.senders ?? []) {
       const r = parsePattern(s, { allowNull: true });
       if (r.ok && !senders.some((x) => x.text === r.value.text)) senders.push(r.value);
     }
     senders.sort(bySpecificity);
-    const entry: RouteEntry = { meta, spec, recipients, senders };
+    const entry: RouteEntry = { meta, spec, carried, recipients, senders };
     const list = routesByNs.get(meta.namespace);
     if (list) list.push(entry);
     else routesByNs.set(meta.namespace, [entry]);
@@ -488,7 +602,7 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
   const tenants: Tenant[] = [];
   for (const p of [...tenantByNs.values()].sort((a, b) => cmpStr(a.meta.namespace, b.meta.namespace))) {
     const entries = routesByNs.get(p.meta.namespace) ?? [];
-    const priority = (e: RouteEntry) => e.spec.priority ?? 100;
+    const priority = (e: RouteEntry) => e.spec?.priority ?? e.carried?.route.priority ?? 100;
     entries.sort((a, b) => priority(a) - priority(b) || byAge(a.meta, b.meta));
 
     // Shadowing: a later route with the same priority and pattern never wins that pattern when an
@@ -526,7 +640,9 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
         message: 'all references resolved',
       };
       let refsFalse: { reason: string; message: string } | undefined;
-      if (e.spec.reject) {
+      if (e.carried || !e.spec) {
+        action = (e.carried as NonNullable<RouteEntry['carried']>).route.action;
+      } else if (e.spec.reject) {
         const code = e.spec.reject.code ?? 550;
         action = {
           reject: {
@@ -565,8 +681,14 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
         senders: e.senders.map((s) => s.text),
         action,
       });
-      sources.set(e.meta.key, e.meta.generation ?? 0);
       const shadowed = conflicts.get(e);
+      if (e.carried) {
+        sources.set(e.meta.key, e.carried.generation);
+        const consequence = `; generation ${e.carried.generation}, the last valid one, stays in force until the spec is fixed`;
+        statuses.set(e.meta.key, invalid(e.meta.generation, e.carried.errors, consequence, shadowed));
+        continue;
+      }
+      sources.set(e.meta.key, e.meta.generation ?? 0);
       const accepted = shadowed
         ? {
             status: 'True' as const,
@@ -582,23 +704,14 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
       sources.set(`Service/${svcKey}`, svc?.metadata.generation ?? 0);
     }
 
-    const cidrs = [
-      ...new Set(
-        (p.spec.clientCIDRs ?? []).map(
-          (c) => (parseCidr(c) as { ok: true; value: { text: string } }).value.text,
-        ),
-      ),
-    ].sort();
     const tenant: Tenant = {
       name: p.meta.namespace,
       policy: `${p.meta.namespace}/${p.meta.name}`,
       domains: [...p.owned].sort(),
-      clientCIDRs: cidrs,
-      requireTLS: p.spec.requireTLS ?? false,
-      limits: compileLimits(p.spec),
+      ...tenantSettings(p),
       routes,
     };
-    const privacy = p.spec.privacy;
+    const privacy = p.spec?.privacy;
     if (privacy !== undefined) {
       const r = privacy.retention === undefined ? undefined : parseRetention(privacy.retention);
       tenant.privacy = {

@@ -76,8 +76,13 @@ describe('Programmed', () => {
       'ResolvedRefs',
       'Programmed',
       'Ready',
+      'Reconciling',
+      'Stalled',
     ]);
     expect(pending.conditions[3]).toMatchObject({ status: 'False', reason: 'Pending' });
+    // kstatus: on its way, not stalled
+    expect(pending.conditions[4]).toMatchObject({ type: 'Reconciling', status: 'True', reason: 'Pending' });
+    expect(pending.conditions[5]).toMatchObject({ type: 'Stalled', status: 'False', reason: 'NotStalled' });
     const done = withProgrammed(s, {
       type: 'Programmed',
       status: 'True',
@@ -85,5 +90,55 @@ describe('Programmed', () => {
       message: 'ok',
     });
     expect(done.conditions[3]).toMatchObject({ status: 'True', reason: 'Ready' });
+    expect(done.conditions.slice(4)).toMatchObject([
+      { type: 'Reconciling', status: 'False', reason: 'Reconciled' },
+      { type: 'Stalled', status: 'False' },
+    ]);
+  });
+
+  it('kstatus: Stalled for anything that needs a change by someone (as Argo CD Degraded), else Reconciling', () => {
+    const invalid = makeStatus(
+      3,
+      { status: 'False', reason: 'InvalidSpec', message: 'spec.x: bad' },
+      { status: 'Unknown', reason: 'InvalidSpec', message: 'not checked' },
+    );
+    const s = withProgrammed(invalid, {
+      type: 'Programmed',
+      status: 'False',
+      reason: 'Invalid',
+      message: 'x',
+    });
+    expect(s.conditions.slice(4)).toMatchObject([
+      { type: 'Reconciling', status: 'False', reason: 'Reconciled' },
+      { type: 'Stalled', status: 'True', reason: 'InvalidSpec', message: 'spec.x: bad' },
+    ]);
+    const ok = makeStatus(
+      3,
+      { status: 'True', reason: 'Accepted', message: 'ok' },
+      { status: 'True', reason: 'ResolvedRefs', message: 'ok' },
+    );
+    const noRelays = withProgrammed(ok, {
+      type: 'Programmed',
+      status: 'False',
+      reason: 'NoRelays',
+      message: 'x',
+    });
+    expect(noRelays.conditions[5]).toMatchObject({ type: 'Stalled', status: 'True', reason: 'NoRelays' });
+    const notYet = makeStatus(
+      3,
+      { status: 'True', reason: 'Accepted', message: 'ok' },
+      { status: 'Unknown', reason: 'Pending', message: 'not known yet' },
+    );
+    const unknown = withProgrammed(notYet, {
+      type: 'Programmed',
+      status: 'True',
+      reason: 'Programmed',
+      message: 'x',
+    });
+    expect(unknown.conditions.slice(3).map((c) => `${c.type}=${c.status}`)).toEqual([
+      'Ready=Unknown',
+      'Reconciling=True',
+      'Stalled=False',
+    ]);
   });
 });

@@ -69,6 +69,16 @@ export function programmedCondition(input: ProgrammedInput): StatusCondition {
       message: 'not part of the relay config: see the Accepted condition',
     };
   }
+  const served = input.currentSources[key];
+  if (served < generation) {
+    // an invalid generation: the last valid one stays in force (see compile/carry-over.ts)
+    return {
+      type: 'Programmed',
+      status: 'False',
+      reason: REASONS.invalid,
+      message: `generation ${generation} is not programmed (see Accepted); relays keep serving generation ${served}, the last valid one`,
+    };
+  }
   if (live.length === 0) {
     return {
       type: 'Programmed',
@@ -98,10 +108,39 @@ export function programmedCondition(input: ProgrammedInput): StatusCondition {
   };
 }
 
-/** The compile status with Programmed added and Ready recomputed: Accepted, ResolvedRefs, Programmed, Ready. */
+/**
+ * kstatus (Argo CD, Flux, `kubectl wait`): Stalled=True when this generation cannot become Ready
+ * without someone changing something (Ready=False for any reason but Pending: an invalid or
+ * refused spec, a missing reference, no live relays); Reconciling=True while it is on its way
+ * (relays loading it, or not known yet). Both False once Ready. The same verdict as the Argo CD
+ * health check's Degraded and Progressing (charts/mail-plus/files/argocd-health.lua).
+ */
+export function kstatusConditions(ready: StatusCondition): StatusCondition[] {
+  const stalled = ready.status === 'False' && ready.reason !== REASONS.pending;
+  const reconciling = !stalled && ready.status !== 'True';
+  return [
+    reconciling
+      ? { type: 'Reconciling', status: 'True', reason: ready.reason, message: ready.message }
+      : {
+          type: 'Reconciling',
+          status: 'False',
+          reason: REASONS.reconciled,
+          message: stalled ? 'stalled: see Stalled' : 'served by every live relay',
+        },
+    stalled
+      ? { type: 'Stalled', status: 'True', reason: ready.reason, message: ready.message }
+      : { type: 'Stalled', status: 'False', reason: REASONS.notStalled, message: 'not stalled' },
+  ];
+}
+
+/**
+ * The compile status with Programmed added, Ready recomputed and the kstatus conditions:
+ * Accepted, ResolvedRefs, Programmed, Ready, Reconciling, Stalled.
+ */
 export function withProgrammed(status: ResourceStatus, programmed: StatusCondition): ResourceStatus {
-  const base = status.conditions.filter((c) => c.type !== 'Ready' && c.type !== 'Programmed');
+  const base = status.conditions.filter((c) => c.type === 'Accepted' || c.type === 'ResolvedRefs');
   const conditions = [...base, programmed];
-  conditions.push(summarizeReady(conditions));
+  const ready = summarizeReady(conditions);
+  conditions.push(ready, ...kstatusConditions(ready));
   return { ...status, conditions };
 }

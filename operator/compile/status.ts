@@ -1,7 +1,7 @@
 // Conditions written by the compile step. Accepted and ResolvedRefs are decided here; Ready is the
 // summary (recomputed with summarizeReady once the operator adds Programmed from relay reports).
 
-export type ConditionType = 'Accepted' | 'ResolvedRefs' | 'Ready' | 'Programmed';
+export type ConditionType = 'Accepted' | 'ResolvedRefs' | 'Ready' | 'Programmed' | 'Reconciling' | 'Stalled';
 export type ConditionStatus = 'True' | 'False' | 'Unknown';
 
 export interface StatusCondition {
@@ -56,6 +56,10 @@ export const REASONS = {
   noRelays: 'NoRelays',
   /** Programmed=False: the resource is not part of the relay config (not accepted). */
   invalid: 'Invalid',
+  /** Reconciling=False: nothing left to do for this generation (kstatus). */
+  reconciled: 'Reconciled',
+  /** Stalled=False: not blocked (kstatus). */
+  notStalled: 'NotStalled',
 } as const;
 
 const HAPPY = new Set<string>([REASONS.accepted, REASONS.resolvedRefs, REASONS.ready, 'Programmed']);

@@ -51,6 +51,26 @@ describe('validateTenantPolicy', () => {
       ]),
     );
   });
+  it('the CRD schema itself refuses malformed CIDRs and domains (format: cidr, label pattern)', async () => {
+    const { crdSchemas } = await import('../api/schemas.gen.ts');
+    type Item = { items: { format?: string; pattern: string } };
+    const spec = (
+      crdSchemas.TenantPolicy as unknown as {
+        properties: { spec: { properties: { clientCIDRs: Item; domains: Item } } };
+      }
+    ).properties.spec.properties;
+    expect(spec.clientCIDRs.items.format).toBe('cidr');
+    const domain = new RegExp(spec.domains.items.pattern, 'u');
+    for (const ok of ['a.org', '*.a.org', 'bücher.de', 'example.com.', 'x_y.org'])
+      expect(domain.test(ok), ok).toBe(true);
+    for (const bad of ['a..org', '.a.org', '-a.org', 'x.*.org', '*a.org', 'a.org..'])
+      expect(domain.test(bad), bad).toBe(false);
+    // the same verdict in code, with one message per field
+    expect(fields(validateTenantPolicy(tp({ domains: ['a..org'], clientCIDRs: ['10.0.0.0/33'] })))).toEqual([
+      'spec.domains[0]: invalid domain "a..org": bad label ""; use example.com or *.example.com',
+      'spec.clientCIDRs[0]: invalid CIDR "10.0.0.0/33": prefix longer than 32',
+    ]);
+  });
   it('requires domains and checks metadata', () => {
     expect(fields(validateTenantPolicy(tp({}, { namespace: 'Bad_NS' })))).toEqual([
       'metadata.name: required field is missing',

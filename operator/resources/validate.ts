@@ -47,6 +47,8 @@ const addFormats =
 const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false });
 (addFormats as unknown as (a: Ajv, f: string[]) => void)(ajv, ['date-time']);
 ajv.addFormat('int64', { type: 'number', validate: (n: number) => Number.isSafeInteger(n) });
+// the API server's `format: cidr` (clientCIDRs), checked the same way on servers and in files
+ajv.addFormat('cidr', { type: 'string', validate: (c: string) => parseCidr(c).ok });
 
 const validators: Record<'TenantPolicy' | 'MailRoute', ValidateFunction> = {
   TenantPolicy: ajv.compile(toAjvSchema(crdSchemas.TenantPolicy) as object),
@@ -70,7 +72,7 @@ function schemaErrors(errors: ErrorObject[]): Array<{ field: string; message: st
   const anyOfPaths = new Set(errors.filter((e) => e.keyword === 'anyOf').map((e) => e.instancePath));
   const out: Array<{ field: string; message: string; weak?: boolean }> = [];
   for (const e of errors) {
-    const weak = e.keyword === 'pattern' || e.keyword === 'minLength';
+    const weak = e.keyword === 'pattern' || e.keyword === 'minLength' || e.keyword === 'format';
     if (anyOfPaths.has(e.instancePath) && e.schemaPath.includes('/anyOf/')) continue;
     const p = e.params as Record<string, unknown>;
     switch (e.keyword) {

@@ -5,7 +5,14 @@ import type { Condition } from '../api/types.gen.ts';
 import type { ResourceStatus, StatusCondition } from '../compile/status.ts';
 
 /** The condition types this operator owns on TenantPolicy and MailRoute. */
-export const OWNED_TYPES = ['Accepted', 'ResolvedRefs', 'Programmed', 'Ready'] as const;
+export const OWNED_TYPES = [
+  'Accepted',
+  'ResolvedRefs',
+  'Programmed',
+  'Ready',
+  'Reconciling',
+  'Stalled',
+] as const;
 const OWNED = new Set<string>(OWNED_TYPES);
 
 export interface DesiredStatus {

@@ -164,3 +164,15 @@ Prints a YAML list (possibly empty: "[]").
 {{- end }}
 {{- toYaml $out }}
 {{- end }}
+
+{{/*
+API versions by server version, so the chart installs on the oldest supported Kubernetes (1.20):
+PodDisruptionBudget policy/v1 is GA in 1.21, HorizontalPodAutoscaler autoscaling/v2 in 1.23.
+*/}}
+{{- define "mail-plus.pdbApiVersion" -}}
+{{- if semverCompare ">=1.21-0" .Capabilities.KubeVersion.Version }}policy/v1{{ else }}policy/v1beta1{{ end }}
+{{- end }}
+
+{{- define "mail-plus.hpaApiVersion" -}}
+{{- if semverCompare ">=1.23-0" .Capabilities.KubeVersion.Version }}autoscaling/v2{{ else }}autoscaling/v2beta2{{ end }}
+{{- end }}
