@@ -113,7 +113,9 @@ export function parseOperatorFlags(argv: string[]): OperatorFlags | undefined {
   const resyncMs = parseDurationMs(str(values.resync) ?? '10m', '--resync');
   const relaySelector = str(values['relay-selector']) ?? DEFAULT_RELAY_SELECTOR;
   if (relaySelector.trim() === '')
-    throw new CliError('--relay-selector must not be empty: it would make every pod of the namespace a relay');
+    throw new CliError(
+      '--relay-selector must not be empty: it would make every pod of the namespace a relay',
+    );
   const portText = str(values['relay-port']) ?? DEFAULT_RELAY_PORT;
   const relayPort = /^\d+$/.test(portText) ? Number(portText) : portText;
   if (typeof relayPort === 'number' ? relayPort < 1 || relayPort > 65535 : !DNS_LABEL.test(relayPort))
@@ -122,7 +124,10 @@ export function parseOperatorFlags(argv: string[]): OperatorFlags | undefined {
     str(values['relay-scrape-interval']) ?? '10s',
     '--relay-scrape-interval',
   );
-  const relayScrapeTimeoutMs = parseDurationMs(str(values['relay-scrape-timeout']) ?? '2s', '--relay-scrape-timeout');
+  const relayScrapeTimeoutMs = parseDurationMs(
+    str(values['relay-scrape-timeout']) ?? '2s',
+    '--relay-scrape-timeout',
+  );
   if (relayScrapeIntervalMs < 1000) throw new CliError('--relay-scrape-interval must be at least 1s');
   if (relayScrapeTimeoutMs < 100 || relayScrapeTimeoutMs > relayScrapeIntervalMs)
     throw new CliError('--relay-scrape-timeout must be at least 100ms and at most --relay-scrape-interval');

@@ -200,7 +200,7 @@ export class OperatorMetrics {
     });
     this.relayScrapesTotal = new Counter({
       name: `${p}relay_scrapes_total`,
-      help: 'Requests for a relay pod\'s served config hash, GET /config (result: success | error)',
+      help: "Requests for a relay pod's served config hash, GET /config (result: success | error)",
       labelNames: ['result'],
       registers,
     });

@@ -10,7 +10,12 @@ import type { Logger } from '../relay/observability/log.ts';
 import type { MailRoute, TenantPolicy } from './api/types.gen.ts';
 import { captureTransitions } from './compile/capture-transitions.ts';
 import { type CompileResult, compile } from './compile/compile.ts';
-import { ConfigHistory, programmedCondition, type RelayReport, withProgrammed } from './compile/programmed.ts';
+import {
+  ConfigHistory,
+  programmedCondition,
+  type RelayReport,
+  withProgrammed,
+} from './compile/programmed.ts';
 import type { ResourceStatus } from './compile/status.ts';
 import { type Controller, type ReconcileResult, startController } from './controller/controller.ts';
 import { k8s, requestOptions } from './kube/client.ts';

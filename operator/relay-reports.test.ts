@@ -1,11 +1,30 @@
 import { describe, expect, it } from 'vitest';
-import { type PodLike, parseConfigAnswer, relayReports, relayTarget, relayTargets, type Scrape } from './relay-reports.ts';
+import {
+  type PodLike,
+  parseConfigAnswer,
+  relayReports,
+  relayTarget,
+  relayTargets,
+  type Scrape,
+} from './relay-reports.ts';
 
 const HASH = `sha256:${'a'.repeat(64)}`;
 
-const pod = (name: string, over: { ready?: boolean; phase?: string; ip?: string; deleting?: boolean; port?: number } = {}): PodLike => ({
+const pod = (
+  name: string,
+  over: { ready?: boolean; phase?: string; ip?: string; deleting?: boolean; port?: number } = {},
+): PodLike => ({
   metadata: { name, deletionTimestamp: over.deleting ? new Date() : undefined },
-  spec: { containers: [{ ports: [{ name: 'smtp', containerPort: 2525 }, { name: 'admin', containerPort: over.port ?? 9090 }] }] },
+  spec: {
+    containers: [
+      {
+        ports: [
+          { name: 'smtp', containerPort: 2525 },
+          { name: 'admin', containerPort: over.port ?? 9090 },
+        ],
+      },
+    ],
+  },
   status: {
     phase: over.phase ?? 'Running',
     podIP: over.ip ?? '10.1.2.3',
@@ -52,7 +71,9 @@ describe('reports of live relays', () => {
 
   it('a recent answer from the current address counts; anything else is an error, never a hash', () => {
     expect(relayReports([t], at({}), 2000, 5000)).toEqual([{ id: 'r', hash: HASH }]);
-    expect(relayReports([t], at({ answer: { hash: null } }), 2000, 5000)).toEqual([{ id: 'r', hash: undefined }]);
+    expect(relayReports([t], at({ answer: { hash: null } }), 2000, 5000)).toEqual([
+      { id: 'r', hash: undefined },
+    ]);
     expect(relayReports([t], new Map(), 2000, 5000)).toEqual([{ id: 'r' }]);
     expect(relayReports([t], at({ url: 'http://10.0.0.9:9090/config' }), 2000, 5000)).toEqual([{ id: 'r' }]);
     expect(relayReports([t], at({}), 10_000, 5000)).toEqual([{ id: 'r', error: 'no answer for 9 s' }]);

@@ -106,7 +106,8 @@ export function relayReports(
     const s = scrapes.get(t.id);
     // not asked yet (new pod, new address): lagging, not unreachable; it is asked at once
     if (!s || s.url !== t.url) return { id: t.id };
-    if (now - s.at > maxAgeMs) return { id: t.id, error: `no answer for ${Math.round((now - s.at) / 1000)} s` };
+    if (now - s.at > maxAgeMs)
+      return { id: t.id, error: `no answer for ${Math.round((now - s.at) / 1000)} s` };
     if ('error' in s.answer) return { id: t.id, error: s.answer.error };
     return { id: t.id, hash: s.answer.hash ?? undefined };
   });

@@ -59,7 +59,7 @@ export interface ConfigMapWatchOptions {
   /** Server-side watch timeout, randomised ±20 % (default 25 s: below client-node's 30 s inactivity abort). */
   watchTimeoutSeconds?: number;
   backoff?: { baseMs: number; maxMs: number };
-  /** Called after each successful apply (the report Lease renews at once). */
+  /** Called after each successful apply. */
   onApplied?(hash: string): void;
 }
 

@@ -54,7 +54,8 @@ export async function runRelay(argv: string[]): Promise<number> {
     throw new CliError('--config and --configmap are mutually exclusive: pick one config source');
   if (!file && !cmFlag)
     throw new CliError(`--config FILE or --configmap NAMESPACE/NAME is required\n\n${help}`);
-  if (file && values.kubeconfig !== undefined) throw new CliError('--kubeconfig only applies with --configmap');
+  if (file && values.kubeconfig !== undefined)
+    throw new CliError('--kubeconfig only applies with --configmap');
   const cm = cmFlag ? parseConfigMapRef(cmFlag) : undefined;
   const flags = readRelayFlags(values);
 

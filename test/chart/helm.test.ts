@@ -204,11 +204,13 @@ describe.skipIf(!helm)('helm chart charts/mail-plus (with a real helm)', () => {
     const relay = find(objs, 'Deployment', '-relay') as K8sObject;
     const podLabels = (relay.spec as { template: { metadata: { labels: Record<string, string> } } }).template
       .metadata.labels;
-    const relayPorts = (podSpec(relay).containers[0] as unknown as { ports: Array<{ name: string; containerPort: number }> })
-      .ports;
+    const relayPorts = (
+      podSpec(relay).containers[0] as unknown as { ports: Array<{ name: string; containerPort: number }> }
+    ).ports;
     expect(relayPorts.find((p) => p.name === 'admin')?.containerPort).toBe(9191);
     const args = podSpec(find(objs, 'Deployment', '-operator') as K8sObject).containers[0].args;
-    const selector = args.find((a) => a.startsWith('--relay-selector='))?.slice('--relay-selector='.length) ?? '';
+    const selector =
+      args.find((a) => a.startsWith('--relay-selector='))?.slice('--relay-selector='.length) ?? '';
     const pairs = selector.split(',').map((p) => p.split('='));
     expect(pairs.length).toBeGreaterThanOrEqual(3);
     for (const [k, v] of pairs) expect(podLabels[k], `relay pod label ${k}`).toBe(v);
@@ -216,14 +218,16 @@ describe.skipIf(!helm)('helm chart charts/mail-plus (with a real helm)', () => {
     expect(args).toContain('--relay-port=admin');
     // NetworkPolicy: the operator may go out to the relays' admin port, the relays let it in
     const opNp = find(objs, 'NetworkPolicy', '-operator') as K8sObject;
-    const egress = (opNp.spec as { egress: Array<{ ports: Array<{ port: unknown }>; to?: unknown[] }> }).egress;
+    const egress = (opNp.spec as { egress: Array<{ ports: Array<{ port: unknown }>; to?: unknown[] }> })
+      .egress;
     const toRelays = egress.find((e) => e.ports.some((p) => p.port === 9191));
     expect(toRelays?.to).toEqual([
       { podSelector: { matchLabels: Object.fromEntries(pairs.map(([k, v]) => [k, v])) } },
     ]);
     const relayNp = find(objs, 'NetworkPolicy', '-relay') as K8sObject;
-    const ingress = (relayNp.spec as { ingress: Array<{ ports: Array<{ port: unknown }>; from?: unknown[] }> })
-      .ingress;
+    const ingress = (
+      relayNp.spec as { ingress: Array<{ ports: Array<{ port: unknown }>; from?: unknown[] }> }
+    ).ingress;
     const adminIn = ingress.find((i) => i.ports.some((p) => p.port === 'admin'));
     expect(JSON.stringify(adminIn?.from)).toContain('"app.kubernetes.io/component":"operator"');
   }, 60_000);
@@ -321,7 +325,9 @@ describe.skipIf(!helm)('helm chart charts/mail-plus (with a real helm)', () => {
       expect(await can('relay', ['get', 'configmaps/something-else', '-n', NS])).toBe(false);
       expect(await can('relay', ['update', 'configmaps/mailplus-relay-config', '-n', NS])).toBe(false);
       expect(await can('relay', ['create', 'leases.coordination.k8s.io', '-n', NS])).toBe(false);
-      expect(await can('relay', ['update', 'leases.coordination.k8s.io/mailplus-operator', '-n', NS])).toBe(false);
+      expect(await can('relay', ['update', 'leases.coordination.k8s.io/mailplus-operator', '-n', NS])).toBe(
+        false,
+      );
       expect(await can('relay', ['create', 'leases.coordination.k8s.io', '-n', 'default'])).toBe(false);
       expect(await can('relay', ['list', 'secrets', '-n', NS])).toBe(false);
       expect(await can('relay', ['list', 'mailroutes.mailplus.io', '--all-namespaces'])).toBe(false);
@@ -334,7 +340,9 @@ describe.skipIf(!helm)('helm chart charts/mail-plus (with a real helm)', () => {
       expect(await can('operator', ['get', 'configmaps/mailplus-relay-config', '-n', NS])).toBe(true);
       expect(await can('operator', ['create', 'leases.coordination.k8s.io', '-n', NS])).toBe(true);
       // the leader Lease of this release by name, no other Lease
-      expect(await can('operator', ['update', 'leases.coordination.k8s.io/mailplus-operator', '-n', NS])).toBe(true);
+      expect(
+        await can('operator', ['update', 'leases.coordination.k8s.io/mailplus-operator', '-n', NS]),
+      ).toBe(true);
       expect(await can('operator', ['update', 'leases.coordination.k8s.io/other', '-n', NS])).toBe(false);
       expect(await can('operator', ['list', 'pods', '-n', NS])).toBe(true);
       expect(await can('operator', ['list', 'pods', '-n', 'default'])).toBe(false);

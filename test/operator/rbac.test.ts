@@ -55,7 +55,11 @@ const RESOURCES: Res[] = [
   { group: '', resource: 'serviceaccounts', subresource: 'token', names: ['mailplus-operator'] },
   { group: '', resource: 'namespaces', cluster: true, names: [NS] },
   { group: '', resource: 'nodes', cluster: true },
-  { group: 'coordination.k8s.io', resource: 'leases', names: [LEADER_LEASE, 'mailplus-relay-other', 'other'] },
+  {
+    group: 'coordination.k8s.io',
+    resource: 'leases',
+    names: [LEADER_LEASE, 'mailplus-relay-other', 'other'],
+  },
   { group: 'events.k8s.io', resource: 'events' },
   { group: 'discovery.k8s.io', resource: 'endpointslices' },
   { group: 'apps', resource: 'deployments', names: ['mailplus-operator'] },
@@ -86,12 +90,19 @@ function expected(who: 'operator' | 'relay', c: Check): boolean {
   const inOwnNs = namespace === NS;
   if (who === 'relay') {
     // read its config, by name, in its namespace; nothing else at all
-    return group === '' && r === 'configmaps' && inOwnNs && name === CONFIGMAP && ['get', 'list', 'watch'].includes(verb);
+    return (
+      group === '' &&
+      r === 'configmaps' &&
+      inOwnNs &&
+      name === CONFIGMAP &&
+      ['get', 'list', 'watch'].includes(verb)
+    );
   }
   // operator, cluster-wide (ClusterRole): reads tenants' resources, writes their status, Events
   if (group === 'mailplus.io' && (r === 'mailroutes' || r === 'tenantpolicies'))
     return ['get', 'list', 'watch'].includes(verb);
-  if (group === 'mailplus.io' && (r === 'mailroutes/status' || r === 'tenantpolicies/status')) return verb === 'patch';
+  if (group === 'mailplus.io' && (r === 'mailroutes/status' || r === 'tenantpolicies/status'))
+    return verb === 'patch';
   if (group === '' && r === 'services') return ['list', 'watch'].includes(verb);
   if (group === 'events.k8s.io' && r === 'events') return verb === 'create';
   if (!inOwnNs) return false;
@@ -114,8 +125,16 @@ function checks(): Check[] {
       for (const verb of VERBS) {
         for (const name of [undefined, ...(res.names ?? [])]) {
           // names do not apply to collection verbs, nor to anything across namespaces
-          if (name !== undefined && (verb === 'deletecollection' || (namespace === '' && !res.cluster))) continue;
-          out.push({ verb, group: res.group, resource: res.resource, subresource: res.subresource, namespace, name });
+          if (name !== undefined && (verb === 'deletecollection' || (namespace === '' && !res.cluster)))
+            continue;
+          out.push({
+            verb,
+            group: res.group,
+            resource: res.resource,
+            subresource: res.subresource,
+            namespace,
+            name,
+          });
         }
       }
     }
@@ -148,7 +167,8 @@ describe('least privilege of the operator and the relay (real API server, chart 
     await eventually(
       'op-rbac leads',
       async () =>
-        (await admin.readNamespacedLease({ name: LEADER_LEASE, namespace: NS })).spec?.holderIdentity === 'op-rbac',
+        (await admin.readNamespacedLease({ name: LEADER_LEASE, namespace: NS })).spec?.holderIdentity ===
+        'op-rbac',
       30_000,
     );
 
@@ -174,33 +194,46 @@ describe('least privilege of the operator and the relay (real API server, chart 
       asRelay.replaceNamespacedLease({
         name: LEADER_LEASE,
         namespace: NS,
-        body: { ...current, spec: { ...current.spec, holderIdentity: 'intruder', leaseDurationSeconds: 3600 } },
+        body: {
+          ...current,
+          spec: { ...current.spec, holderIdentity: 'intruder', leaseDurationSeconds: 3600 },
+        },
       }),
     );
-    await refused('get the leader Lease', () => asRelay.readNamespacedLease({ name: LEADER_LEASE, namespace: NS }));
-    await refused('delete the leader Lease', () => asRelay.deleteNamespacedLease({ name: LEADER_LEASE, namespace: NS }));
+    await refused('get the leader Lease', () =>
+      asRelay.readNamespacedLease({ name: LEADER_LEASE, namespace: NS }),
+    );
+    await refused('delete the leader Lease', () =>
+      asRelay.deleteNamespacedLease({ name: LEADER_LEASE, namespace: NS }),
+    );
     // ...nor plant Leases (another relay's old report, or one the operator would trip over)
-    await refused('create a Lease', () => asRelay.createNamespacedLease({ namespace: NS, body: forged('mailplus-relay-x') }));
+    await refused('create a Lease', () =>
+      asRelay.createNamespacedLease({ namespace: NS, body: forged('mailplus-relay-x') }),
+    );
     await refused('list Leases', () => asRelay.listNamespacedLease({ namespace: NS }));
     await refused('read a Secret', () =>
       relayKc.makeApiClient(k8s.CoreV1Api).listNamespacedSecret({ namespace: NS }),
     );
     await refused('rewrite the relay config', () =>
-      relayKc.makeApiClient(k8s.CoreV1Api).patchNamespacedConfigMap(
-        { name: CONFIGMAP, namespace: NS, body: { data: { 'relay-config.json': '{}' } } },
-        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
-      ),
+      relayKc
+        .makeApiClient(k8s.CoreV1Api)
+        .patchNamespacedConfigMap(
+          { name: CONFIGMAP, namespace: NS, body: { data: { 'relay-config.json': '{}' } } },
+          k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+        ),
     );
 
     // the operator noticed nothing: same holder, still leading, still running
     await sleep(3000);
-    expect((await admin.readNamespacedLease({ name: LEADER_LEASE, namespace: NS })).spec?.holderIdentity).toBe(
-      'op-rbac',
-    );
+    expect(
+      (await admin.readNamespacedLease({ name: LEADER_LEASE, namespace: NS })).spec?.holderIdentity,
+    ).toBe('op-rbac');
     expect(operator.child.exitCode).toBeNull();
     expect(operator.lines.some((l) => l.json?.msg === 'leadership lost')).toBe(false);
     expect(
-      sample(await metricsText(operator.metricsPort), 'leader_election_master_status', { name: LEADER_LEASE }),
+      sample(await metricsText(operator.metricsPort), 'leader_election_master_status', {
+        name: LEADER_LEASE,
+      }),
     ).toBe(1);
   }, 90_000);
 
@@ -229,7 +262,8 @@ describe('least privilege of the operator and the relay (real API server, chart 
       [OPERATOR_USER, ['create', 'pods/exec', '-n', NS], false],
       [OPERATOR_USER, ['get', 'secrets', '-n', NS], false],
     ];
-    for (const [user, args, want] of lines) expect(await can(user, args), `${user} ${args.join(' ')}`).toBe(want);
+    for (const [user, args, want] of lines)
+      expect(await can(user, args), `${user} ${args.join(' ')}`).toBe(want);
   }, 90_000);
 
   it('every verb on every resource: the API server grants exactly the written policy, both roles', async () => {
@@ -260,7 +294,8 @@ describe('least privilege of the operator and the relay (real API server, chart 
             });
             const got = review.status?.allowed === true;
             if (got) granted++;
-            if (got !== expected(who, c)) mismatches.push(`${label(who, c)}: API server says ${got}, policy ${!got}`);
+            if (got !== expected(who, c))
+              mismatches.push(`${label(who, c)}: API server says ${got}, policy ${!got}`);
           }),
         );
       }

@@ -3,9 +3,10 @@
 // would) and asks each for /config. Programmed waits for every ready relay; a relay pod that hangs
 // (as a compromised relay might) blocks Programmed with its name and shows in the metrics, but
 // never slows publishing to the others; relays that stop or lose readiness stop counting.
-import * as k8s from '@kubernetes/client-node';
+
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeRelayConfigMap } from '../../relay/config-configmap-watch.ts';
 import { type ControlPlane, kubectl } from '../envtest/control-plane.ts';
@@ -120,7 +121,8 @@ describe('relay reports are pulled from ready relay pods (real API server, real 
       NS,
       'route',
       (x) =>
-        x.metadata.generation === 2 && /not reachable: relay-hang \(no answer/.test(cond(x, 'Programmed')?.message ?? ''),
+        x.metadata.generation === 2 &&
+        /not reachable: relay-hang \(no answer/.test(cond(x, 'Programmed')?.message ?? ''),
     );
     expect(cond(o, 'Programmed')).toMatchObject({ status: 'False', reason: 'Pending' });
     expect(cond(o, 'Programmed')?.message).toBe(
@@ -137,7 +139,13 @@ describe('relay reports are pulled from ready relay pods (real API server, real 
     // once it is no longer a ready relay pod, it no longer counts
     await removeHangPod();
     removeHangPod = undefined;
-    const after = await waitForStatus(kc, 'mailroutes', NS, 'route', (x) => cond(x, 'Programmed')?.status === 'True');
+    const after = await waitForStatus(
+      kc,
+      'mailroutes',
+      NS,
+      'route',
+      (x) => cond(x, 'Programmed')?.status === 'True',
+    );
     expect(cond(after, 'Programmed')?.message).toBe('generation 2 is served by all 2 live relays');
   }, 90_000);
 
@@ -154,7 +162,9 @@ describe('relay reports are pulled from ready relay pods (real API server, real 
     );
     expect(cond(o, 'Programmed')?.message).toBe('generation 3 is served by all 1 live relay');
     await eventually('live relays 1', async () =>
-      sample(await metricsText(operator.metricsPort), 'mailplus_operator_live_relays') === 1 ? true : undefined,
+      sample(await metricsText(operator.metricsPort), 'mailplus_operator_live_relays') === 1
+        ? true
+        : undefined,
     );
   }, 60_000);
 });
