@@ -197,6 +197,16 @@ describe.skipIf(!helm)('helm chart charts/mail-plus (with a real helm)', () => {
     const cmRule = relayRole.rules?.find((r) => (r.resources as string[]).includes('configmaps'));
     expect(cmRule?.resourceNames).toEqual(['mailplus-relay-config']);
     expect(find(objs, 'ClusterRole', '-relay'), 'the relay needs no cluster-wide rights').toBeUndefined();
+    // the operator's Lease rights name exactly the leader Lease it is told to use
+    const custom = await render(undefined, ['operator.leaderElection.leaseName=my-lease']);
+    const opRole = find(custom, 'Role', '-operator') as K8sObject;
+    const named = opRole.rules?.filter(
+      (r) => (r.resources as string[]).includes('leases') && r.resourceNames,
+    );
+    expect(named?.map((r) => r.resourceNames)).toEqual([['my-lease']]);
+    expect(podSpec(find(custom, 'Deployment', '-operator') as K8sObject).containers[0].args).toContain(
+      '--lease-name=my-lease',
+    );
   }, 60_000);
 
   it("the operator finds this release's relay pods and may reach their admin port", async () => {
