@@ -12,6 +12,10 @@ describe('mailplus operator flags', () => {
       resyncMs: 600_000,
       maxConcurrentReconciles: 4,
       batchWindowMs: 100,
+      relaySelector: 'app.kubernetes.io/component=relay',
+      relayPort: 'admin',
+      relayScrapeIntervalMs: 10_000,
+      relayScrapeTimeoutMs: 2_000,
     });
     expect(f?.namespace).toBeUndefined();
   });
@@ -30,5 +34,19 @@ describe('mailplus operator flags', () => {
     );
     expect(() => parseOperatorFlags(['--resync', 'soon'])).toThrow(/--resync/);
     expect(() => parseOperatorFlags(['--metrics-listen', 'nope'])).toThrow(/--metrics-listen/);
+    expect(() => parseOperatorFlags(['--relay-port', 'Admin_Port'])).toThrow(/--relay-port Admin_Port/);
+    expect(() => parseOperatorFlags(['--relay-port', '70000'])).toThrow(/--relay-port 70000/);
+    expect(() => parseOperatorFlags(['--relay-selector', ''])).toThrow(/--relay-selector/);
+    expect(() => parseOperatorFlags(['--relay-scrape-timeout', '20s'])).toThrow(/--relay-scrape-timeout/);
+  });
+
+  it('takes the relay admin port by name or number', () => {
+    expect(parseOperatorFlags(['--relay-port', '9090'])?.relayPort).toBe(9090);
+    expect(parseOperatorFlags(['--relay-port=metrics'])?.relayPort).toBe('metrics');
+  });
+
+  it('refuses the removed report-Lease flags with a pointer to their replacement', () => {
+    expect(() => parseOperatorFlags(['--relay-lease-selector=x'])).toThrow(/removed.*--relay-selector/);
+    expect(() => parseOperatorFlags(['--relay-lease-namespace', '*'])).toThrow(/removed/);
   });
 });

@@ -9,28 +9,31 @@ import { createLogger } from '../relay/observability/log.ts';
 import { startProbeServer } from './http.ts';
 import { defaultNamespace, loadKubeConfig } from './kube/client.ts';
 import { startOperator } from './operator.ts';
-import { defaultRelayLeaseSelector } from './relay-reports.ts';
+import { DEFAULT_RELAY_PORT, DEFAULT_RELAY_SELECTOR } from './relay-reports.ts';
 
 const help = `Usage: mailplus operator [options]
 
 Reconciles TenantPolicy and MailRoute resources into the relay fleet's config: compiles them,
 publishes the result to a ConfigMap (server-side apply), and writes each resource's status
 (Accepted, ResolvedRefs, Programmed, Ready) and Events. Relays follow the ConfigMap with
-mailplus relay --configmap and report what they serve through Leases (Programmed).
+mailplus relay --configmap; the operator asks each ready relay pod which config it serves
+(GET /config on its admin port) for Programmed. Relays need no write access to the API.
 
 Options:
   --kubeconfig FILE               kubeconfig (default: KUBECONFIG, ~/.kube/config, or in-cluster)
-  --namespace NS                  operator namespace: ConfigMap, leader Lease, relay reports
+  --namespace NS                  operator namespace: ConfigMap, leader Lease, relay pods
                                   (default: the pod's namespace, else mailplus-system)
   --configmap NAME                relay-config ConfigMap (default mailplus-relay-config)
   --leader-elect[=true|false]     run leader election on a Lease (default true; --no-leader-elect)
   --lease-name NAME               leader Lease name (default mailplus-operator)
   --identity ID                   leader identity (default HOSTNAME_random)
   --metrics-listen HOST:PORT      /metrics /healthz /readyz (default :8080)
-  --relay-lease-selector SEL      label selector of relay report Leases
-                                  (default app.kubernetes.io/component=relay-report,mailplus.io/fleet=CONFIGMAP)
-  --relay-lease-namespace NS      namespace of relay report Leases (default: --namespace; "*" = all,
-                                  needs cluster-wide list/watch on leases)
+  --relay-selector SEL            label selector of the relay pods in --namespace
+                                  (default app.kubernetes.io/component=relay)
+  --relay-port NAME|NUMBER        relay admin port: container port name or number (default admin)
+  --relay-scrape-interval DUR     how often each relay is asked for its config hash (default 10s;
+                                  after a publish, every 250ms until it serves the new one)
+  --relay-scrape-timeout DUR      deadline of one such request (default 2s)
   --resync DURATION               level-triggered full resync and informer staleness check (default 10m)
   --max-concurrent-reconciles N   status writers in parallel (default 4)
   --batch-window DURATION         changes within this window compile once (default 100ms)
@@ -44,8 +47,10 @@ export interface OperatorFlags {
   leaseName: string;
   identity: string;
   metricsListen: HostPort;
-  relayLeaseSelector?: string;
-  relayLeaseNamespace?: string;
+  relaySelector: string;
+  relayPort: string | number;
+  relayScrapeIntervalMs: number;
+  relayScrapeTimeoutMs: number;
   resyncMs: number;
   maxConcurrentReconciles: number;
   batchWindowMs: number;
@@ -59,6 +64,11 @@ export function parseOperatorFlags(argv: string[]): OperatorFlags | undefined {
   let leaderElect = true;
   const rest: string[] = [];
   for (const a of argv) {
+    if (/^--relay-lease-(selector|namespace)\b/.test(a)) {
+      throw new CliError(
+        `${a.split('=')[0]} was removed: relays no longer write report Leases; the operator reads each relay pod's /config (see --relay-selector, --relay-port)`,
+      );
+    }
     const m = /^--(no-)?leader-elect(?:=(.*))?$/.exec(a);
     if (!m) {
       rest.push(a);
@@ -78,8 +88,10 @@ export function parseOperatorFlags(argv: string[]): OperatorFlags | undefined {
       'lease-name': { type: 'string' },
       identity: { type: 'string' },
       'metrics-listen': { type: 'string' },
-      'relay-lease-selector': { type: 'string' },
-      'relay-lease-namespace': { type: 'string' },
+      'relay-selector': { type: 'string' },
+      'relay-port': { type: 'string' },
+      'relay-scrape-interval': { type: 'string' },
+      'relay-scrape-timeout': { type: 'string' },
       resync: { type: 'string' },
       'max-concurrent-reconciles': { type: 'string' },
       'batch-window': { type: 'string' },
@@ -99,6 +111,26 @@ export function parseOperatorFlags(argv: string[]): OperatorFlags | undefined {
   if (!Number.isInteger(workers) || workers < 1 || workers > 64)
     throw new CliError('--max-concurrent-reconciles must be a whole number from 1 to 64');
   const resyncMs = parseDurationMs(str(values.resync) ?? '10m', '--resync');
+  const relaySelector = str(values['relay-selector']) ?? DEFAULT_RELAY_SELECTOR;
+  if (relaySelector.trim() === '')
+    throw new CliError(
+      '--relay-selector must not be empty: it would make every pod of the namespace a relay',
+    );
+  const portText = str(values['relay-port']) ?? DEFAULT_RELAY_PORT;
+  const relayPort = /^\d+$/.test(portText) ? Number(portText) : portText;
+  if (typeof relayPort === 'number' ? relayPort < 1 || relayPort > 65535 : !DNS_LABEL.test(relayPort))
+    throw new CliError(`--relay-port ${portText}: use a port number (1-65535) or a container port name`);
+  const relayScrapeIntervalMs = parseDurationMs(
+    str(values['relay-scrape-interval']) ?? '10s',
+    '--relay-scrape-interval',
+  );
+  const relayScrapeTimeoutMs = parseDurationMs(
+    str(values['relay-scrape-timeout']) ?? '2s',
+    '--relay-scrape-timeout',
+  );
+  if (relayScrapeIntervalMs < 1000) throw new CliError('--relay-scrape-interval must be at least 1s');
+  if (relayScrapeTimeoutMs < 100 || relayScrapeTimeoutMs > relayScrapeIntervalMs)
+    throw new CliError('--relay-scrape-timeout must be at least 100ms and at most --relay-scrape-interval');
   if (resyncMs < 1000) throw new CliError('--resync must be at least 1s');
   return {
     kubeconfig: str(values.kubeconfig),
@@ -108,8 +140,10 @@ export function parseOperatorFlags(argv: string[]): OperatorFlags | undefined {
     leaseName,
     identity: str(values.identity) ?? `${hostname()}_${randomUUID().slice(0, 8)}`,
     metricsListen: parseHostPort(str(values['metrics-listen']) ?? ':8080', '--metrics-listen'),
-    relayLeaseSelector: str(values['relay-lease-selector']),
-    relayLeaseNamespace: str(values['relay-lease-namespace']),
+    relaySelector,
+    relayPort,
+    relayScrapeIntervalMs,
+    relayScrapeTimeoutMs,
     resyncMs,
     maxConcurrentReconciles: workers,
     batchWindowMs: parseDurationMs(str(values['batch-window']) ?? '100ms', '--batch-window'),
@@ -127,8 +161,6 @@ export async function runOperator(argv: string[]): Promise<number> {
     throw new CliError((err as Error).message, 1);
   }
   const namespace = flags.namespace ?? defaultNamespace(flags.kubeconfig ? kc : undefined, 'mailplus-system');
-  const relayLeaseNamespace =
-    flags.relayLeaseNamespace === '*' ? '' : (flags.relayLeaseNamespace ?? namespace);
   const operator = await startOperator({
     kc,
     namespace,
@@ -136,8 +168,9 @@ export async function runOperator(argv: string[]): Promise<number> {
     identity: flags.identity,
     leaderElect: flags.leaderElect,
     leaseName: flags.leaseName,
-    relayLeaseSelector: flags.relayLeaseSelector ?? defaultRelayLeaseSelector(flags.configMapName),
-    relayLeaseNamespace,
+    relaySelector: flags.relaySelector,
+    relayPort: flags.relayPort,
+    relayScrape: { intervalMs: flags.relayScrapeIntervalMs, timeoutMs: flags.relayScrapeTimeoutMs },
     resyncMs: flags.resyncMs,
     maxConcurrentReconciles: flags.maxConcurrentReconciles,
     batchWindowMs: flags.batchWindowMs,

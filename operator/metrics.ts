@@ -38,6 +38,8 @@ export class OperatorMetrics {
   readonly configApplyTotal: Counter<'result'>;
   readonly configBytes: Gauge<string>;
   readonly liveRelays: Gauge<string>;
+  readonly relaysUnreachable: Gauge<string>;
+  readonly relayScrapesTotal: Counter<'result'>;
   readonly statusWritesTotal: Counter<'result'>;
   readonly eventsTotal: Counter<'type'>;
   private readonly inProgress = new Map<
@@ -202,7 +204,18 @@ export class OperatorMetrics {
     });
     this.liveRelays = new Gauge({
       name: `${p}live_relays`,
-      help: 'Relays whose report Lease was renewed within its duration',
+      help: 'Ready relay pods matching the relay selector (the relays Programmed waits for)',
+      registers,
+    });
+    this.relaysUnreachable = new Gauge({
+      name: `${p}relays_unreachable`,
+      help: 'Ready relay pods whose admin /config the operator could not read on its last attempt',
+      registers,
+    });
+    this.relayScrapesTotal = new Counter({
+      name: `${p}relay_scrapes_total`,
+      help: "Requests for a relay pod's served config hash, GET /config (result: success | error)",
+      labelNames: ['result'],
       registers,
     });
     this.statusWritesTotal = new Counter({

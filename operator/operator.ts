@@ -2,8 +2,8 @@
 // dirty and queues ONE key (coalesced over a short batch window); its reconcile compiles the whole
 // set from the caches (pure), publishes the ConfigMap when the hash changed (leader only), and
 // queues per-object status keys whose status differs; the status controller writes them through
-// /status (SSA) and records Events on transitions. Relay report Leases only re-evaluate
-// Programmed (no recompile).
+// /status (SSA) and records Events on transitions. Relay pods and their answers to "which config
+// do you serve" (RelayScraper) only re-evaluate Programmed (no recompile).
 
 import { decodeRelayConfigMap } from '../relay/config-configmap-watch.ts';
 import type { Logger } from '../relay/observability/log.ts';
@@ -12,7 +12,6 @@ import { captureTransitions } from './compile/capture-transitions.ts';
 import { type CompileResult, compile } from './compile/compile.ts';
 import {
   ConfigHistory,
-  liveRelays,
   programmedCondition,
   type RelayReport,
   withProgrammed,
@@ -30,7 +29,8 @@ import {
   encodeRelayConfig,
   relayConfigMap,
 } from './publish/configmap.ts';
-import { nextExpiryMs, relayReport } from './relay-reports.ts';
+import { relayReports, relayTargets } from './relay-reports.ts';
+import { RelayScraper, type RelayScraperOptions } from './relay-scraper.ts';
 import { MAILPLUS_API_VERSION } from './resources/load.ts';
 import { resourceKey, resourceLabel, type Service } from './resources/types.ts';
 import { type DesiredStatus, desiredStatus, statusDiffers, transitions } from './status/conditions.ts';
@@ -39,15 +39,18 @@ import { type MailPlusKind, type StatusTarget, writeStatus } from './status/writ
 
 export interface OperatorOptions {
   kc: k8s.KubeConfig;
-  /** The operator's namespace: ConfigMap, leader Lease, relay report Leases (by default). */
+  /** The operator's namespace: ConfigMap, leader Lease, relay pods. */
   namespace: string;
   configMapName: string;
   identity: string;
   leaderElect: boolean;
   leaseName: string;
-  relayLeaseSelector: string;
-  /** Namespace of the relay report Leases; '' = all namespaces (needs cluster-wide list/watch). */
-  relayLeaseNamespace: string;
+  /** Label selector of the relay pods (in `namespace`). */
+  relaySelector: string;
+  /** The relays' admin port: a container port name or a number. */
+  relayPort: string | number;
+  /** Tuning of the relay /config requests (tests). */
+  relayScrape?: Omit<RelayScraperOptions, 'onChange' | 'metrics' | 'logger'>;
   resyncMs: number;
   maxConcurrentReconciles: number;
   /** Bursts of changes within this window compile once (default 100 ms). */
@@ -202,20 +205,14 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
       if (lastServices.has(`${s.metadata?.namespace}/${s.metadata?.name}`) || !last) dirty();
     },
   });
-  const leaseInf = new ResilientInformer<k8s.V1Lease>({
+  const scraper = new RelayScraper({ ...o.relayScrape, onChange: () => kick(), metrics, logger });
+  const podInf = new ResilientInformer<k8s.V1Pod>({
     ...common,
-    kind: 'Lease',
-    path: o.relayLeaseNamespace
-      ? `/apis/coordination.k8s.io/v1/namespaces/${o.relayLeaseNamespace}/leases`
-      : '/apis/coordination.k8s.io/v1/leases',
-    labelSelector: o.relayLeaseSelector,
-    list: () =>
-      o.relayLeaseNamespace
-        ? coordination.listNamespacedLease(
-            { namespace: o.relayLeaseNamespace, labelSelector: o.relayLeaseSelector },
-            listDeadline(),
-          )
-        : coordination.listLeaseForAllNamespaces({ labelSelector: o.relayLeaseSelector }, listDeadline()),
+    kind: 'Pod',
+    path: `/api/v1/namespaces/${namespace}/pods`,
+    labelSelector: o.relaySelector,
+    list: () => core.listNamespacedPod({ namespace, labelSelector: o.relaySelector }, listDeadline()),
+    // the aggregate reconcile hands the scraper the new set of targets
     onChange: kick,
   });
   const cmInf = new ResilientInformer<k8s.V1ConfigMap>({
@@ -245,9 +242,12 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
       kick();
     },
   });
-  const informers = [tpInf, mrInf, svcInf, leaseInf, cmInf];
+  const informers = [tpInf, mrInf, svcInf, podInf, cmInf];
 
-  const reports = (): RelayReport[] => leaseInf.list().map(relayReport);
+  const reports = (): RelayReport[] =>
+    relayReports(relayTargets(podInf.list(), o.relayPort), scraper.scrapes, Date.now(), scraper.maxAgeMs);
+  /** The relays to ask are the ready relay pods of the cache. */
+  const refreshTargets = () => scraper.setTargets(relayTargets(podInf.list(), o.relayPort));
 
   const objectOf = (key: string): { kind: MailPlusKind; obj: Obj | undefined } => {
     const [kind, ns, name] = key.split('/');
@@ -335,6 +335,7 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
         ownWrites.add(result.config.hash);
         if (ownWrites.size > 64) ownWrites.delete(ownWrites.values().next().value as string);
         configGeneration++;
+        scraper.expect(result.config.hash);
         metrics.configApplyTotal.inc({ result: 'success' });
         metrics.configGeneration.set(configGeneration);
         metrics.configBytes.set(payload.bytes);
@@ -357,8 +358,10 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     if (leader) await reportCaptureTransitions(result.config);
 
     // statuses: desired vs stored, for every object (cheap; writes only where different)
-    const live = liveRelays(reports(), Date.now());
+    refreshTargets();
+    const live = reports();
     metrics.liveRelays.set(live.length);
+    metrics.relaysUnreachable.set(live.filter((r) => r.error !== undefined).length);
     const counts = new Map<string, number>();
     for (const [kind, inf] of [
       ['TenantPolicy', tpInf],
@@ -382,7 +385,6 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
       const [kind, status] = k.split('|');
       metrics.resources.set({ kind, condition: 'Ready', status }, n);
     }
-    const relayExpiry = nextExpiryMs(live, Date.now());
     const consentExpiry = nextConsentExpiryMs(result.config, Date.now());
     // an expired consent changes the compile output: recompile at that moment
     clearTimeout(consentTimer);
@@ -393,7 +395,8 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
             if (!stopped) dirty();
           }, consentExpiry + 50);
     consentTimer?.unref();
-    return relayExpiry !== undefined ? { requeueAfterMs: relayExpiry + 50 } : undefined;
+    // answers age out (a relay's scrapes stalled): look again when the oldest could have
+    return live.length > 0 ? { requeueAfterMs: scraper.maxAgeMs } : undefined;
   };
 
   /**
@@ -452,7 +455,7 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
       written.delete(key);
       return;
     }
-    const live = liveRelays(reports(), Date.now());
+    const live = reports();
     const d0 = desiredFor(key, obj, obj.status, live);
     if (!d0) {
       // the object moved past the last compile: recompile first
@@ -558,7 +561,7 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
       tenantPolicies: tpInf.list().length,
       mailRoutes: mrInf.list().length,
       services: svcInf.list().length,
-      relayReports: leaseInf.list().length,
+      relayPods: podInf.list().length,
     });
     aggregate?.queue.add(aggregateKey);
   })();
@@ -572,6 +575,7 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
       if (stopped) return;
       stopped = true;
       clearTimeout(consentTimer);
+      scraper.stop();
       await elector?.stop();
       await Promise.all([aggregate?.stop(), statusCtl?.stop()]);
       await Promise.all(informers.map((i) => i.stop()));

@@ -52,7 +52,8 @@ export interface AdminSource {
 
 /**
  * The relay's admin server: the probes plus /config ({hash, generation, loadedAt}: which config
- * this relay serves, for people and scripts; the operator learns it from the relay's report Lease).
+ * this relay serves). The operator reads /config of every ready relay pod for its Programmed
+ * condition, so the relay needs no write access to the Kubernetes API.
  */
 export function createAdminServer(source: AdminSource): http.Server {
   return createProbeServer({

@@ -3,7 +3,6 @@ import { describe, expect, it } from 'vitest';
 import { hashConfig } from './config/hash.ts';
 import type { RelayConfig } from './config/types.gen.ts';
 import { decodeRelayConfigMap, relayConfigText } from './config-configmap-watch.ts';
-import { reportLeaseName } from './report-lease.ts';
 
 const config: RelayConfig = {
   apiVersion: 'relay.mailplus.io/v1alpha1',
@@ -40,11 +39,5 @@ describe('relay config from a ConfigMap', () => {
     expect(() =>
       relayConfigText({ metadata: md, binaryData: { 'relay-config.json.gz': 'bm90IGd6aXA=' } }),
     ).toThrow(/binaryData\["relay-config.json.gz"\] is not gzip/);
-  });
-
-  it('report Lease names are DNS-1123 and prefixed', () => {
-    expect(reportLeaseName('relay-7f9c-abcde')).toBe('mailplus-relay-relay-7f9c-abcde');
-    expect(reportLeaseName('My_Host.Example.')).toBe('mailplus-relay-my-host.example');
-    expect(reportLeaseName('___')).toBe('mailplus-relay-unnamed');
   });
 });

@@ -68,7 +68,7 @@ export interface ConfigMapWatchOptions {
   backoff?: BackoffPolicy;
   /** Watch health (RelayMetrics.configWatch()). */
   metrics?: ConfigMapWatchMetrics;
-  /** Called after each successful apply (the report Lease renews at once). */
+  /** Called after each successful apply. */
   onApplied?(hash: string): void;
 }
 

@@ -1,4 +1,3 @@
-import { hostname } from 'node:os';
 import { watchConfigFile } from '../../relay/config-file-watch.ts';
 import { CliError } from '../errors.ts';
 import { parseFlags, str } from '../flags.ts';
@@ -13,17 +12,14 @@ ConfigMap the operator publishes. Either source is followed: a valid new version
 transactions at once (file: within a second; ConfigMap: through an API watch, no kubelet delay),
 transactions in flight finish on the config they started with, and an invalid version is refused
 (logged, metric mailplus_relay_config_last_reload_successful=0) while the last good one stays.
-With --configmap the relay also reports the config hash it serves in its own Lease
-(mailplus-relay-<relay id>), from which the operator computes the Programmed condition.
+With --configmap the relay only reads the API (its ConfigMap): it writes nothing there. The
+operator learns which config it serves from its admin endpoint (GET /config) for Programmed.
 
 Options:
   --config FILE                 relay-config JSON
   --configmap NAMESPACE/NAME    follow this ConfigMap through the Kubernetes API instead
   --kubeconfig FILE             kubeconfig for --configmap (default: KUBECONFIG, ~/.kube/config,
                                 or the pod's service account)
-  --report-lease-namespace NS   namespace of the report Lease (default: the ConfigMap's)
-  --relay-id ID                 this relay's id in its report Lease (default: the host name,
-                                which is the pod name in Kubernetes)
 ${relayFlagHelp}`;
 
 export interface ConfigMapRef {
@@ -47,8 +43,6 @@ export async function runRelay(argv: string[]): Promise<number> {
       config: { type: 'string' },
       configmap: { type: 'string' },
       kubeconfig: { type: 'string' },
-      'report-lease-namespace': { type: 'string' },
-      'relay-id': { type: 'string' },
       ...relayFlagSpec,
     },
     help,
@@ -60,9 +54,8 @@ export async function runRelay(argv: string[]): Promise<number> {
     throw new CliError('--config and --configmap are mutually exclusive: pick one config source');
   if (!file && !cmFlag)
     throw new CliError(`--config FILE or --configmap NAMESPACE/NAME is required\n\n${help}`);
-  for (const f of ['kubeconfig', 'report-lease-namespace', 'relay-id'] as const) {
-    if (file && values[f] !== undefined) throw new CliError(`--${f} only applies with --configmap`);
-  }
+  if (file && values.kubeconfig !== undefined)
+    throw new CliError('--kubeconfig only applies with --configmap');
   const cm = cmFlag ? parseConfigMapRef(cmFlag) : undefined;
   const flags = readRelayFlags(values);
 
@@ -82,16 +75,6 @@ export async function runRelay(argv: string[]): Promise<number> {
     relay.own(watchConfigFile(file, relay));
   } else if (cm && kc) {
     const { watchConfigMap } = await import('../../relay/config-configmap-watch.ts');
-    const { startReportLease } = await import('../../relay/report-lease.ts');
-    const report = startReportLease({
-      kc,
-      namespace: str(values['report-lease-namespace']) ?? cm.namespace,
-      id: str(values['relay-id']) ?? hostname(),
-      fleet: cm.name,
-      hash: () => relay.configInfo().hash,
-      logger: relay.logger,
-    });
-    relay.own({ close: () => void report.close() });
     relay.own(
       watchConfigMap(relay, {
         kc,
@@ -99,7 +82,6 @@ export async function runRelay(argv: string[]): Promise<number> {
         name: cm.name,
         logger: relay.logger,
         metrics: relay.metrics.configWatch(cm.name),
-        onApplied: () => report.renewNow(),
       }),
     );
   }

@@ -1,14 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigHistory, liveRelays, programmedCondition, withProgrammed } from './programmed.ts';
+import { ConfigHistory, programmedCondition, withProgrammed } from './programmed.ts';
 import { makeStatus } from './status.ts';
 
-const now = 1_000_000;
-const relay = (id: string, hash: string | undefined, ageMs = 0, duration = 30) => ({
-  id,
-  hash,
-  renewedAt: now - ageMs,
-  leaseDurationSeconds: duration,
-});
+const relay = (id: string, hash: string | undefined, error?: string) => ({ id, hash, error });
 
 describe('Programmed', () => {
   const history = new ConfigHistory(2);
@@ -21,11 +15,6 @@ describe('Programmed', () => {
     history,
     fleet: 'ns/cm',
   };
-
-  it('counts only relays renewed within their lease duration', () => {
-    const live = liveRelays([relay('b', 'h2'), relay('a', 'h2', 29_000), relay('dead', 'h2', 31_000)], now);
-    expect(live.map((r) => r.id)).toEqual(['a', 'b']);
-  });
 
   it('True when every live relay serves a config with this generation or later', () => {
     const c = programmedCondition({ ...base, live: [relay('a', 'h2'), relay('b', 'h2')] });
@@ -40,6 +29,24 @@ describe('Programmed', () => {
     });
     expect(c).toMatchObject({ status: 'False', reason: 'Pending' });
     expect(c.message).toMatch(/^1 of 4 live relays serve generation 2/);
+    expect(c.message).not.toContain('not reachable');
+  });
+
+  it('names relays it could not ask (at most 3), which count as not serving', () => {
+    const c = programmedCondition({
+      ...base,
+      live: [
+        relay('a', 'h2'),
+        relay('b', undefined, 'ECONNREFUSED'),
+        relay('c', undefined, 'no answer within 2000 ms'),
+        relay('d', undefined, 'HTTP 500'),
+        relay('e', undefined, 'answer larger than 65536 bytes'),
+      ],
+    });
+    expect(c).toMatchObject({ status: 'False', reason: 'Pending' });
+    expect(c.message).toBe(
+      '1 of 5 live relays serve generation 2; waiting for the others to load the new config; not reachable: b (ECONNREFUSED), c (no answer within 2000 ms), d (HTTP 500) and 1 more',
+    );
   });
 
   it('NoRelays without live relays; Invalid when not in the config', () => {

@@ -1,23 +1,15 @@
-// Programmed: does every live relay serve this generation? Relays report the hash of the config
-// they loaded (report Leases); the operator remembers which generations each published config
+// Programmed: does every live relay serve this generation? The operator asks each ready relay pod
+// which config it loaded (its admin /config endpoint); it remembers which generations each published config
 // contained (its `sources`, by hash). Pure: leases are plain data, time is a parameter.
 import { REASONS, type ResourceStatus, type StatusCondition, summarizeReady } from './status.ts';
 
 export interface RelayReport {
-  /** The relay's id (Lease holderIdentity). */
+  /** The relay's id (its pod name). */
   id: string;
-  /** Hash of the config the relay serves; undefined when it has none yet. */
+  /** Hash of the config the relay says it serves; undefined when it has none or was not reached. */
   hash?: string;
-  /** Last renewal, ms since the epoch. */
-  renewedAt: number;
-  leaseDurationSeconds: number;
-}
-
-/** Relays whose report was renewed within its duration, sorted by id. */
-export function liveRelays(reports: RelayReport[], nowMs: number): RelayReport[] {
-  return reports
-    .filter((r) => Number.isFinite(r.renewedAt) && r.renewedAt + r.leaseDurationSeconds * 1000 > nowMs)
-    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  /** Why the relay's config is not known (unreachable, timeout, bad answer); undefined when it answered. */
+  error?: string;
 }
 
 /**
@@ -84,7 +76,7 @@ export function programmedCondition(input: ProgrammedInput): StatusCondition {
       type: 'Programmed',
       status: 'False',
       reason: REASONS.noRelays,
-      message: `no live relay reports for fleet ${input.fleet} (no report Lease renewed within its duration); start relays with --configmap or check their RBAC for leases`,
+      message: `no ready relay pod for fleet ${input.fleet}; start relays with --configmap, or check the operator's --relay-selector and that relay pods pass their readiness probe`,
     };
   }
   let serving = 0;
@@ -104,7 +96,7 @@ export function programmedCondition(input: ProgrammedInput): StatusCondition {
     type: 'Programmed',
     status: 'False',
     reason: REASONS.pending,
-    message: `${serving} of ${live.length} live relays serve generation ${generation}; waiting for the others to load the new config`,
+    message: `${serving} of ${live.length} live relays serve generation ${generation}; waiting for the others to load the new config${unreachableNote(live)}`,
   };
 }
 
@@ -131,6 +123,15 @@ export function kstatusConditions(ready: StatusCondition): StatusCondition[] {
       ? { type: 'Stalled', status: 'True', reason: ready.reason, message: ready.message }
       : { type: 'Stalled', status: 'False', reason: REASONS.notStalled, message: 'not stalled' },
   ];
+}
+
+/** "; not reachable: a (timeout), b (HTTP 500)" for relays the operator could not ask, at most 3 named. */
+function unreachableNote(live: RelayReport[]): string {
+  const failed = live.filter((r) => r.error !== undefined);
+  if (failed.length === 0) return '';
+  const named = failed.slice(0, 3).map((r) => `${r.id} (${r.error})`);
+  const more = failed.length > 3 ? ` and ${failed.length - 3} more` : '';
+  return `; not reachable: ${named.join(', ')}${more}`;
 }
 
 /**

@@ -52,7 +52,7 @@ export const REASONS = {
   pending: 'Pending',
   /** Programmed=True: every live relay serves a config containing this generation. */
   programmed: 'Programmed',
-  /** Programmed=False: no relay of the fleet has renewed its report Lease within its duration. */
+  /** Programmed=False: no ready relay pod of the fleet. */
   noRelays: 'NoRelays',
   /** Programmed=False: the resource is not part of the relay config (not accepted). */
   invalid: 'Invalid',

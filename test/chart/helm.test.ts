@@ -197,6 +197,49 @@ describe.skipIf(!helm)('helm chart charts/mail-plus (with a real helm)', () => {
     const cmRule = relayRole.rules?.find((r) => (r.resources as string[]).includes('configmaps'));
     expect(cmRule?.resourceNames).toEqual(['mailplus-relay-config']);
     expect(find(objs, 'ClusterRole', '-relay'), 'the relay needs no cluster-wide rights').toBeUndefined();
+    // the operator's Lease rights name exactly the leader Lease it is told to use
+    const custom = await render(undefined, ['operator.leaderElection.leaseName=my-lease']);
+    const opRole = find(custom, 'Role', '-operator') as K8sObject;
+    const named = opRole.rules?.filter(
+      (r) => (r.resources as string[]).includes('leases') && r.resourceNames,
+    );
+    expect(named?.map((r) => r.resourceNames)).toEqual([['my-lease']]);
+    expect(podSpec(find(custom, 'Deployment', '-operator') as K8sObject).containers[0].args).toContain(
+      '--lease-name=my-lease',
+    );
+  }, 60_000);
+
+  it("the operator finds this release's relay pods and may reach their admin port", async () => {
+    const objs = await render(undefined, ['networkPolicy.enabled=true', 'relay.ports.admin=9191']);
+    const relay = find(objs, 'Deployment', '-relay') as K8sObject;
+    const podLabels = (relay.spec as { template: { metadata: { labels: Record<string, string> } } }).template
+      .metadata.labels;
+    const relayPorts = (
+      podSpec(relay).containers[0] as unknown as { ports: Array<{ name: string; containerPort: number }> }
+    ).ports;
+    expect(relayPorts.find((p) => p.name === 'admin')?.containerPort).toBe(9191);
+    const args = podSpec(find(objs, 'Deployment', '-operator') as K8sObject).containers[0].args;
+    const selector =
+      args.find((a) => a.startsWith('--relay-selector='))?.slice('--relay-selector='.length) ?? '';
+    const pairs = selector.split(',').map((p) => p.split('='));
+    expect(pairs.length).toBeGreaterThanOrEqual(3);
+    for (const [k, v] of pairs) expect(podLabels[k], `relay pod label ${k}`).toBe(v);
+    expect(pairs).toContainEqual(['app.kubernetes.io/instance', 'mailplus']);
+    expect(args).toContain('--relay-port=admin');
+    // NetworkPolicy: the operator may go out to the relays' admin port, the relays let it in
+    const opNp = find(objs, 'NetworkPolicy', '-operator') as K8sObject;
+    const egress = (opNp.spec as { egress: Array<{ ports: Array<{ port: unknown }>; to?: unknown[] }> })
+      .egress;
+    const toRelays = egress.find((e) => e.ports.some((p) => p.port === 9191));
+    expect(toRelays?.to).toEqual([
+      { podSelector: { matchLabels: Object.fromEntries(pairs.map(([k, v]) => [k, v])) } },
+    ]);
+    const relayNp = find(objs, 'NetworkPolicy', '-relay') as K8sObject;
+    const ingress = (
+      relayNp.spec as { ingress: Array<{ ports: Array<{ port: unknown }>; from?: unknown[] }> }
+    ).ingress;
+    const adminIn = ingress.find((i) => i.ports.some((p) => p.port === 'admin'));
+    expect(JSON.stringify(adminIn?.from)).toContain('"app.kubernetes.io/component":"operator"');
   }, 60_000);
 
   it('helm template fails clearly on contradictory values', async () => {
@@ -286,12 +329,15 @@ describe.skipIf(!helm)('helm chart charts/mail-plus (with a real helm)', () => {
           throw err;
         }
       };
-      // relay: its ConfigMap (by name) and its report Lease, nothing else
+      // relay: reads its ConfigMap (by name), writes nothing (the full matrix: test/operator/rbac.test.ts)
       expect(await can('relay', ['watch', 'configmaps/mailplus-relay-config', '-n', NS])).toBe(true);
       expect(await can('relay', ['get', 'configmaps/mailplus-relay-config', '-n', NS])).toBe(true);
       expect(await can('relay', ['get', 'configmaps/something-else', '-n', NS])).toBe(false);
       expect(await can('relay', ['update', 'configmaps/mailplus-relay-config', '-n', NS])).toBe(false);
-      expect(await can('relay', ['create', 'leases.coordination.k8s.io', '-n', NS])).toBe(true);
+      expect(await can('relay', ['create', 'leases.coordination.k8s.io', '-n', NS])).toBe(false);
+      expect(await can('relay', ['update', 'leases.coordination.k8s.io/mailplus-operator', '-n', NS])).toBe(
+        false,
+      );
       expect(await can('relay', ['create', 'leases.coordination.k8s.io', '-n', 'default'])).toBe(false);
       expect(await can('relay', ['list', 'secrets', '-n', NS])).toBe(false);
       expect(await can('relay', ['list', 'mailroutes.mailplus.io', '--all-namespaces'])).toBe(false);
@@ -303,6 +349,13 @@ describe.skipIf(!helm)('helm chart charts/mail-plus (with a real helm)', () => {
       ).toBe(true);
       expect(await can('operator', ['get', 'configmaps/mailplus-relay-config', '-n', NS])).toBe(true);
       expect(await can('operator', ['create', 'leases.coordination.k8s.io', '-n', NS])).toBe(true);
+      // the leader Lease of this release by name, no other Lease
+      expect(
+        await can('operator', ['update', 'leases.coordination.k8s.io/mailplus-operator', '-n', NS]),
+      ).toBe(true);
+      expect(await can('operator', ['update', 'leases.coordination.k8s.io/other', '-n', NS])).toBe(false);
+      expect(await can('operator', ['list', 'pods', '-n', NS])).toBe(true);
+      expect(await can('operator', ['list', 'pods', '-n', 'default'])).toBe(false);
       expect(await can('operator', ['get', 'secrets', '-n', NS])).toBe(false);
       expect(await can('operator', ['delete', 'namespaces'])).toBe(false);
     }, 90_000);

@@ -340,7 +340,7 @@ spec:
     expect(m).toContain('workqueue_queue_duration_seconds_bucket{');
     expect(m).toContain('controller_runtime_reconcile_time_seconds_bucket{');
     expect(sample(m, 'leader_election_master_status', { name: 'mailplus-operator' })).toBe(1);
-    for (const kind of ['TenantPolicy', 'MailRoute', 'Service', 'Lease', 'ConfigMap'])
+    for (const kind of ['TenantPolicy', 'MailRoute', 'Service', 'Pod', 'ConfigMap'])
       expect(sample(m, 'mailplus_operator_informer_synced', { kind })).toBe(1);
     expect(sample(m, 'mailplus_operator_config_apply_total', { result: 'success' })).toBeGreaterThan(0);
     expect(sample(m, 'mailplus_operator_config_bytes')).toBeGreaterThan(0);

@@ -1,6 +1,12 @@
 // Shared pieces of the operator integration tests: a real API server with the operator's and the
 // relay's REAL RBAC rules (charts/mail-plus/files/*-rbac-rules.yaml) bound to their
 // ServiceAccount users, operator and relay child processes, polling helpers.
+//
+// No kubelet runs here, so the harness plays its part for relays: each relay process gets a Pod
+// object (labels as the chart sets them, container port `admin` = the process's admin port,
+// status.podIP 127.0.0.1), whose Ready condition follows the process's /readyz like a readiness
+// probe, and which is deleted when the process stops. The operator finds relays through these
+// Pods and asks them for /config over loopback, exactly as in a cluster.
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -107,6 +113,85 @@ export interface RelayProcess extends Managed {
   id: string;
 }
 
+/** Labels of the relay pods (as the chart renders them); the operator's default selector matches. */
+export const RELAY_POD_LABELS = {
+  'app.kubernetes.io/name': 'mail-plus',
+  'app.kubernetes.io/component': 'relay',
+};
+
+async function readyzOk(adminPort: number): Promise<boolean> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${adminPort}/readyz`, { signal: AbortSignal.timeout(1000) });
+    await res.arrayBuffer();
+    return res.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The kubelet's share for one relay process: a Pod pointing at it (podIP 127.0.0.1, container port
+ * `admin`), Ready following /readyz (polled every 200 ms, as a readiness probe would; or, with
+ * `alwaysReady`, Ready whatever the process does: the worst case of a hostile relay), deleted
+ * when the returned function is called.
+ */
+export async function relayPod(
+  cp: ControlPlane,
+  name: string,
+  adminPort: number,
+  exited: Promise<unknown>,
+  opts: { alwaysReady?: boolean } = {},
+): Promise<() => Promise<void>> {
+  const core = adminClient(cp).makeApiClient(k8s.CoreV1Api);
+  const namespace = OPERATOR_NAMESPACE;
+  await core.createNamespacedPod({
+    namespace,
+    body: {
+      metadata: { name, namespace, labels: RELAY_POD_LABELS },
+      spec: {
+        containers: [
+          { name: 'relay', image: 'mail-plus:test', ports: [{ name: 'admin', containerPort: adminPort }] },
+        ],
+      },
+    },
+  });
+  let ready: boolean | undefined;
+  let stopped = false;
+  const setReady = async (value: boolean) => {
+    const status = {
+      phase: 'Running',
+      podIP: '127.0.0.1',
+      podIPs: [{ ip: '127.0.0.1' }],
+      conditions: [{ type: 'Ready', status: value ? 'True' : 'False', lastTransitionTime: new Date() }],
+    };
+    await core.replaceNamespacedPodStatus({
+      name,
+      namespace,
+      body: { ...(await core.readNamespacedPod({ name, namespace })), status },
+    });
+    ready = value;
+  };
+  let done = false;
+  void exited.then(() => {
+    done = true;
+  });
+  if (opts.alwaysReady) await setReady(true);
+  const probe = (async () => {
+    while (!stopped && !opts.alwaysReady) {
+      // a process that exited fails its probe for good (no kubelet restarts it here)
+      const ok = !done && (await readyzOk(adminPort));
+      if (ok !== ready && !stopped) await setReady(ok).catch(() => undefined);
+      if (done) break;
+      await sleep(200);
+    }
+  })();
+  return async () => {
+    stopped = true;
+    await probe;
+    await core.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0 }).catch(() => undefined);
+  };
+}
+
 export async function startRelayProcess(
   cp: ControlPlane,
   id: string,
@@ -122,7 +207,6 @@ export async function startRelayProcess(
       'relay',
       `--configmap=${OPERATOR_NAMESPACE}/${CONFIGMAP}`,
       `--kubeconfig=${cp.kubeconfigFor('relay')}`,
-      `--relay-id=${id}`,
       `--listen=127.0.0.1:${smtpPort}`,
       `--admin-listen=127.0.0.1:${adminPort}`,
       '--drain-timeout=1s',
@@ -131,7 +215,14 @@ export async function startRelayProcess(
     { name: `relay ${id}`, echo, cwd: REPO },
   );
   await p.waitForPort(smtpPort, '127.0.0.1', 20_000);
-  return Object.assign(p, { smtpPort, adminPort, id });
+  const removePod = await relayPod(cp, id, adminPort, p.exited);
+  const stopProcess = p.stop.bind(p);
+  const stop = async (graceMs?: number) => {
+    const code = await stopProcess(graceMs);
+    await removePod();
+    return code;
+  };
+  return Object.assign(p, { smtpPort, adminPort, id, stop });
 }
 
 /** Sets a reject MailRoute's message (a spec change the operator must publish); returns its new generation. */

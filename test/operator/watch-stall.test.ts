@@ -39,7 +39,7 @@ import {
 
 const NS = 'stall';
 const ROUTE = `MailRoute/${NS}/route`;
-const KINDS = ['TenantPolicy', 'MailRoute', 'Service', 'Lease', 'ConfigMap'];
+const KINDS = ['TenantPolicy', 'MailRoute', 'Service', 'Pod', 'ConfigMap'];
 
 const MANIFEST = `apiVersion: v1
 kind: Namespace
@@ -93,8 +93,8 @@ describe('informers against stalled, reset and unreachable API server connection
       identity: 'op-stall',
       leaderElect: false,
       leaseName: 'mailplus-operator',
-      relayLeaseSelector: 'app.kubernetes.io/component=relay-report',
-      relayLeaseNamespace: OPERATOR_NAMESPACE,
+      relaySelector: 'app.kubernetes.io/component=relay',
+      relayPort: 'admin',
       resyncMs: 600_000,
       maxConcurrentReconciles: 2,
       logger: createLogger((line) => {

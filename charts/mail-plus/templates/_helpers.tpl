@@ -60,6 +60,16 @@ app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/* The relay pods' selector labels as a label selector string (k=v,k=v), for --relay-selector. */}}
+{{- define "mail-plus.relay.selector" -}}
+{{- $labels := include "mail-plus.componentSelectorLabels" (dict "ctx" . "component" "relay") | fromYaml }}
+{{- $pairs := list }}
+{{- range $k := keys $labels | sortAlpha }}
+{{- $pairs = append $pairs (printf "%s=%s" $k (get $labels $k)) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
 {{- define "mail-plus.operator.fullname" -}}
 {{- printf "%s-operator" (include "mail-plus.fullname" .) }}
 {{- end }}
