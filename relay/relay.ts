@@ -214,7 +214,12 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
       onMailFrom: (address, session, cb) => handlers.onMailFrom(address, session, cb),
       onRcptTo: (address, session, cb) => handlers.onRcptTo(address, session, cb),
       onData: (stream, session, cb) => handlers.onData(stream as RawSMTPDataStream, session, cb),
-      onClose: (session) => handlers.onClose(session),
+      onClose: (session) => {
+        // not the socket's 'close': STARTTLS replaces the socket and drops its listeners; smtp-server
+        // calls onClose exactly once per connection, on the raw or the TLS socket
+        metrics.sessionsActive.dec();
+        handlers.onClose(session);
+      },
     },
     {
       greetPauseMs: opts.greetPauseMs ?? 0,
@@ -261,7 +266,6 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
   const handOver = (socket: net.Socket, remote?: { address: string; port: number }) => {
     metrics.sessionsTotal.inc();
     metrics.sessionsActive.inc();
-    socket.once('close', () => metrics.sessionsActive.dec());
     smtp.connect(socket, remote ? { remoteAddress: remote.address, remotePort: remote.port } : {});
   };
 
