@@ -31,7 +31,10 @@ interface Started {
   logs: Array<Record<string, unknown>>;
 }
 
-async function relayWith(config: RelayConfig | undefined, opts: Partial<RelayOptions> = {}): Promise<Started> {
+async function relayWith(
+  config: RelayConfig | undefined,
+  opts: Partial<RelayOptions> = {},
+): Promise<Started> {
   const logs: Array<Record<string, unknown>> = [];
   const relay = await startRelay({
     listen: { host: '127.0.0.1', port: 0 },
@@ -108,5 +111,76 @@ describe('sessions gauge', () => {
     }
     expect(active).toEqual(['mailplus_relay_sessions_active 0']);
     expect(await metric(relay, 'mailplus_relay_sessions_total')).toEqual(['mailplus_relay_sessions_total 4']);
+  });
+});
+
+describe('upstream replies are checked against the step they answer (RFC 5321 §4.3.2)', () => {
+  const cases: Array<{ name: string; verb: string; reply: string; at: 'rcpt' | 'data' | 'dot' }> = [
+    { name: 'DATA answered 250 (no content sent)', verb: 'DATA', reply: '250 2.0.0 Ok', at: 'data' },
+    { name: 'the final dot answered 354', verb: 'DOT', reply: '354 go ahead', at: 'dot' },
+    { name: 'RCPT answered 354', verb: 'RCPT', reply: '354 what', at: 'rcpt' },
+    { name: 'MAIL answered 220', verb: 'MAIL', reply: '220 hello again', at: 'rcpt' },
+  ];
+  for (const c of cases) {
+    it(`${c.name}: the client gets 451 4.5.0, the error is logged and counted`, async () => {
+      const up = await scripted({ replies: { [c.verb]: c.reply } });
+      const { relay, port, logs } = await relayWith(
+        relayConfig([tenant('acme', ['example.com'], [forward('acme/r', ['*@example.com'], [up.port])])]),
+      );
+      const cl = await client(port);
+      const rcpt = await envelope(cl, 'a@sender.test', ['x@example.com']);
+      const expected = '451 4.5.0 Upstream protocol error, try again later';
+      if (c.at === 'rcpt') {
+        expect(rcpt).toEqual([expected]);
+      } else {
+        expect(rcpt).toEqual(['250 2.1.5 Accepted']);
+        expect(await dataRaw(cl, MSG)).toBe(expected);
+      }
+      await sleep(20);
+      const warn = logs.find((l) => l.msg === 'upstream protocol error');
+      expect(warn?.error).toContain(`reply ${c.reply.slice(0, 3)} to`);
+      const reason =
+        c.at === 'rcpt'
+          ? await metric(
+              relay,
+              'mailplus_relay_recipients_total{tenant="acme",route="acme/r",result="deferred",reason="upstream_protocol_error"}',
+            )
+          : await metric(relay, 'mailplus_relay_messages_total{tenant="acme",route="acme/r",upstream=');
+      expect(reason.join('\n')).toMatch(
+        c.at === 'rcpt' ? / 1$/ : /result="deferred",reason="upstream_protocol_error"} 1/,
+      );
+      // the connection that misbehaved is never reused
+      await up.waitFor(() => up.sessions.every((s) => s.closed));
+    });
+  }
+});
+
+describe('log privacy of upstream replies', () => {
+  it('a pseudonymising tenant never sees addresses from an upstream reply in the warning', async () => {
+    const { tenantPseudonym } = await import('../trace/pseudonym.ts');
+    const key = 'k'.repeat(32);
+    const up = await scripted({
+      replies: { RCPT: '421 4.3.0 <x@example.com> from <a@sender.test>: try later' },
+    });
+    const { port, logs } = await relayWith(
+      relayConfig([
+        tenant('acme', ['example.com'], [forward('acme/r', ['*@example.com'], [up.port])], {
+          privacy: { pseudonymize: true },
+        }),
+      ]),
+      { pseudonymizeKey: key },
+    );
+    const cl = await client(port);
+    expect(await envelope(cl, 'a@sender.test', ['x@example.com'])).toEqual([
+      '451 4.4.1 Upstream unavailable, try again later',
+    ]);
+    await sleep(20);
+    const warn = logs.find((l) => l.msg === 'upstream attempt failed');
+    expect(warn).toBeDefined();
+    const text = JSON.stringify(logs);
+    expect(text).not.toContain('x@example.com');
+    expect(text).not.toContain('a@sender.test');
+    expect(warn?.error).toContain(`<${tenantPseudonym(key, 'acme', 'x@example.com')}>`);
+    expect(warn?.error).toContain(`<${tenantPseudonym(key, 'acme', 'a@sender.test')}>`);
   });
 });

@@ -7,7 +7,9 @@ import type { RelayMetrics } from '../observability/metrics.ts';
 import { decideRecipient } from '../routing/decide.ts';
 import type { RoutingTable } from '../routing/table.ts';
 import type { PrivacyHooks } from '../trace/privacy.ts';
+import { replaceAddressesIn } from '../trace/record.ts';
 import { targetLabel } from '../upstream/connection.ts';
+import { UpstreamError } from '../upstream/errors.ts';
 import type { RateLimiter } from './rate-limit.ts';
 import type { RawSMTPDataStream } from './raw-data-stream.ts';
 import type { MailParams, SmtpReply, UpstreamPoolLike, UpstreamTx } from './upstream-contract.ts';
@@ -55,12 +57,18 @@ export const REPLY = {
   split: () => smtpError(452, '4.5.3', 'Recipient routes elsewhere, send it in a separate transaction'),
   upstreamUnavailable: () => smtpError(451, '4.4.1', 'Upstream unavailable, try again later'),
   upstreamLost: () => smtpError(451, '4.4.2', 'Upstream connection lost, try again later'),
+  upstreamProtocol: () => smtpError(451, '4.5.0', 'Upstream protocol error, try again later'),
   tooBig: (n: number) => smtpError(552, '5.3.4', `Message size exceeds fixed limit of ${n} bytes`),
   badLineEnding: () => smtpError(550, '5.6.0', 'Bare CR or LF next to a line-leading dot; message refused'),
   noConfig: () => smtpError(451, '4.3.0', 'Relay has no routing config yet, try again later'),
   tooManyTransactions: () =>
     smtpError(421, '4.7.0', 'Too many transactions in one session, closing connection'),
 };
+
+/** A reply the protocol does not allow at that step (relay/upstream/reply.ts), or a malformed one. */
+function isProtocolError(err: unknown): boolean {
+  return err instanceof UpstreamError && err.kind === 'protocol';
+}
 
 function upstreamRefusal(r: SmtpReply): SmtpError {
   const enhanced = r.enhancedCode ?? `${Math.floor(r.code / 100)}.0.0`;
@@ -260,7 +268,7 @@ export class SmtpHandlers {
 
     let reply: SmtpReply;
     if (!t.utx) {
-      const opened = await this.open(t, d.upstreams, address);
+      const opened = await this.open(t, d.upstreams, address, tenant.name);
       if (t.done) {
         // the session went away while the upstream was being opened
         opened.tx?.release();
@@ -271,6 +279,7 @@ export class SmtpHandlers {
           const err = upstreamRefusal(opened.reply);
           return refuse(err, opened.reply.code < 500 ? 'upstream_deferred' : 'upstream_rejected');
         }
+        if (opened.protocolError) return refuse(REPLY.upstreamProtocol(), 'upstream_protocol_error');
         return refuse(REPLY.upstreamUnavailable(), 'upstream_unavailable');
       }
       t.utx = opened.tx;
@@ -279,10 +288,14 @@ export class SmtpHandlers {
     } else {
       try {
         reply = await t.utx.rcpt(address);
-      } catch {
+      } catch (err) {
         t.broken = true;
         t.utx?.abort();
         t.utx = undefined;
+        if (isProtocolError(err)) {
+          this.logUpstreamError(t, [tenant.name], t.upstreamLabel, err);
+          return refuse(REPLY.upstreamProtocol(), 'upstream_protocol_error');
+        }
         return refuse(REPLY.upstreamUnavailable(), 'upstream_unavailable');
       }
       if (t.done) return undefined;
@@ -310,9 +323,11 @@ export class SmtpHandlers {
     t: Transaction,
     upstreams: Upstream[],
     firstRecipient: string,
-  ): Promise<{ tx?: UpstreamTx; reply?: SmtpReply; label: string }> {
+    tenant: string,
+  ): Promise<{ tx?: UpstreamTx; reply?: SmtpReply; label: string; protocolError?: boolean }> {
     const m = this.deps.metrics;
     let lastDeferral: SmtpReply | undefined;
+    let protocolError = false;
     for (const target of upstreams) {
       const label = targetLabel(target);
       const started = performance.now();
@@ -345,16 +360,30 @@ export class SmtpHandlers {
         m.upstreamAttemptsTotal.inc({ upstream: label, result: 'deferred' });
         lastDeferral = reply;
       } catch (err) {
-        m.upstreamAttemptsTotal.inc({ upstream: label, result: 'error' });
-        this.deps.logger.warn('upstream attempt failed', {
-          txid: t.id,
-          upstream: label,
-          error: (err as Error).message,
-        });
+        const protocol = isProtocolError(err);
+        protocolError ||= protocol;
+        m.upstreamAttemptsTotal.inc({ upstream: label, result: protocol ? 'protocol_error' : 'error' });
+        this.logUpstreamError(t, [tenant], label, err);
       }
     }
     void lastDeferral; // every upstream failed or deferred: the client gets 451 4.4.1, not one upstream's text
-    return { label: '' };
+    return { label: '', protocolError };
+  }
+
+  /**
+   * An upstream failure for the log. The error quotes the upstream's reply, which may name addresses:
+   * they are shown as the transaction's own addresses are (a pseudonymising tenant's form).
+   */
+  private logUpstreamError(t: Transaction, tenants: readonly string[], upstream: string, err: unknown): void {
+    const raw = (err as Error).message;
+    const error = this.deps.privacy
+      ? this.deps.privacy.logText(t.snapshot.table.config, tenants, raw)
+      : replaceAddressesIn(raw, this.deps.pseudonymize);
+    this.deps.logger.warn(isProtocolError(err) ? 'upstream protocol error' : 'upstream attempt failed', {
+      txid: t.id,
+      upstream,
+      error,
+    });
   }
 
   onData(
@@ -442,8 +471,11 @@ export class SmtpHandlers {
             'release',
           );
         }
-      } catch {
-        fail(REPLY.upstreamLost(), 'upstream_failed', 'deferred', 'abort');
+      } catch (err) {
+        if (isProtocolError(err)) {
+          this.logUpstreamError(t, [...t.tenants.keys()], t.upstreamLabel, err);
+          fail(REPLY.upstreamProtocol(), 'upstream_protocol_error', 'deferred', 'abort');
+        } else fail(REPLY.upstreamLost(), 'upstream_failed', 'deferred', 'abort');
       }
     }
     let tee: CaptureTee | undefined;
@@ -511,13 +543,15 @@ export class SmtpHandlers {
           msgResult = final.code < 500 ? 'deferred' : 'rejected';
           reason = final.code < 500 ? 'upstream_deferred' : 'upstream_rejected';
         }
-      } catch {
+      } catch (err) {
         out.abort();
         t.utx = undefined;
-        result = { err: REPLY.upstreamLost() };
+        const protocol = isProtocolError(err);
+        if (protocol) this.logUpstreamError(t, [...t.tenants.keys()], t.upstreamLabel, err);
+        result = { err: protocol ? REPLY.upstreamProtocol() : REPLY.upstreamLost() };
         code = 451;
         msgResult = 'deferred';
-        reason = 'upstream_failed';
+        reason = protocol ? 'upstream_protocol_error' : 'upstream_failed';
       }
     }
     const size = stream.byteLength;

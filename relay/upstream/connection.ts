@@ -14,7 +14,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { assertSafe, UpstreamError } from './errors.ts';
-import { ReplyParser, type SmtpReply } from './reply.ts';
+import { ReplyParser, type SmtpReply, unexpectedReply } from './reply.ts';
 
 export interface UpstreamTarget {
   host: string;
@@ -439,6 +439,12 @@ export class SmtpConnection {
         this.#fail(
           new UpstreamError('closed', this.label, `service not available: ${describe(reply)}`, { reply }),
         );
+        return;
+      }
+      const wrong = unexpectedReply(w.verb, reply.code);
+      if (wrong) {
+        // the upstream's state is unknown from here on: never trust this connection again
+        this.#fail(new UpstreamError('protocol', this.label, `${wrong}: ${describe(reply)}`, { reply }));
         return;
       }
       clearTimeout(w.timer);
