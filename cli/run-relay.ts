@@ -19,6 +19,7 @@ export async function startRelayFromFlags(flags: RelayFlags): Promise<Relay> {
       greetPauseMs: flags.greetPauseMs,
       pseudonymizeKey: flags.pseudonymizeKey,
       traceStore: flags.traceStore,
+      postmaster: flags.postmaster,
       upstream: flags.upstreamCaFile ? { caFile: flags.upstreamCaFile } : undefined,
     });
   } catch (err) {

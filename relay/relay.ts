@@ -55,6 +55,11 @@ export interface RelayOptions {
   maxSessionMs?: number;
   /** Pause before the greeting, for early-talker detection. Default 0. */
   greetPauseMs?: number;
+  /**
+   * Where `RCPT TO:<postmaster>` without a domain goes (RFC 5321 §4.5.1): routed and forwarded as this
+   * address. Unset: refused with 550 5.1.1.
+   */
+  postmaster?: string;
   /** HMAC key for pseudonymised addresses in logs; unset logs addresses as given. */
   pseudonymizeKey?: string;
   /** Upstream pool options (heloName defaults to hostname); caFile adds a CA for verified TLS. */
@@ -117,6 +122,11 @@ function listen(server: net.Server, port: number, host: string): Promise<void> {
 }
 
 export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
+  if (opts.postmaster !== undefined && !/^[^\s<>@]+@[^\s<>@]+$/.test(opts.postmaster)) {
+    throw new TypeError(
+      `postmaster must be an address like postmaster@example.com, got "${opts.postmaster}"`,
+    );
+  }
   const hostname = opts.hostname ?? os.hostname();
   const maxMessageSize = opts.maxMessageSize ?? 25 * MiB;
   const logger = createLogger(opts.logSink);
@@ -189,6 +199,7 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
     rateLimiter: new RateLimiter(),
     maxMessageSize,
     maxTransactions: opts.maxTransactions ?? 1000,
+    postmaster: opts.postmaster,
   });
 
   const keyPair = opts.tlsCert && opts.tlsKey ? loadKeyPair(opts.tlsCert, opts.tlsKey) : undefined;

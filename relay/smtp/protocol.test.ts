@@ -184,3 +184,49 @@ describe('log privacy of upstream replies', () => {
     expect(warn?.error).toContain(`<${tenantPseudonym(key, 'acme', 'a@sender.test')}>`);
   });
 });
+
+describe('<postmaster> without a domain (RFC 5321 §4.5.1)', () => {
+  it('is routed and forwarded as the --postmaster address, any case', async () => {
+    const up = await sink();
+    const { port, logs } = await relayWith(
+      relayConfig([tenant('acme', ['example.com'], [forward('acme/r', ['*@example.com'], [up.port])])]),
+      { postmaster: 'hostmaster@example.com' },
+    );
+    const cl = await client(port);
+    expect(await envelope(cl, '', ['PostMaster'])).toEqual(['250 2.1.5 Accepted']);
+    expect(await dataRaw(cl, MSG)).toMatch(/^250 2\.0\.0 OK/);
+    const [m] = await up.waitForMessages(1);
+    expect(m.rcptTo).toEqual(['hostmaster@example.com']);
+    await sleep(20);
+    expect(logs.find((l) => l.msg === 'transaction')).toMatchObject({
+      result: 'relayed',
+      recipients: [{ address: 'hostmaster@example.com', result: 'accepted' }],
+    });
+  });
+
+  it('is refused clearly when no postmaster address is set', async () => {
+    const up = await sink();
+    const { relay, port } = await relayWith(
+      relayConfig([tenant('acme', ['example.com'], [forward('acme/r', ['*@example.com'], [up.port])])]),
+    );
+    const cl = await client(port);
+    expect(await envelope(cl, 'a@sender.test', ['postmaster', 'x@example.com'])).toEqual([
+      '550 5.1.1 No mailbox for <postmaster> without a domain here; use postmaster@DOMAIN',
+      '250 2.1.5 Accepted',
+    ]);
+    expect(
+      await metric(
+        relay,
+        'mailplus_relay_recipients_total{tenant="",route="",result="rejected",reason="no_postmaster"}',
+      ),
+    ).toEqual([
+      'mailplus_relay_recipients_total{tenant="",route="",result="rejected",reason="no_postmaster"} 1',
+    ]);
+  });
+
+  it('a malformed postmaster option is refused at start', async () => {
+    await expect(startRelay({ postmaster: 'nobody', listen: { port: 0 }, admin: false })).rejects.toThrow(
+      /postmaster must be an address/,
+    );
+  });
+});

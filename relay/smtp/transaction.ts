@@ -39,6 +39,8 @@ export interface TransactionDeps {
   maxTransactions: number;
   /** Message trace, per-tenant pseudonyms in the log line, consented captures (relay/trace/privacy.ts). */
   privacy?: PrivacyHooks;
+  /** Where `RCPT TO:<postmaster>` (no domain, RFC 5321 §4.5.1) goes; unset: refused with 550 5.1.1. */
+  postmaster?: string;
 }
 
 export interface SmtpError extends Error {
@@ -61,9 +63,16 @@ export const REPLY = {
   tooBig: (n: number) => smtpError(552, '5.3.4', `Message size exceeds fixed limit of ${n} bytes`),
   badLineEnding: () => smtpError(550, '5.6.0', 'Bare CR or LF next to a line-leading dot; message refused'),
   noConfig: () => smtpError(451, '4.3.0', 'Relay has no routing config yet, try again later'),
+  noPostmaster: () =>
+    smtpError(550, '5.1.1', 'No mailbox for <postmaster> without a domain here; use postmaster@DOMAIN'),
   tooManyTransactions: () =>
     smtpError(421, '4.7.0', 'Too many transactions in one session, closing connection'),
 };
+
+/** RFC 5321 §4.5.1: `<Postmaster>` without a domain, any case, must be accepted. */
+function isBarePostmaster(address: string): boolean {
+  return address.toLowerCase() === 'postmaster';
+}
 
 /** A reply the protocol does not allow at that step (relay/upstream/reply.ts), or a malformed one. */
 function isProtocolError(err: unknown): boolean {
@@ -194,7 +203,15 @@ export class SmtpHandlers {
       cb(REPLY.upstreamUnavailable());
       return;
     }
-    this.rcpt(t, address.address, session).then(
+    const rcpt = isBarePostmaster(address.address) ? this.deps.postmaster : address.address;
+    if (rcpt === undefined) {
+      this.recordRecipient(t, address.address, 'rejected', 550, 'no_postmaster', '', '');
+      cb(REPLY.noPostmaster());
+      return;
+    }
+    // <postmaster> is routed, forwarded and recorded as the configured address (as Postfix appends
+    // $myorigin): the upstream never sees a domainless recipient
+    this.rcpt(t, rcpt, session).then(
       (err) => cb(err),
       (err: Error) => {
         this.deps.logger.error('rcpt handler failed', { error: err.message, session: session.id });
