@@ -55,6 +55,8 @@ export interface RelayOptions {
   maxSessionMs?: number;
   /** Pause before the greeting, for early-talker detection. Default 0. */
   greetPauseMs?: number;
+  /** A message arriving with this many Received header fields is a loop: 554 5.4.6. Default 50 (Postfix's hopcount_limit). */
+  maxHops?: number;
   /**
    * Where `RCPT TO:<postmaster>` without a domain goes (RFC 5321 §4.5.1): routed and forwarded as this
    * address. Unset: refused with 550 5.1.1.
@@ -200,6 +202,8 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
     maxMessageSize,
     maxTransactions: opts.maxTransactions ?? 1000,
     postmaster: opts.postmaster,
+    hostname,
+    maxHops: opts.maxHops ?? 50,
   });
 
   const keyPair = opts.tlsCert && opts.tlsKey ? loadKeyPair(opts.tlsCert, opts.tlsKey) : undefined;

@@ -3,7 +3,7 @@ import { type CaptureSink, type SinkBehaviour, startCaptureSink } from '../../te
 import type { RelayConfig } from '../config/types.gen.ts';
 import { type Relay, type RelayOptions, startRelay } from '../relay.ts';
 import { ScriptedServer, type ScriptedServerOptions } from '../upstream/testing/scripted-server.ts';
-import { forward, RawClient, relayConfig, sleep, tenant } from './testing/harness.ts';
+import { forward, RawClient, relayConfig, sleep, splitReceived, tenant } from './testing/harness.ts';
 
 // Protocol strictness toward clients and upstreams (README "How the relay handles a message"):
 // upstream replies checked per step, the Received header, XCLIENT, postmaster, loops, the sessions gauge.
@@ -228,5 +228,116 @@ describe('<postmaster> without a domain (RFC 5321 §4.5.1)', () => {
     await expect(startRelay({ postmaster: 'nobody', listen: { port: 0 }, admin: false })).rejects.toThrow(
       /postmaster must be an address/,
     );
+  });
+});
+
+describe('Received header (RFC 5321 §4.4)', () => {
+  const DATE = String.raw`\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000`;
+
+  it('is prepended over STARTTLS with the TLS details; the dot-stuffed content follows byte for byte', async () => {
+    const { createTestPki } = await import('../../test/support/certs.ts');
+    const pki = await createTestPki();
+    cleanups.push(() => pki.cleanup());
+    const up = await scripted();
+    const { port } = await relayWith(
+      relayConfig([tenant('acme', ['example.com'], [forward('acme/r', ['*@example.com'], [up.port])])]),
+      { tlsCert: pki.server.certPath, tlsKey: pki.server.keyPath },
+    );
+    const plain = await client(port);
+    expect((await plain.cmd('STARTTLS'))?.code).toBe(220);
+    const c = await plain.startTls();
+    cleanups.push(() => c.close());
+    expect((await c.cmd('EHLO Sender.Example'))?.code).toBe(250);
+    expect(await envelope(c, 'a@sender.test', ['x@example.com'])).toEqual(['250 2.1.5 Accepted']);
+    const content = 'Subject: t\r\n\r\n..dot\r\nbare\nlf\r\n';
+    expect(await dataRaw(c, content)).toMatch(/^250 2\.0\.0 OK/);
+    await up.waitFor(() => up.sessions[0]?.messages.length === 1);
+    const { received, rest } = splitReceived(up.sessions[0].messages[0]);
+    expect(received).toMatch(
+      new RegExp(
+        String.raw`^Received: from sender\.example \(unknown \[127\.0\.0\.1\]\)\r\n` +
+          String.raw`\t\(using TLSv1\.3 with cipher TLS_AES_256_GCM_SHA384 \(256/256 bits\)\)\r\n` +
+          String.raw`\tby relay\.test \(Mail-Plus\) with ESMTPS id [0-9a-f]{16}\r\n` +
+          String.raw`\tfor <x@example\.com>; ${DATE}\r\n$`,
+      ),
+    );
+    expect(rest.toString('latin1')).toBe(content);
+  });
+
+  it('has no for clause with several recipients; HELO gives protocol SMTP', async () => {
+    const up = await scripted();
+    const { port } = await relayWith(
+      relayConfig([tenant('acme', ['example.com'], [forward('acme/r', ['*@example.com'], [up.port])])]),
+    );
+    const c = await RawClient.connect(port);
+    cleanups.push(() => c.close());
+    await c.read();
+    expect((await c.cmd('HELO old.example'))?.code).toBe(250);
+    expect(await envelope(c, 'a@sender.test', ['x@example.com', 'y@example.com'])).toEqual([
+      '250 2.1.5 Accepted',
+      '250 2.1.5 Accepted',
+    ]);
+    expect(await dataRaw(c, MSG)).toMatch(/^250 2\.0\.0 OK/);
+    await up.waitFor(() => up.sessions[0]?.messages.length === 1);
+    const { received, rest } = splitReceived(up.sessions[0].messages[0]);
+    expect(received).toMatch(
+      new RegExp(
+        String.raw`^Received: from old\.example \(unknown \[127\.0\.0\.1\]\)\r\n` +
+          String.raw`\tby relay\.test \(Mail-Plus\) with SMTP id [0-9a-f]{16}\r\n\t; ${DATE}\r\n$`,
+      ),
+    );
+    expect(rest.toString()).toBe(MSG);
+  });
+
+  it('SIZE: the upstream is told the size it gets; the limit counts only what the client sends', async () => {
+    const up = await scripted();
+    const { port } = await relayWith(
+      relayConfig([tenant('acme', ['example.com'], [forward('acme/r', ['*@example.com'], [up.port])])]),
+      { maxMessageSize: 1000 },
+    );
+    const content = `Subject: t\r\n\r\n${'z'.repeat(1000 - 16)}\r\n`;
+    expect(content.length).toBe(1000);
+    const c = await client(port);
+    expect(line(await c.cmd('MAIL FROM:<a@sender.test> SIZE=1000'))).toMatch(/^250/);
+    expect(line(await c.cmd('RCPT TO:<x@example.com>'))).toMatch(/^250/);
+    expect(await dataRaw(c, content)).toMatch(/^250 2\.0\.0 OK/);
+    await up.waitFor(() => up.sessions[0]?.messages.length === 1);
+    const delivered = up.sessions[0].messages[0];
+    const mail = up.sessions[0].commands.find((l) => l.startsWith('MAIL'));
+    expect(mail).toBe(`MAIL FROM:<a@sender.test> SIZE=${delivered.length}`);
+    expect(splitReceived(delivered).rest.toString()).toBe(content);
+    // one byte more than the limit is still refused: the limit is what the client sends
+    const c2 = await client(port);
+    expect(await envelope(c2, 'a@sender.test', ['x@example.com'])).toEqual(['250 2.1.5 Accepted']);
+    expect(await dataRaw(c2, `${content}z\r\n`)).toBe(
+      '552 5.3.4 Message size exceeds fixed limit of 1000 bytes',
+    );
+  });
+});
+
+describe('mail loops (554 5.4.6)', () => {
+  const received = (n: number) =>
+    Array.from(
+      { length: n },
+      (_, i) => `Received: from h${i}.example by h${i + 1}.example; Thu, 03 Dec 2026 07:00:00 +0000\r\n`,
+    ).join('');
+
+  it('a message with 50 Received fields is refused as a loop, nothing delivered; 49 pass', async () => {
+    const up = await scripted();
+    const { relay, port } = await relayWith(
+      relayConfig([tenant('acme', ['example.com'], [forward('acme/r', ['*@example.com'], [up.port])])]),
+    );
+    const c = await client(port);
+    expect(await envelope(c, 'a@sender.test', ['x@example.com'])).toEqual(['250 2.1.5 Accepted']);
+    expect(await dataRaw(c, `${received(50)}Subject: loop\r\n\r\nbody\r\n`)).toBe('554 5.4.6 Too many hops');
+    expect(await envelope(c, 'a@sender.test', ['x@example.com'])).toEqual(['250 2.1.5 Accepted']);
+    expect(
+      await dataRaw(c, `${received(49)}Subject: ok\r\n\r\nReceived: in the body does not count\r\n`),
+    ).toMatch(/^250 2\.0\.0 OK/);
+    await sleep(50);
+    expect(up.sessions.flatMap((s) => s.messages)).toHaveLength(1);
+    expect(
+      await metric(relay, 'mailplus_relay_messages_total{tenant="acme",route="acme/r",upstream='),
+    ).toContainEqual(expect.stringMatching(/result="rejected",reason="too_many_hops"} 1$/));
   });
 });

@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { type CaptureSink, type SinkBehaviour, startCaptureSink } from '../../test/support/capture-sink.ts';
 import type { RelayConfig } from '../config/types.gen.ts';
 import { type Relay, type RelayOptions, startRelay } from '../relay.ts';
-import { forward, RawClient, reject, relayConfig, sleep, tenant } from './testing/harness.ts';
+import { forward, RawClient, reject, relayConfig, sleep, splitReceived, tenant } from './testing/harness.ts';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -63,7 +63,12 @@ describe('relay main path', () => {
     const [m] = await up.waitForMessages(1);
     expect(m.mailFrom).toBe('a@sender.test');
     expect(m.rcptTo).toEqual(['x@example.com']);
-    expect(m.data.toString()).toBe(MSG);
+    // our Received header first (RFC 5321 §4.4), then the client's content untouched
+    const { received, rest } = splitReceived(m.data);
+    expect(received).toMatch(
+      /^Received: from [^\r\n]+ \(unknown \[127\.0\.0\.1\]\)\r\n\tby relay\.test \(Mail-Plus\) with ESMTP id [0-9a-f]{16}\r\n\tfor <x@example\.com>; \w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000\r\n$/,
+    );
+    expect(rest.toString()).toBe(MSG);
     await sleep(20);
     const line = logs.find((l) => l.msg === 'transaction');
     expect(line).toMatchObject({
@@ -400,7 +405,8 @@ describe('content', () => {
     const [m] = await up.waitForMessages(1);
     // the sink un-stuffs like any MTA: what the client meant is what the upstream got
     const meant = Buffer.from(wire.toString('latin1').replaceAll('\r\n..', '\r\n.'), 'latin1');
-    expect(m.data.equals(meant)).toBe(true);
+    expect(splitReceived(m.data).received).toMatch(/^Received: from client\.test /);
+    expect(splitReceived(m.data).rest.equals(meant)).toBe(true);
   });
 
   const shapes: Array<[string, string]> = [

@@ -12,6 +12,7 @@ import { targetLabel } from '../upstream/connection.ts';
 import { UpstreamError } from '../upstream/errors.ts';
 import type { RateLimiter } from './rate-limit.ts';
 import type { RawSMTPDataStream } from './raw-data-stream.ts';
+import { HopCounter, type ReceivedFields, receivedHeader } from './received.ts';
 import type { MailParams, SmtpReply, UpstreamPoolLike, UpstreamTx } from './upstream-contract.ts';
 
 /**
@@ -39,6 +40,10 @@ export interface TransactionDeps {
   maxTransactions: number;
   /** Message trace, per-tenant pseudonyms in the log line, consented captures (relay/trace/privacy.ts). */
   privacy?: PrivacyHooks;
+  /** Our host name in the Received header. */
+  hostname: string;
+  /** Received header fields a message may arrive with (a loop otherwise); RFC 5321 §6.3. */
+  maxHops: number;
   /** Where `RCPT TO:<postmaster>` (no domain, RFC 5321 §4.5.1) goes; unset: refused with 550 5.1.1. */
   postmaster?: string;
 }
@@ -65,6 +70,7 @@ export const REPLY = {
   noConfig: () => smtpError(451, '4.3.0', 'Relay has no routing config yet, try again later'),
   noPostmaster: () =>
     smtpError(550, '5.1.1', 'No mailbox for <postmaster> without a domain here; use postmaster@DOMAIN'),
+  tooManyHops: () => smtpError(554, '5.4.6', 'Too many hops'),
   tooManyTransactions: () =>
     smtpError(421, '4.7.0', 'Too many transactions in one session, closing connection'),
 };
@@ -121,6 +127,8 @@ class Transaction {
   readonly session: string;
   readonly clientIp: string;
   readonly tls: boolean;
+  /** For the Received header, as the session stood at MAIL FROM. */
+  readonly received: Omit<ReceivedFields, 'by' | 'recipient' | 'date'>;
 
   constructor(snapshot: ConfigSnapshot, sender: string, params: MailParams, session: SMTPServerSession) {
     this.snapshot = snapshot;
@@ -129,6 +137,14 @@ class Transaction {
     this.tls = !!session.secure;
     this.sender = sender;
     this.params = params;
+    const cipher = session.tlsOptions || undefined;
+    this.received = {
+      helo: session.hostNameAppearsAs || undefined,
+      clientIp: session.remoteAddress,
+      protocol: session.transmissionType || 'SMTP',
+      tls: this.tls && cipher ? { version: cipher.version, cipher: cipher.name } : undefined,
+      id: this.id,
+    };
   }
 
   get accepted(): number {
@@ -349,7 +365,7 @@ export class SmtpHandlers {
       const label = targetLabel(target);
       const started = performance.now();
       try {
-        const begun = await this.deps.pool.begin(target, t.sender, t.params);
+        const begun = await this.deps.pool.begin(target, t.sender, this.upstreamParams(t, firstRecipient));
         m.upstreamLatency.observe(
           { upstream: label, phase: 'connect' },
           (performance.now() - started) / 1000,
@@ -385,6 +401,20 @@ export class SmtpHandlers {
     }
     void lastDeferral; // every upstream failed or deferred: the client gets 451 4.4.1, not one upstream's text
     return { label: '', protocolError };
+  }
+
+  /** Our Received header for this transaction; the `for` clause only for a single recipient. */
+  private received(t: Transaction, recipient: string | undefined): Buffer {
+    return receivedHeader({ ...t.received, by: this.deps.hostname, recipient, date: new Date() });
+  }
+
+  /**
+   * MAIL parameters toward the upstream: a declared SIZE grows by our Received header (the longest it
+   * can be: with the first recipient's `for` clause), so the upstream is told the size it will get.
+   */
+  private upstreamParams(t: Transaction, firstRecipient: string): MailParams {
+    if (t.params.size === undefined) return t.params;
+    return { ...t.params, size: t.params.size + this.received(t, firstRecipient).length };
   }
 
   /**
@@ -505,11 +535,19 @@ export class SmtpHandlers {
     }
     if (!failure && utx) {
       const out = utx;
+      const accepted = t.recipients.filter((r) => r.result === 'accepted');
+      // prepended to the client's bytes, which follow untouched; not part of a consented capture
+      // (that is the client's message) nor of the size limits (they count what the client sent)
+      out.write(this.received(t, accepted.length === 1 ? accepted[0].address : undefined));
+      const hops = new HopCounter();
       let bytes = 0;
       stream.on('data', (chunk: Buffer) => {
         if (failure) return;
         bytes += chunk.length;
         if (bytes > limit) return fail(REPLY.tooBig(limit), 'too_big', 'rejected', 'abort');
+        if (hops.push(chunk) >= this.deps.maxHops) {
+          return fail(REPLY.tooManyHops(), 'too_many_hops', 'rejected', 'abort');
+        }
         tee?.write(chunk);
         let flowing: boolean;
         try {
