@@ -20,6 +20,8 @@ export async function startRelayFromFlags(flags: RelayFlags): Promise<Relay> {
       pseudonymizeKey: flags.pseudonymizeKey,
       traceStore: flags.traceStore,
       postmaster: flags.postmaster,
+      fleetId: flags.fleetId,
+      maxHops: flags.maxHops,
       upstream: flags.upstreamCaFile ? { caFile: flags.upstreamCaFile } : undefined,
     });
   } catch (err) {

@@ -55,6 +55,11 @@ export interface RelayOptions {
   maxSessionMs?: number;
   /** Pause before the greeting, for early-talker detection. Default 0. */
   greetPauseMs?: number;
+  /**
+   * Shared by every relay of a fleet: shown in the greeting, and an upstream greeting with it is one of
+   * ours, so a route back into the fleet is refused as a loop (554 5.4.6) at RCPT.
+   */
+  fleetId?: string;
   /** A message arriving with this many Received header fields is a loop: 554 5.4.6. Default 50 (Postfix's hopcount_limit). */
   maxHops?: number;
   /**
@@ -145,12 +150,17 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
   let closed = false;
   let poolClosed: Promise<void> | undefined;
 
+  if (opts.fleetId !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(opts.fleetId)) {
+    throw new TypeError(`fleetId must be 1-64 letters, digits, '.', '_' or '-', got "${opts.fleetId}"`);
+  }
+  const fleetMark = opts.fleetId === undefined ? undefined : `mailplus-fleet=${opts.fleetId}`;
   const { caFile, heloName, ...poolRest } = opts.upstream ?? {};
   const pool: UpstreamPoolLike =
     opts.pool ??
     new UpstreamPool({
       ...poolRest,
       heloName: heloName ?? hostname,
+      fleetMark,
       ...(caFile ? { ca: fs.readFileSync(caFile) } : {}),
     });
 
@@ -210,7 +220,7 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
   const smtp = new RelaySmtpServer(
     {
       name: hostname,
-      banner: opts.banner,
+      banner: [opts.banner, fleetMark].filter(Boolean).join(' ') || undefined,
       // smtp-server's logger prints protocol traffic (addresses, commands): never
       logger: false,
       disableReverseLookup: true,

@@ -341,3 +341,52 @@ describe('mail loops (554 5.4.6)', () => {
     ).toContainEqual(expect.stringMatching(/result="rejected",reason="too_many_hops"} 1$/));
   });
 });
+
+describe('mail loops at RCPT: the upstream is this relay or its fleet', () => {
+  const acmeTo = (port: number) =>
+    relayConfig([tenant('acme', ['example.com'], [forward('acme/r', ['*@example.com'], [port])])]);
+
+  it('a route to the relay itself: 554 5.4.6 at once, one extra session, not dozens', async () => {
+    const { relay, port, logs } = await relayWith(undefined);
+    expect(relay.applyConfig(acmeTo(port)).ok).toBe(true);
+    const c = await client(port);
+    expect(await envelope(c, 'a@sender.test', ['x@example.com'])).toEqual([
+      '554 5.4.6 Mail for <x@example.com> loops back to myself',
+    ]);
+    expect(await metric(relay, 'mailplus_relay_sessions_total')).toEqual(['mailplus_relay_sessions_total 2']);
+    expect(logs.find((l) => l.msg === 'mail loop')?.error).toMatch(/loops back to myself.*relay\.test/);
+    expect(
+      await metric(
+        relay,
+        'mailplus_relay_recipients_total{tenant="acme",route="acme/r",result="rejected",reason="mail_loop"}',
+      ),
+    ).toEqual([
+      'mailplus_relay_recipients_total{tenant="acme",route="acme/r",result="rejected",reason="mail_loop"} 1',
+    ]);
+  });
+
+  it('a route into another relay of the same fleet (other host name): 554 5.4.6', async () => {
+    const a = await relayWith(undefined, { hostname: 'relay-a.test', fleetId: 'mx-fleet' });
+    const b = await relayWith(acmeTo(a.port), { hostname: 'relay-b.test', fleetId: 'mx-fleet' });
+    expect(a.relay.applyConfig(acmeTo(b.port)).ok).toBe(true);
+    const c = await client(a.port);
+    expect(await envelope(c, 'a@sender.test', ['x@example.com'])).toEqual([
+      '554 5.4.6 Mail for <x@example.com> loops back to myself',
+    ]);
+    expect(await metric(b.relay, 'mailplus_relay_sessions_total')).toEqual([
+      'mailplus_relay_sessions_total 1',
+    ]);
+  });
+
+  it('another fleet (different fleet id) is an ordinary upstream', async () => {
+    const up = await sink();
+    const b = await relayWith(acmeTo(up.port), { hostname: 'relay-b.test', fleetId: 'their-fleet' });
+    const a = await relayWith(acmeTo(b.port), { hostname: 'relay-a.test', fleetId: 'mx-fleet' });
+    const c = await client(a.port);
+    expect(await envelope(c, 'a@sender.test', ['x@example.com'])).toEqual(['250 2.1.5 Accepted']);
+    expect(await dataRaw(c, MSG)).toMatch(/^250 2\.0\.0 OK/);
+    const [m] = await up.waitForMessages(1);
+    // two relays, two Received lines, the last hop's on top
+    expect(m.data.toString()).toMatch(/^Received: from relay-a\.test [^]*\r\nReceived: from client\.test /);
+  });
+});

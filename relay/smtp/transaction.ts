@@ -71,6 +71,7 @@ export const REPLY = {
   noPostmaster: () =>
     smtpError(550, '5.1.1', 'No mailbox for <postmaster> without a domain here; use postmaster@DOMAIN'),
   tooManyHops: () => smtpError(554, '5.4.6', 'Too many hops'),
+  loop: (recipient: string) => smtpError(554, '5.4.6', `Mail for <${recipient}> loops back to myself`),
   tooManyTransactions: () =>
     smtpError(421, '4.7.0', 'Too many transactions in one session, closing connection'),
 };
@@ -312,6 +313,7 @@ export class SmtpHandlers {
           const err = upstreamRefusal(opened.reply);
           return refuse(err, opened.reply.code < 500 ? 'upstream_deferred' : 'upstream_rejected');
         }
+        if (opened.loop) return refuse(REPLY.loop(address), 'mail_loop');
         if (opened.protocolError) return refuse(REPLY.upstreamProtocol(), 'upstream_protocol_error');
         return refuse(REPLY.upstreamUnavailable(), 'upstream_unavailable');
       }
@@ -357,7 +359,7 @@ export class SmtpHandlers {
     upstreams: Upstream[],
     firstRecipient: string,
     tenant: string,
-  ): Promise<{ tx?: UpstreamTx; reply?: SmtpReply; label: string; protocolError?: boolean }> {
+  ): Promise<{ tx?: UpstreamTx; reply?: SmtpReply; label: string; protocolError?: boolean; loop?: boolean }> {
     const m = this.deps.metrics;
     let lastDeferral: SmtpReply | undefined;
     let protocolError = false;
@@ -395,8 +397,14 @@ export class SmtpHandlers {
       } catch (err) {
         const protocol = isProtocolError(err);
         protocolError ||= protocol;
-        m.upstreamAttemptsTotal.inc({ upstream: label, result: protocol ? 'protocol_error' : 'error' });
+        const loop = err instanceof UpstreamError && err.kind === 'loop';
+        m.upstreamAttemptsTotal.inc({
+          upstream: label,
+          result: loop ? 'loop' : protocol ? 'protocol_error' : 'error',
+        });
         this.logUpstreamError(t, [tenant], label, err);
+        // the route leads back to this relay or its fleet: no other upstream of it makes that right
+        if (loop) return { label, loop: true };
       }
     }
     void lastDeferral; // every upstream failed or deferred: the client gets 451 4.4.1, not one upstream's text
@@ -426,7 +434,14 @@ export class SmtpHandlers {
     const error = this.deps.privacy
       ? this.deps.privacy.logText(t.snapshot.table.config, tenants, raw)
       : replaceAddressesIn(raw, this.deps.pseudonymize);
-    this.deps.logger.warn(isProtocolError(err) ? 'upstream protocol error' : 'upstream attempt failed', {
+    const kind = err instanceof UpstreamError ? err.kind : undefined;
+    const msg =
+      kind === 'protocol'
+        ? 'upstream protocol error'
+        : kind === 'loop'
+          ? 'mail loop'
+          : 'upstream attempt failed';
+    this.deps.logger.warn(msg, {
       txid: t.id,
       upstream,
       error,

@@ -38,6 +38,11 @@ export interface ConnectionOptions {
   dataTimeoutMs: number;
   /** Complete trust store for verified TLS (undefined: Node's default store). */
   ca?: Array<string | Buffer>;
+  /**
+   * Text in an upstream's greeting that marks it as one of our own fleet (a loop). An upstream that
+   * greets or answers EHLO with our own heloName is a loop too, as Postfix's "loops back to myself".
+   */
+  fleetMark?: string;
 }
 
 export function targetLabel(t: UpstreamTarget): string {
@@ -108,6 +113,7 @@ export class SmtpConnection {
           reply: greeting,
         });
       }
+      conn.#checkLoop(greeting, 'greeted us');
       await conn.#hello();
       if (target.tls === 'opportunistic' || target.tls === 'required') {
         if (conn.capabilities.has('STARTTLS')) {
@@ -312,6 +318,7 @@ export class SmtpConnection {
     let reply = await this.command(`EHLO ${helo}`);
     this.capabilities = new Map();
     if (reply.code === 250) {
+      this.#checkLoop(reply, 'answered EHLO');
       for (const line of reply.lines.slice(1)) {
         const [keyword, ...rest] = line.trim().split(/\s+/);
         if (keyword) this.capabilities.set(keyword.toUpperCase(), rest.join(' '));
@@ -324,6 +331,22 @@ export class SmtpConnection {
       if (reply.code === 250) return;
     }
     throw new UpstreamError('connect', this.label, `EHLO/HELO refused: ${describe(reply)}`, { reply });
+  }
+
+  /** The upstream is this relay (our own name first in its reply) or its fleet (our fleet mark). */
+  #checkLoop(reply: SmtpReply, how: string): void {
+    const first = (reply.lines[0] ?? '').replace(/^[245]\.\d{1,3}\.\d{1,3} +/, '');
+    const name = first.split(/\s/, 1)[0].toLowerCase();
+    const ours = this.#opts.heloName.toLowerCase();
+    const mark = this.#opts.fleetMark;
+    if (name === ours || (mark !== undefined && first.split(/\s+/).includes(mark))) {
+      throw new UpstreamError(
+        'loop',
+        this.label,
+        `mail loops back to myself: the upstream ${how} as ${name === ours ? ours : `fleet ${mark}`}`,
+        { reply },
+      );
+    }
   }
 
   async #startTls(): Promise<void> {

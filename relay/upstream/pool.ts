@@ -51,13 +51,15 @@ export interface PoolOptions {
   maxMessagesPerConnection?: number;
   /** Extra trusted CAs, added to Node's default store. */
   ca?: string | Buffer | Array<string | Buffer>;
+  /** An upstream whose greeting contains this is our own fleet: a loop (connection.ts). */
+  fleetMark?: string;
   /** Every session setup attempt (connect, greeting, EHLO, TLS), with its duration. */
   onConnect?(target: UpstreamTarget, ms: number, ok: boolean, error?: UpstreamError): void;
   /** Exactly once per begin() call: when its transaction (or the attempt to start one) is over. */
   onTransaction?(target: UpstreamTarget, ms: number, result: TransactionResult): void;
 }
 
-type Resolved = Required<Omit<PoolOptions, 'ca' | 'onConnect' | 'onTransaction'>>;
+type Resolved = Required<Omit<PoolOptions, 'ca' | 'onConnect' | 'onTransaction' | 'fleetMark'>>;
 
 interface IdleEntry {
   conn: SmtpConnection;
@@ -108,6 +110,7 @@ interface PoolSide {
 export class UpstreamPool {
   #opts: Resolved;
   #ca: Array<string | Buffer> | undefined;
+  #fleetMark: string | undefined;
   #hooks: Pick<PoolOptions, 'onConnect' | 'onTransaction'>;
   #slots = new Map<string, TargetSlot>();
   #all = new Set<SmtpConnection>();
@@ -125,6 +128,7 @@ export class UpstreamPool {
       resolved[key] = v;
     }
     this.#opts = resolved;
+    this.#fleetMark = opts.fleetMark;
     if (opts.ca !== undefined) {
       const extra = Array.isArray(opts.ca) ? opts.ca : [opts.ca];
       // `ca` replaces Node's store; the contract is "extra", so keep the defaults too.
@@ -287,7 +291,11 @@ export class UpstreamPool {
     const started = performance.now();
     let conn: SmtpConnection;
     try {
-      conn = await SmtpConnection.open(slot.target, { ...this.#opts, ca: this.#ca });
+      conn = await SmtpConnection.open(slot.target, {
+        ...this.#opts,
+        ca: this.#ca,
+        fleetMark: this.#fleetMark,
+      });
     } catch (err) {
       slot.open--;
       this.#wake(slot);
