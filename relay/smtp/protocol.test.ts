@@ -1,3 +1,5 @@
+import type { AddressInfo } from 'node:net';
+import { SMTPServer } from 'smtp-server';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type CaptureSink, type SinkBehaviour, startCaptureSink } from '../../test/support/capture-sink.ts';
 import type { RelayConfig } from '../config/types.gen.ts';
@@ -387,6 +389,124 @@ describe('mail loops at RCPT: the upstream is this relay or its fleet', () => {
     expect(await dataRaw(c, MSG)).toMatch(/^250 2\.0\.0 OK/);
     const [m] = await up.waitForMessages(1);
     // two relays, two Received lines, the last hop's on top
-    expect(m.data.toString()).toMatch(/^Received: from relay-a\.test [^]*\r\nReceived: from client\.test /);
+    expect(m.data.toString()).toMatch(/^Received: from relay-a\.test [\s\S]*\r\nReceived: from client\.test /);
+  });
+});
+
+describe('XCLIENT toward upstreams that advertise it (route opt-in)', () => {
+  interface Seen {
+    addr: string;
+    helo: string;
+    from: string;
+  }
+  /** smtp-server as the next hop, with XCLIENT enabled for the relay (Postfix: smtpd_authorized_xclient_hosts). */
+  async function xclientUpstream(): Promise<{ port: number; seen: Seen[]; connections: () => number }> {
+    const seen: Seen[] = [];
+    let connections = 0;
+    const server = new SMTPServer({
+      name: 'next-hop.localhost',
+      useXClient: true,
+      authOptional: true,
+      disabledCommands: ['AUTH', 'STARTTLS'],
+      logger: false,
+      onConnect(_session, cb) {
+        connections++;
+        cb();
+      },
+      onMailFrom(address, session, cb) {
+        seen.push({
+          addr: session.remoteAddress,
+          helo: String(session.hostNameAppearsAs),
+          from: address.address,
+        });
+        cb();
+      },
+      onData(stream, _session, cb) {
+        stream.resume();
+        stream.on('end', () => cb());
+      },
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    return { port: (server.server.address() as AddressInfo).port, seen, connections: () => connections };
+  }
+
+  const proxied = async (port: number, ip: string, helo: string) => {
+    const c = await RawClient.connect(port, {
+      prefix: Buffer.from(`PROXY TCP4 ${ip} 127.0.0.1 40000 25\r\n`),
+    });
+    cleanups.push(() => c.close());
+    expect((await c.hello(helo))?.code).toBe(250);
+    return c;
+  };
+
+  const routeTo = (port: number, xclient: boolean) =>
+    relayConfig([
+      tenant(
+        'acme',
+        ['example.com'],
+        [
+          {
+            name: 'acme/r',
+            priority: 100,
+            recipients: ['*@example.com'],
+            senders: [],
+            action: {
+              forward: {
+                upstreams: [
+                  { host: '127.0.0.1', port, tls: 'none', verify: false, ...(xclient ? { xclient } : {}) },
+                ],
+              },
+            },
+          },
+        ],
+      ),
+    ]);
+
+  it('the next hop sees the real client address and HELO; another client gets a session of its own', async () => {
+    const up = await xclientUpstream();
+    const { port } = await relayWith(routeTo(up.port, true), { trustedProxies: ['127.0.0.1/32'] });
+    const one = await proxied(port, '203.0.113.9', 'one.sender.example');
+    for (const n of [1, 2]) {
+      expect(await envelope(one, `m${n}@sender.test`, ['x@example.com'])).toEqual(['250 2.1.5 Accepted']);
+      expect(await dataRaw(one, MSG)).toMatch(/^250 2\.0\.0 OK/);
+    }
+    const two = await proxied(port, '198.51.100.4', 'two.sender.example');
+    expect(await envelope(two, 'm3@sender.test', ['x@example.com'])).toEqual(['250 2.1.5 Accepted']);
+    expect(await dataRaw(two, MSG)).toMatch(/^250 2\.0\.0 OK/);
+    expect(up.seen).toEqual([
+      { addr: '203.0.113.9', helo: 'one.sender.example', from: 'm1@sender.test' },
+      { addr: '203.0.113.9', helo: 'one.sender.example', from: 'm2@sender.test' },
+      { addr: '198.51.100.4', helo: 'two.sender.example', from: 'm3@sender.test' },
+    ]);
+    // the first client's two messages shared one upstream session, the second client got another
+    expect(up.connections()).toBe(2);
+  });
+
+  it('without the route option no XCLIENT is sent: the next hop sees the relay', async () => {
+    const up = await xclientUpstream();
+    const { port } = await relayWith(routeTo(up.port, false), { trustedProxies: ['127.0.0.1/32'] });
+    const c = await proxied(port, '203.0.113.9', 'one.sender.example');
+    expect(await envelope(c, 'a@sender.test', ['x@example.com'])).toEqual(['250 2.1.5 Accepted']);
+    expect(await dataRaw(c, MSG)).toMatch(/^250 2\.0\.0 OK/);
+    expect(up.seen).toEqual([{ addr: '127.0.0.1', helo: 'relay.test', from: 'a@sender.test' }]);
+  });
+
+  it('an upstream that refuses XCLIENT fails over like any session failure (451 4.4.1), the reason logged', async () => {
+    const up = await scripted({
+      extensions: ['PIPELINING', 'XCLIENT NAME ADDR PROTO HELO'],
+      replies: { XCLIENT: '550 5.7.0 Error: insufficient authorization' },
+    });
+    const { port, logs } = await relayWith(routeTo(up.port, true));
+    const c = await client(port);
+    expect(await envelope(c, 'a@sender.test', ['x@example.com'])).toEqual([
+      '451 4.4.1 Upstream unavailable, try again later',
+    ]);
+    expect(up.sessions[0].commands).toContain(
+      'XCLIENT ADDR=127.0.0.1 NAME=[UNAVAILABLE] PROTO=ESMTP HELO=client.test',
+    );
+    expect(logs.find((l) => l.msg === 'upstream attempt failed')?.error).toMatch(
+      /XCLIENT refused: 550 5\.7\.0/,
+    );
   });
 });

@@ -418,11 +418,18 @@ export class SmtpHandlers {
 
   /**
    * MAIL parameters toward the upstream: a declared SIZE grows by our Received header (the longest it
-   * can be: with the first recipient's `for` clause), so the upstream is told the size it will get.
+   * can be: with the first recipient's `for` clause), so the upstream is told the size it will get;
+   * the client's identity goes along for XCLIENT.
    */
   private upstreamParams(t: Transaction, firstRecipient: string): MailParams {
-    if (t.params.size === undefined) return t.params;
-    return { ...t.params, size: t.params.size + this.received(t, firstRecipient).length };
+    const r = t.received;
+    const params: MailParams = {
+      ...t.params,
+      // for routes whose upstream takes XCLIENT: the next hop sees the real client
+      client: { addr: r.clientIp, helo: r.helo, proto: r.protocol.startsWith('ESMTP') ? 'ESMTP' : 'SMTP' },
+    };
+    if (t.params.size !== undefined) params.size = t.params.size + this.received(t, firstRecipient).length;
+    return params;
   }
 
   /**

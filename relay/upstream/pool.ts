@@ -3,7 +3,13 @@
 // used connection is the least likely to have been dropped by the upstream's idle timeout).
 
 import tls from 'node:tls';
-import { type MailParams, SmtpConnection, targetLabel, type UpstreamTarget } from './connection.ts';
+import {
+  type MailParams,
+  SmtpConnection,
+  targetLabel,
+  type UpstreamTarget,
+  xclientKey,
+} from './connection.ts';
 import { assertSafe, UpstreamError } from './errors.ts';
 import type { SmtpReply } from './reply.ts';
 
@@ -94,7 +100,7 @@ const DEFAULTS: Omit<Resolved, 'heloName'> = {
 const BODY_VALUES = new Set(['7BIT', '8BITMIME']);
 
 function targetKey(t: UpstreamTarget): string {
-  return JSON.stringify([t.host.toLowerCase(), t.port, t.tls, t.verify, t.serverName ?? null]);
+  return JSON.stringify([t.host.toLowerCase(), t.port, t.tls, t.verify, t.serverName ?? null, !!t.xclient]);
 }
 
 function outcomeOf(reply: SmtpReply): TransactionOutcome {
@@ -163,6 +169,19 @@ export class UpstreamPool {
       let { conn, reused } = await this.#acquire(target, false);
       for (let attempt = 0; ; attempt++) {
         try {
+          if (target.xclient && params.client) {
+            const key = xclientKey(params.client);
+            if (conn.xclientFor !== undefined && conn.xclientFor !== key) {
+              // a session speaks for one client (smtp-server, for one, takes XCLIENT only once):
+              // another client's transaction needs a session of its own
+              conn.poison();
+              this.#release(conn);
+              ({ conn, reused } = await this.#acquire(target, true));
+            }
+            if (conn.xclientFor === undefined && conn.capabilities.has('XCLIENT')) {
+              await conn.xclient(params.client);
+            }
+          }
           if (params.smtputf8 && !conn.capabilities.has('SMTPUTF8')) {
             // RFC 6531 §3.4: an SMTPUTF8 message must not go to a server without the extension.
             this.#release(conn);
