@@ -389,7 +389,9 @@ describe('mail loops at RCPT: the upstream is this relay or its fleet', () => {
     expect(await dataRaw(c, MSG)).toMatch(/^250 2\.0\.0 OK/);
     const [m] = await up.waitForMessages(1);
     // two relays, two Received lines, the last hop's on top
-    expect(m.data.toString()).toMatch(/^Received: from relay-a\.test [\s\S]*\r\nReceived: from client\.test /);
+    expect(m.data.toString()).toMatch(
+      /^Received: from relay-a\.test [\s\S]*\r\nReceived: from client\.test /,
+    );
   });
 });
 

@@ -398,10 +398,9 @@ export class SmtpHandlers {
         const protocol = isProtocolError(err);
         protocolError ||= protocol;
         const loop = err instanceof UpstreamError && err.kind === 'loop';
-        m.upstreamAttemptsTotal.inc({
-          upstream: label,
-          result: loop ? 'loop' : protocol ? 'protocol_error' : 'error',
-        });
+        // one `error` result for every failed attempt (the upstream-errors alert counts them); the
+        // log line and the recipient's reason say which kind
+        m.upstreamAttemptsTotal.inc({ upstream: label, result: 'error' });
         this.logUpstreamError(t, [tenant], label, err);
         // the route leads back to this relay or its fleet: no other upstream of it makes that right
         if (loop) return { label, loop: true };
