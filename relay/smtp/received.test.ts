@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { addressLiteral, HopCounter, receivedHeader, rfc5322Date } from './received.ts';
+import { addressLiteral, HEADER_SCAN_LIMIT, HopCounter, receivedHeader, rfc5322Date } from './received.ts';
 
 describe('receivedHeader', () => {
   const date = new Date(Date.UTC(2026, 11, 3, 7, 5, 9));
@@ -65,6 +65,14 @@ describe('HopCounter', () => {
   it('an empty line with a bare LF also ends the header section', () => {
     const h = new HopCounter();
     h.push(Buffer.from('Received: a\n\nReceived: b\r\n'));
+    expect(h.count).toBe(1);
+  });
+
+  it('stops at the header size limit, as Postfix treats the rest as body', () => {
+    const h = new HopCounter();
+    h.push(Buffer.from('Received: a\r\n'));
+    h.push(Buffer.from(`X-Pad: ${'p'.repeat(HEADER_SCAN_LIMIT)}\r\n`));
+    h.push(Buffer.from('Received: b\r\n'));
     expect(h.count).toBe(1);
   });
 });

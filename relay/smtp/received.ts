@@ -73,38 +73,45 @@ export function receivedHeader(f: ReceivedFields): Buffer {
   return Buffer.from(`${lines.join('\r\n')}\r\n`, 'utf8');
 }
 
+/** Postfix's header_size_limit: past this many bytes the rest is body, not counted. */
+export const HEADER_SCAN_LIMIT = 102_400;
+
 /**
  * Counts `Received:` header fields of a message as it streams by (still dot-stuffed), up to the end of
- * the header section; RFC 5321 §6.3: a count over a generous limit means a loop.
+ * the header section (or HEADER_SCAN_LIMIT bytes); RFC 5321 §6.3: a count over a generous limit means
+ * a loop.
  */
 export class HopCounter {
   count = 0;
   #done = false;
-  /** Bytes of the current line seen so far (only its first 9 are kept). */
-  #lineLen = 0;
+  #scanned = 0;
+  /** Start of the current line: up to 9 bytes (enough for "received:"), or more if it is longer. */
   #head = '';
+  #lineLen = 0;
 
   /** Feeds content bytes; returns the Received count so far. */
   push(chunk: Buffer): number {
     if (this.#done) return this.count;
-    for (let i = 0; i < chunk.length; i++) {
-      const b = chunk[i];
-      if (b === 0x0a) {
-        // an empty line (CRLF only) ends the header section
-        if (this.#lineLen === 0 || (this.#lineLen === 1 && this.#head === '\r')) {
-          this.#done = true;
-          return this.count;
-        }
-        this.#lineLen = 0;
-        this.#head = '';
-        continue;
+    let pos = 0;
+    while (pos < chunk.length) {
+      const nl = chunk.indexOf(0x0a, pos);
+      const end = nl < 0 ? chunk.length : nl;
+      if (this.#lineLen < 9)
+        this.#head += chunk.toString('latin1', pos, Math.min(end, pos + 9 - this.#lineLen));
+      this.#lineLen += end - pos;
+      if (nl < 0) break;
+      // an empty line (CRLF, or a bare LF) ends the header section
+      if (this.#lineLen === 0 || (this.#lineLen === 1 && this.#head === '\r')) {
+        this.#done = true;
+        return this.count;
       }
-      if (this.#lineLen < 9) {
-        this.#head += String.fromCharCode(b);
-        if (this.#lineLen === 8 && this.#head.toLowerCase() === 'received:') this.count++;
-      }
-      this.#lineLen++;
+      if (this.#head.toLowerCase() === 'received:') this.count++;
+      this.#head = '';
+      this.#lineLen = 0;
+      pos = nl + 1;
     }
+    this.#scanned += chunk.length;
+    if (this.#scanned > HEADER_SCAN_LIMIT) this.#done = true;
     return this.count;
   }
 }
