@@ -41,6 +41,17 @@ describe('receivedHeader', () => {
       date,
     }).toString();
     expect(evil.split('\r\n')[0]).toBe('Received: from a??b?c?d??e (unknown [192.0.2.9])');
+    const utf8 = receivedHeader({
+      helo: 'bücher.example',
+      clientIp: '192.0.2.9',
+      by: 'mx',
+      protocol: 'ESMTP',
+      id: 'x',
+      recipient: 'kunde@bücher.example',
+      date,
+    }).toString();
+    expect(utf8).toContain('from b?cher.example ');
+    expect(utf8).toContain('for <kunde@bücher.example>;');
     expect(addressLiteral('::ffff:10.0.0.1')).toBe('[10.0.0.1]');
   });
 

@@ -38,9 +38,13 @@ export function rfc5322Date(d: Date): string {
   );
 }
 
-/** Client-supplied text in a header: printable, no comment or angle-bracket delimiters, bounded. */
-function clean(s: string, max: number): string {
-  return s.replace(/[^\x21-\x7e\u00a0-\uffff]|[()<>;\\]/g, '?').slice(0, max);
+/**
+ * Client-supplied text in a header: printable ASCII, no comment or angle-bracket delimiters, bounded.
+ * `utf8` keeps non-ASCII (a recipient can only be UTF-8 in an SMTPUTF8 transaction).
+ */
+function clean(s: string, max: number, utf8 = false): string {
+  const bad = utf8 ? /[^\x21-\x7e\u00a0-\uffff]|[()<>;\\]/g : /[^\x21-\x7e]|[()<>;\\]/g;
+  return s.replace(bad, '?').slice(0, max);
 }
 
 /** `[192.0.2.7]`, `[IPv6:2001:db8::1]`; an IPv4-mapped IPv6 address is shown as IPv4. */
@@ -69,7 +73,7 @@ export function receivedHeader(f: ReceivedFields): Buffer {
   }
   lines.push(`\tby ${clean(f.by, 255)} (Mail-Plus) with ${f.protocol} id ${f.id}`);
   const date = rfc5322Date(f.date);
-  lines.push(f.recipient !== undefined ? `\tfor <${clean(f.recipient, 320)}>; ${date}` : `\t; ${date}`);
+  lines.push(f.recipient !== undefined ? `\tfor <${clean(f.recipient, 320, true)}>; ${date}` : `\t; ${date}`);
   return Buffer.from(`${lines.join('\r\n')}\r\n`, 'utf8');
 }
 
