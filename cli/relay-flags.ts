@@ -19,6 +19,9 @@ export const relayFlagSpec = {
   'drain-timeout': { type: 'string' },
   'pseudonymize-key-file': { type: 'string' },
   'trace-store': { type: 'string' },
+  postmaster: { type: 'string' },
+  'fleet-id': { type: 'string' },
+  'max-hops': { type: 'string' },
 } as const;
 
 export const relayFlagHelp = `Relay options:
@@ -38,6 +41,11 @@ export const relayFlagHelp = `Relay options:
   --drain-timeout DURATION      on SIGTERM, how long in-flight transactions may finish (default 30s)
   --pseudonymize-key-file FILE  replace addresses in logs with a keyed HMAC (key read from FILE); also the
                                 master key of per-tenant pseudonyms (TenantPolicy spec.privacy.pseudonymize)
+  --postmaster ADDRESS          where RCPT TO:<postmaster> without a domain goes (RFC 5321 §4.5.1), e.g.
+                                postmaster@example.com, routed like any recipient (unset: refused, 550 5.1.1)
+  --fleet-id ID                 the same on every relay of a fleet: shown in the greeting, so a route back
+                                into the fleet is refused as a mail loop (554 5.4.6) at RCPT
+  --max-hops N                  Received header fields that make a message a loop (default 50)
   --trace-store STORE           message trace and consented captures: sqlite:PATH or postgres://USER@HOST/DB
                                 (default: env MAILPLUS_TRACE_STORE; unset: no trace, no captures)
 `;
@@ -55,6 +63,9 @@ export interface RelayFlags {
   greetPauseMs: number;
   drainTimeoutMs: number;
   pseudonymizeKey?: string;
+  postmaster?: string;
+  fleetId?: string;
+  maxHops: number;
   /** sqlite:PATH or postgres://…; from --trace-store or MAILPLUS_TRACE_STORE. */
   traceStore?: string;
 }
@@ -81,7 +92,20 @@ export function readRelayFlags(values: Record<string, string | boolean | string[
     if (pseudonymizeKey.length < 16)
       throw new CliError('--pseudonymize-key-file: the key must be at least 16 bytes');
   }
+  const postmaster = str(values.postmaster);
+  if (postmaster !== undefined && !/^[^\s<>@]+@[^\s<>@]+\.[^\s<>@]+$/.test(postmaster)) {
+    throw new CliError(`--postmaster: "${postmaster}" is not an address; use e.g. postmaster@example.com`);
+  }
+  const fleetId = str(values['fleet-id']);
+  if (fleetId !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(fleetId)) {
+    throw new CliError(`--fleet-id: "${fleetId}" must be 1-64 letters, digits, '.', '_' or '-'`);
+  }
+  const maxHops = Number(str(values['max-hops']) ?? '50');
+  if (!Number.isInteger(maxHops) || maxHops < 1) throw new CliError('--max-hops must be a whole number ≥ 1');
   return {
+    postmaster,
+    fleetId,
+    maxHops,
     listen: parseHostPort(str(values.listen) ?? '0.0.0.0:2525', '--listen'),
     admin: parseHostPort(str(values['admin-listen']) ?? '0.0.0.0:9090', '--admin-listen'),
     tls: cert && key ? { certFile: cert, keyFile: key } : undefined,

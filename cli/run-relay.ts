@@ -19,6 +19,9 @@ export async function startRelayFromFlags(flags: RelayFlags): Promise<Relay> {
       greetPauseMs: flags.greetPauseMs,
       pseudonymizeKey: flags.pseudonymizeKey,
       traceStore: flags.traceStore,
+      postmaster: flags.postmaster,
+      fleetId: flags.fleetId,
+      maxHops: flags.maxHops,
       upstream: flags.upstreamCaFile ? { caFile: flags.upstreamCaFile } : undefined,
     });
   } catch (err) {

@@ -55,6 +55,18 @@ export interface RelayOptions {
   maxSessionMs?: number;
   /** Pause before the greeting, for early-talker detection. Default 0. */
   greetPauseMs?: number;
+  /**
+   * Shared by every relay of a fleet: shown in the greeting, and an upstream greeting with it is one of
+   * ours, so a route back into the fleet is refused as a loop (554 5.4.6) at RCPT.
+   */
+  fleetId?: string;
+  /** A message arriving with this many Received header fields is a loop: 554 5.4.6. Default 50 (Postfix's hopcount_limit). */
+  maxHops?: number;
+  /**
+   * Where `RCPT TO:<postmaster>` without a domain goes (RFC 5321 §4.5.1): routed and forwarded as this
+   * address. Unset: refused with 550 5.1.1.
+   */
+  postmaster?: string;
   /** HMAC key for pseudonymised addresses in logs; unset logs addresses as given. */
   pseudonymizeKey?: string;
   /** Upstream pool options (heloName defaults to hostname); caFile adds a CA for verified TLS. */
@@ -117,6 +129,11 @@ function listen(server: net.Server, port: number, host: string): Promise<void> {
 }
 
 export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
+  if (opts.postmaster !== undefined && !/^[^\s<>@]+@[^\s<>@]+$/.test(opts.postmaster)) {
+    throw new TypeError(
+      `postmaster must be an address like postmaster@example.com, got "${opts.postmaster}"`,
+    );
+  }
   const hostname = opts.hostname ?? os.hostname();
   const maxMessageSize = opts.maxMessageSize ?? 25 * MiB;
   const logger = createLogger(opts.logSink);
@@ -133,12 +150,17 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
   let closed = false;
   let poolClosed: Promise<void> | undefined;
 
+  if (opts.fleetId !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(opts.fleetId)) {
+    throw new TypeError(`fleetId must be 1-64 letters, digits, '.', '_' or '-', got "${opts.fleetId}"`);
+  }
+  const fleetMark = opts.fleetId === undefined ? undefined : `mailplus-fleet=${opts.fleetId}`;
   const { caFile, heloName, ...poolRest } = opts.upstream ?? {};
   const pool: UpstreamPoolLike =
     opts.pool ??
     new UpstreamPool({
       ...poolRest,
       heloName: heloName ?? hostname,
+      fleetMark,
       ...(caFile ? { ca: fs.readFileSync(caFile) } : {}),
     });
 
@@ -189,13 +211,16 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
     rateLimiter: new RateLimiter(),
     maxMessageSize,
     maxTransactions: opts.maxTransactions ?? 1000,
+    postmaster: opts.postmaster,
+    hostname,
+    maxHops: opts.maxHops ?? 50,
   });
 
   const keyPair = opts.tlsCert && opts.tlsKey ? loadKeyPair(opts.tlsCert, opts.tlsKey) : undefined;
   const smtp = new RelaySmtpServer(
     {
       name: hostname,
-      banner: opts.banner,
+      banner: [opts.banner, fleetMark].filter(Boolean).join(' ') || undefined,
       // smtp-server's logger prints protocol traffic (addresses, commands): never
       logger: false,
       disableReverseLookup: true,
@@ -214,7 +239,12 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
       onMailFrom: (address, session, cb) => handlers.onMailFrom(address, session, cb),
       onRcptTo: (address, session, cb) => handlers.onRcptTo(address, session, cb),
       onData: (stream, session, cb) => handlers.onData(stream as RawSMTPDataStream, session, cb),
-      onClose: (session) => handlers.onClose(session),
+      onClose: (session) => {
+        // not the socket's 'close': STARTTLS replaces the socket and drops its listeners; smtp-server
+        // calls onClose exactly once per connection, on the raw or the TLS socket
+        metrics.sessionsActive.dec();
+        handlers.onClose(session);
+      },
     },
     {
       greetPauseMs: opts.greetPauseMs ?? 0,
@@ -261,7 +291,6 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
   const handOver = (socket: net.Socket, remote?: { address: string; port: number }) => {
     metrics.sessionsTotal.inc();
     metrics.sessionsActive.inc();
-    socket.once('close', () => metrics.sessionsActive.dec());
     smtp.connect(socket, remote ? { remoteAddress: remote.address, remotePort: remote.port } : {});
   };
 

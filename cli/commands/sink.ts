@@ -37,6 +37,9 @@ export async function startSink(
     disableReverseLookup: true,
     logger: false,
     banner: 'mailplus sink',
+    // not this host's name: the relay (by default named after the host) would take a sink that
+    // greets with its own name for itself, a mail loop
+    name: 'mailplus-sink.localhost',
     onData(stream, session, callback) {
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));

@@ -334,6 +334,11 @@ export const crdSchemas: {
                       type: 'string',
                       maxLength: 253,
                     },
+                    xclient: {
+                      description:
+                        "Tell this upstream who the real client is with Postfix's XCLIENT (ADDR, NAME, PROTO, HELO) before each transaction, when it advertises XCLIENT. The upstream must authorize the relays (Postfix smtpd_authorized_xclient_hosts).",
+                      type: 'boolean',
+                    },
                   },
                   'x-kubernetes-validations': [
                     {

@@ -230,6 +230,10 @@ export interface MailRouteSpec {
        * Name to verify the certificate against (default the host).
        */
       serverName?: string;
+      /**
+       * Tell this upstream who the real client is with Postfix's XCLIENT (ADDR, NAME, PROTO, HELO) before each transaction, when it advertises XCLIENT. The upstream must authorize the relays (Postfix smtpd_authorized_xclient_hosts).
+       */
+      xclient?: boolean;
     }[];
   };
   /**

@@ -371,6 +371,26 @@ describe('compile: services', () => {
     expect(r.config.sources?.['Service/b/elsewhere']).toBeUndefined();
   });
 
+  it('carries xclient: true through to the relay config, and nothing when unset (same hash as before)', () => {
+    const r = run({
+      tenantPolicies: [tp('a', ['a.org'])],
+      services: [svc('a', 'mx', '10.96.0.10', [{ name: 'smtp', port: 25 }])],
+      mailRoutes: [
+        routeTo('x', { name: 'mx', port: 25 }, { xclient: true }),
+        routeTo('plain', { name: 'mx', port: 25 }, { xclient: false }),
+      ],
+    });
+    const ups = Object.fromEntries(r.config.tenants[0].routes.map((x) => [x.name, x.action]));
+    expect(ups['a/x']).toEqual({
+      forward: {
+        upstreams: [{ host: '10.96.0.10', port: 25, tls: 'opportunistic', verify: true, xclient: true }],
+      },
+    });
+    expect(ups['a/plain']).toEqual({
+      forward: { upstreams: [{ host: '10.96.0.10', port: 25, tls: 'opportunistic', verify: true }] },
+    });
+  });
+
   it('keeps resolvable upstreams when some are missing', () => {
     const r = run({
       tenantPolicies: [tp('a', ['a.org'])],

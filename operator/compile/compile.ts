@@ -231,6 +231,8 @@ function hostUpstream(host: string, port: number, u: UpstreamSpec): Upstream {
     verify: !(u.insecureSkipVerify ?? false),
   };
   if (u.serverName !== undefined && u.serverName !== '') out.serverName = u.serverName.toLowerCase();
+  // only when set, so that configs without it keep their hash
+  if (u.xclient) out.xclient = true;
   return out;
 }
 

@@ -164,6 +164,10 @@ export interface Upstream {
    * TLS server name to verify; defaults to host.
    */
   serverName?: string;
+  /**
+   * Send XCLIENT (ADDR, NAME, PROTO, HELO) before each transaction when the upstream advertises it.
+   */
+  xclient?: boolean;
 }
 /**
  * This interface was referenced by `RelayConfig`'s JSON-Schema

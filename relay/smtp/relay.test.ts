@@ -1,44 +1,14 @@
 import nodemailer from 'nodemailer';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type CaptureSink, type SinkBehaviour, startCaptureSink } from '../../test/support/capture-sink.ts';
-import type { RelayConfig } from '../config/types.gen.ts';
-import { type Relay, type RelayOptions, startRelay } from '../relay.ts';
-import { forward, RawClient, reject, relayConfig, sleep, tenant } from './testing/harness.ts';
+import { forward, RawClient, reject, relayConfig, sleep, splitReceived, tenant } from './testing/harness.ts';
+import { dataRaw, envelope, line, relayKit } from './testing/relay-kit.ts';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function sink(behaviour?: SinkBehaviour): Promise<CaptureSink> {
-  const s = await startCaptureSink({ behaviour });
-  cleanups.push(() => s.close());
-  return s;
-}
-
-interface Started {
-  relay: Relay;
-  port: number;
-  logs: Array<Record<string, unknown>>;
-}
-
-async function relayWith(
-  config: RelayConfig | undefined,
-  opts: Partial<RelayOptions> = {},
-): Promise<Started> {
-  const logs: Array<Record<string, unknown>> = [];
-  const relay = await startRelay({
-    listen: { host: '127.0.0.1', port: 0 },
-    admin: { host: '127.0.0.1', port: 0 },
-    hostname: 'relay.test',
-    config,
-    logSink: (line) => logs.push(JSON.parse(line)),
-    upstream: { connectTimeoutMs: 2000, commandTimeoutMs: 5000, dataTimeoutMs: 5000, idleTimeoutMs: 1000 },
-    ...opts,
-  });
-  cleanups.push(() => relay.close());
-  return { relay, port: relay.address().smtp.port, logs };
-}
+const { sink, relayWith, client } = relayKit(cleanups);
 
 function transport(port: number) {
   const t = nodemailer.createTransport({ host: '127.0.0.1', port, secure: false, ignoreTLS: true });
@@ -63,7 +33,12 @@ describe('relay main path', () => {
     const [m] = await up.waitForMessages(1);
     expect(m.mailFrom).toBe('a@sender.test');
     expect(m.rcptTo).toEqual(['x@example.com']);
-    expect(m.data.toString()).toBe(MSG);
+    // our Received header first (RFC 5321 §4.4), then the client's content untouched
+    const { received, rest } = splitReceived(m.data);
+    expect(received).toMatch(
+      /^Received: from [^\r\n]+ \(unknown \[127\.0\.0\.1\]\)\r\n\tby relay\.test \(Mail-Plus\) with ESMTP id [0-9a-f]{16}\r\n\tfor <x@example\.com>; \w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000\r\n$/,
+    );
+    expect(rest.toString()).toBe(MSG);
     await sleep(20);
     const line = logs.find((l) => l.msg === 'transaction');
     expect(line).toMatchObject({
@@ -78,34 +53,6 @@ describe('relay main path', () => {
     expect(JSON.stringify(logs)).not.toContain('hello body');
   });
 });
-
-const line = (r: { code: number; lines: string[] } | undefined) =>
-  r ? `${r.code} ${r.lines.join(' | ')}` : 'closed';
-
-async function client(port: number): Promise<RawClient> {
-  const c = await RawClient.connect(port);
-  cleanups.push(() => c.close());
-  const ehlo = await c.hello();
-  expect(ehlo?.code).toBe(250);
-  return c;
-}
-
-/** MAIL FROM then one RCPT per address; returns the RCPT replies as lines. */
-async function envelope(c: RawClient, from: string, to: string[], mailParams = ''): Promise<string[]> {
-  const m = await c.cmd(`MAIL FROM:<${from}>${mailParams}`);
-  if (m?.code !== 250) return [line(m)];
-  const out: string[] = [];
-  for (const r of to) out.push(line(await c.cmd(`RCPT TO:<${r}>`)));
-  return out;
-}
-
-async function dataRaw(c: RawClient, content: string | Buffer): Promise<string> {
-  const r = await c.cmd('DATA');
-  if (r?.code !== 354) return line(r);
-  c.write(content);
-  c.write('.\r\n');
-  return line(await c.read());
-}
 
 describe('recipient policy (docs/architecture.md reply table)', () => {
   it('relay_denied, no_route, route_reject, client_not_allowed', async () => {
@@ -400,7 +347,8 @@ describe('content', () => {
     const [m] = await up.waitForMessages(1);
     // the sink un-stuffs like any MTA: what the client meant is what the upstream got
     const meant = Buffer.from(wire.toString('latin1').replaceAll('\r\n..', '\r\n.'), 'latin1');
-    expect(m.data.equals(meant)).toBe(true);
+    expect(splitReceived(m.data).received).toMatch(/^Received: from client\.test /);
+    expect(splitReceived(m.data).rest.equals(meant)).toBe(true);
   });
 
   const shapes: Array<[string, string]> = [

@@ -7,9 +7,12 @@ import type { RelayMetrics } from '../observability/metrics.ts';
 import { decideRecipient } from '../routing/decide.ts';
 import type { RoutingTable } from '../routing/table.ts';
 import type { PrivacyHooks } from '../trace/privacy.ts';
+import { replaceAddressesIn } from '../trace/record.ts';
 import { targetLabel } from '../upstream/connection.ts';
+import { UpstreamError } from '../upstream/errors.ts';
 import type { RateLimiter } from './rate-limit.ts';
 import type { RawSMTPDataStream } from './raw-data-stream.ts';
+import { HopCounter, type ReceivedFields, receivedHeader } from './received.ts';
 import type { MailParams, SmtpReply, UpstreamPoolLike, UpstreamTx } from './upstream-contract.ts';
 
 /**
@@ -37,6 +40,12 @@ export interface TransactionDeps {
   maxTransactions: number;
   /** Message trace, per-tenant pseudonyms in the log line, consented captures (relay/trace/privacy.ts). */
   privacy?: PrivacyHooks;
+  /** Our host name in the Received header. */
+  hostname: string;
+  /** Received header fields a message may arrive with (a loop otherwise); RFC 5321 §6.3. */
+  maxHops: number;
+  /** Where `RCPT TO:<postmaster>` (no domain, RFC 5321 §4.5.1) goes; unset: refused with 550 5.1.1. */
+  postmaster?: string;
 }
 
 export interface SmtpError extends Error {
@@ -55,12 +64,27 @@ export const REPLY = {
   split: () => smtpError(452, '4.5.3', 'Recipient routes elsewhere, send it in a separate transaction'),
   upstreamUnavailable: () => smtpError(451, '4.4.1', 'Upstream unavailable, try again later'),
   upstreamLost: () => smtpError(451, '4.4.2', 'Upstream connection lost, try again later'),
+  upstreamProtocol: () => smtpError(451, '4.5.0', 'Upstream protocol error, try again later'),
   tooBig: (n: number) => smtpError(552, '5.3.4', `Message size exceeds fixed limit of ${n} bytes`),
   badLineEnding: () => smtpError(550, '5.6.0', 'Bare CR or LF next to a line-leading dot; message refused'),
   noConfig: () => smtpError(451, '4.3.0', 'Relay has no routing config yet, try again later'),
+  noPostmaster: () =>
+    smtpError(550, '5.1.1', 'No mailbox for <postmaster> without a domain here; use postmaster@DOMAIN'),
+  tooManyHops: () => smtpError(554, '5.4.6', 'Too many hops'),
+  loop: (recipient: string) => smtpError(554, '5.4.6', `Mail for <${recipient}> loops back to myself`),
   tooManyTransactions: () =>
     smtpError(421, '4.7.0', 'Too many transactions in one session, closing connection'),
 };
+
+/** RFC 5321 §4.5.1: `<Postmaster>` without a domain, any case, must be accepted. */
+function isBarePostmaster(address: string): boolean {
+  return address.toLowerCase() === 'postmaster';
+}
+
+/** A reply the protocol does not allow at that step (relay/upstream/reply.ts), or a malformed one. */
+function isProtocolError(err: unknown): boolean {
+  return err instanceof UpstreamError && err.kind === 'protocol';
+}
 
 function upstreamRefusal(r: SmtpReply): SmtpError {
   const enhanced = r.enhancedCode ?? `${Math.floor(r.code / 100)}.0.0`;
@@ -104,6 +128,8 @@ class Transaction {
   readonly session: string;
   readonly clientIp: string;
   readonly tls: boolean;
+  /** For the Received header, as the session stood at MAIL FROM. */
+  readonly received: Omit<ReceivedFields, 'by' | 'recipient' | 'date'>;
 
   constructor(snapshot: ConfigSnapshot, sender: string, params: MailParams, session: SMTPServerSession) {
     this.snapshot = snapshot;
@@ -112,6 +138,14 @@ class Transaction {
     this.tls = !!session.secure;
     this.sender = sender;
     this.params = params;
+    const cipher = session.tlsOptions || undefined;
+    this.received = {
+      helo: session.hostNameAppearsAs || undefined,
+      clientIp: session.remoteAddress,
+      protocol: session.transmissionType || 'SMTP',
+      tls: this.tls && cipher ? { version: cipher.version, cipher: cipher.name } : undefined,
+      id: this.id,
+    };
   }
 
   get accepted(): number {
@@ -186,7 +220,15 @@ export class SmtpHandlers {
       cb(REPLY.upstreamUnavailable());
       return;
     }
-    this.rcpt(t, address.address, session).then(
+    const rcpt = isBarePostmaster(address.address) ? this.deps.postmaster : address.address;
+    if (rcpt === undefined) {
+      this.recordRecipient(t, address.address, 'rejected', 550, 'no_postmaster', '', '');
+      cb(REPLY.noPostmaster());
+      return;
+    }
+    // <postmaster> is routed, forwarded and recorded as the configured address (as Postfix appends
+    // $myorigin): the upstream never sees a domainless recipient
+    this.rcpt(t, rcpt, session).then(
       (err) => cb(err),
       (err: Error) => {
         this.deps.logger.error('rcpt handler failed', { error: err.message, session: session.id });
@@ -260,7 +302,7 @@ export class SmtpHandlers {
 
     let reply: SmtpReply;
     if (!t.utx) {
-      const opened = await this.open(t, d.upstreams, address);
+      const opened = await this.open(t, d.upstreams, address, tenant.name);
       if (t.done) {
         // the session went away while the upstream was being opened
         opened.tx?.release();
@@ -271,6 +313,8 @@ export class SmtpHandlers {
           const err = upstreamRefusal(opened.reply);
           return refuse(err, opened.reply.code < 500 ? 'upstream_deferred' : 'upstream_rejected');
         }
+        if (opened.loop) return refuse(REPLY.loop(address), 'mail_loop');
+        if (opened.protocolError) return refuse(REPLY.upstreamProtocol(), 'upstream_protocol_error');
         return refuse(REPLY.upstreamUnavailable(), 'upstream_unavailable');
       }
       t.utx = opened.tx;
@@ -279,10 +323,14 @@ export class SmtpHandlers {
     } else {
       try {
         reply = await t.utx.rcpt(address);
-      } catch {
+      } catch (err) {
         t.broken = true;
         t.utx?.abort();
         t.utx = undefined;
+        if (isProtocolError(err)) {
+          this.logUpstreamError(t, [tenant.name], t.upstreamLabel, err);
+          return refuse(REPLY.upstreamProtocol(), 'upstream_protocol_error');
+        }
         return refuse(REPLY.upstreamUnavailable(), 'upstream_unavailable');
       }
       if (t.done) return undefined;
@@ -310,14 +358,16 @@ export class SmtpHandlers {
     t: Transaction,
     upstreams: Upstream[],
     firstRecipient: string,
-  ): Promise<{ tx?: UpstreamTx; reply?: SmtpReply; label: string }> {
+    tenant: string,
+  ): Promise<{ tx?: UpstreamTx; reply?: SmtpReply; label: string; protocolError?: boolean; loop?: boolean }> {
     const m = this.deps.metrics;
     let lastDeferral: SmtpReply | undefined;
+    let protocolError = false;
     for (const target of upstreams) {
       const label = targetLabel(target);
       const started = performance.now();
       try {
-        const begun = await this.deps.pool.begin(target, t.sender, t.params);
+        const begun = await this.deps.pool.begin(target, t.sender, this.upstreamParams(t, firstRecipient));
         m.upstreamLatency.observe(
           { upstream: label, phase: 'connect' },
           (performance.now() - started) / 1000,
@@ -345,16 +395,63 @@ export class SmtpHandlers {
         m.upstreamAttemptsTotal.inc({ upstream: label, result: 'deferred' });
         lastDeferral = reply;
       } catch (err) {
+        const protocol = isProtocolError(err);
+        protocolError ||= protocol;
+        const loop = err instanceof UpstreamError && err.kind === 'loop';
+        // one `error` result for every failed attempt (the upstream-errors alert counts them); the
+        // log line and the recipient's reason say which kind
         m.upstreamAttemptsTotal.inc({ upstream: label, result: 'error' });
-        this.deps.logger.warn('upstream attempt failed', {
-          txid: t.id,
-          upstream: label,
-          error: (err as Error).message,
-        });
+        this.logUpstreamError(t, [tenant], label, err);
+        // the route leads back to this relay or its fleet: no other upstream of it makes that right
+        if (loop) return { label, loop: true };
       }
     }
     void lastDeferral; // every upstream failed or deferred: the client gets 451 4.4.1, not one upstream's text
-    return { label: '' };
+    return { label: '', protocolError };
+  }
+
+  /** Our Received header for this transaction; the `for` clause only for a single recipient. */
+  private received(t: Transaction, recipient: string | undefined): Buffer {
+    return receivedHeader({ ...t.received, by: this.deps.hostname, recipient, date: new Date() });
+  }
+
+  /**
+   * MAIL parameters toward the upstream: a declared SIZE grows by our Received header (the longest it
+   * can be: with the first recipient's `for` clause), so the upstream is told the size it will get;
+   * the client's identity goes along for XCLIENT.
+   */
+  private upstreamParams(t: Transaction, firstRecipient: string): MailParams {
+    const r = t.received;
+    const params: MailParams = {
+      ...t.params,
+      // for routes whose upstream takes XCLIENT: the next hop sees the real client
+      client: { addr: r.clientIp, helo: r.helo, proto: r.protocol.startsWith('ESMTP') ? 'ESMTP' : 'SMTP' },
+    };
+    if (t.params.size !== undefined) params.size = t.params.size + this.received(t, firstRecipient).length;
+    return params;
+  }
+
+  /**
+   * An upstream failure for the log. The error quotes the upstream's reply, which may name addresses:
+   * they are shown as the transaction's own addresses are (a pseudonymising tenant's form).
+   */
+  private logUpstreamError(t: Transaction, tenants: readonly string[], upstream: string, err: unknown): void {
+    const raw = (err as Error).message;
+    const error = this.deps.privacy
+      ? this.deps.privacy.logText(t.snapshot.table.config, tenants, raw)
+      : replaceAddressesIn(raw, this.deps.pseudonymize);
+    const kind = err instanceof UpstreamError ? err.kind : undefined;
+    const msg =
+      kind === 'protocol'
+        ? 'upstream protocol error'
+        : kind === 'loop'
+          ? 'mail loop'
+          : 'upstream attempt failed';
+    this.deps.logger.warn(msg, {
+      txid: t.id,
+      upstream,
+      error,
+    });
   }
 
   onData(
@@ -442,8 +539,11 @@ export class SmtpHandlers {
             'release',
           );
         }
-      } catch {
-        fail(REPLY.upstreamLost(), 'upstream_failed', 'deferred', 'abort');
+      } catch (err) {
+        if (isProtocolError(err)) {
+          this.logUpstreamError(t, [...t.tenants.keys()], t.upstreamLabel, err);
+          fail(REPLY.upstreamProtocol(), 'upstream_protocol_error', 'deferred', 'abort');
+        } else fail(REPLY.upstreamLost(), 'upstream_failed', 'deferred', 'abort');
       }
     }
     let tee: CaptureTee | undefined;
@@ -456,11 +556,19 @@ export class SmtpHandlers {
     }
     if (!failure && utx) {
       const out = utx;
+      const accepted = t.recipients.filter((r) => r.result === 'accepted');
+      // prepended to the client's bytes, which follow untouched; not part of a consented capture
+      // (that is the client's message) nor of the size limits (they count what the client sent)
+      out.write(this.received(t, accepted.length === 1 ? accepted[0].address : undefined));
+      const hops = new HopCounter();
       let bytes = 0;
       stream.on('data', (chunk: Buffer) => {
         if (failure) return;
         bytes += chunk.length;
         if (bytes > limit) return fail(REPLY.tooBig(limit), 'too_big', 'rejected', 'abort');
+        if (hops.push(chunk) >= this.deps.maxHops) {
+          return fail(REPLY.tooManyHops(), 'too_many_hops', 'rejected', 'abort');
+        }
         tee?.write(chunk);
         let flowing: boolean;
         try {
@@ -511,13 +619,15 @@ export class SmtpHandlers {
           msgResult = final.code < 500 ? 'deferred' : 'rejected';
           reason = final.code < 500 ? 'upstream_deferred' : 'upstream_rejected';
         }
-      } catch {
+      } catch (err) {
         out.abort();
         t.utx = undefined;
-        result = { err: REPLY.upstreamLost() };
+        const protocol = isProtocolError(err);
+        if (protocol) this.logUpstreamError(t, [...t.tenants.keys()], t.upstreamLabel, err);
+        result = { err: protocol ? REPLY.upstreamProtocol() : REPLY.upstreamLost() };
         code = 451;
         msgResult = 'deferred';
-        reason = 'upstream_failed';
+        reason = protocol ? 'upstream_protocol_error' : 'upstream_failed';
       }
     }
     const size = stream.byteLength;

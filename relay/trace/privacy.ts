@@ -5,7 +5,13 @@
 import type { CaptureOutcome, CaptureRecorder, CaptureTee } from '../capture/recorder.ts';
 import { captureVerdict } from '../capture/scope.ts';
 import type { RelayConfig, Tenant } from '../config/types.gen.ts';
-import { type AddressPolicy, type FinishedTransaction, logAddresses, traceEntries } from './record.ts';
+import {
+  type AddressPolicy,
+  type FinishedTransaction,
+  logAddresses,
+  logText,
+  traceEntries,
+} from './record.ts';
 import { expiryMs, retentionSecondsOf } from './retention.ts';
 import type { TraceWriter } from './writer.ts';
 
@@ -15,6 +21,8 @@ export interface PrivacyHooks {
     sender: string,
     recipients: Array<{ address: string; tenant: string }>,
   ): { sender: string; recipients: string[] };
+  /** Free text for a log line (an upstream's reply), its addresses shown as logAddresses shows them. */
+  logText(config: RelayConfig, tenants: readonly string[], text: string): string;
   finished(config: RelayConfig, tx: FinishedTransaction): void;
   /** Undefined (synchronously) when the message is not to be captured: the fast path. */
   startCapture(
@@ -62,6 +70,7 @@ export function createPrivacyHooks(o: PrivacyOptions): PrivacyHooks {
   });
   return {
     logAddresses: (config, sender, recipients) => logAddresses(sender, recipients, policy(config)),
+    logText: (config, tenants, text) => logText(text, tenants, policy(config)),
     finished(config, tx) {
       if (!o.writer) return;
       for (const e of traceEntries(tx, policy(config))) {

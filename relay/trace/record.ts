@@ -116,3 +116,22 @@ export function logAddresses(
     ),
   };
 }
+
+// An address inside free text (an upstream's reply: "<bob@example.com>: Recipient address rejected").
+const ADDRESS_IN_TEXT = /[^\s<>()[\]{},;:"'`]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+/g;
+
+/**
+ * Free text for a log line (an upstream's reply or an error quoting it), every address in it shown in
+ * the same form as the transaction's addresses: the first pseudonymising tenant's form, else the
+ * relay-wide one.
+ */
+export function logText(text: string, tenants: readonly string[], policy: AddressPolicy): string {
+  const tenant = tenants.find((t) => pseudonymizes(policy, t));
+  const form =
+    tenant !== undefined ? (a: string) => tenantForm(policy, tenant, a) : (a: string) => policy.relayWide(a);
+  return replaceAddressesIn(text, form);
+}
+
+export function replaceAddressesIn(text: string, form: (address: string) => string): string {
+  return text.replace(ADDRESS_IN_TEXT, (a) => form(a));
+}

@@ -14,7 +14,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { assertSafe, UpstreamError } from './errors.ts';
-import { ReplyParser, type SmtpReply } from './reply.ts';
+import { ReplyParser, type SmtpReply, unexpectedReply } from './reply.ts';
 
 export interface UpstreamTarget {
   host: string;
@@ -22,12 +22,24 @@ export interface UpstreamTarget {
   tls: 'none' | 'opportunistic' | 'required' | 'implicit';
   verify: boolean;
   serverName?: string;
+  /** Send XCLIENT before each transaction when the upstream advertises it. */
+  xclient?: boolean;
+}
+
+/** The real client, for XCLIENT (Postfix XCLIENT_README). */
+export interface ClientIdentity {
+  addr: string;
+  /** Its HELO/EHLO name, if it gave one. */
+  helo?: string;
+  proto: 'SMTP' | 'ESMTP';
 }
 
 export interface MailParams {
   size?: number;
   body?: '7BIT' | '8BITMIME';
   smtputf8?: boolean;
+  /** Used toward targets with `xclient` set. */
+  client?: ClientIdentity;
 }
 
 export interface ConnectionOptions {
@@ -38,6 +50,11 @@ export interface ConnectionOptions {
   dataTimeoutMs: number;
   /** Complete trust store for verified TLS (undefined: Node's default store). */
   ca?: Array<string | Buffer>;
+  /**
+   * Text in an upstream's greeting that marks it as one of our own fleet (a loop). An upstream that
+   * greets or answers EHLO with our own heloName is a loop too, as Postfix's "loops back to myself".
+   */
+  fleetMark?: string;
 }
 
 export function targetLabel(t: UpstreamTarget): string {
@@ -73,6 +90,8 @@ export class SmtpConnection {
   contentBytes = 0;
   /** Called once when the connection is dead (closed, destroyed, failed). */
   onDead: (() => void) | undefined;
+  /** The client this session speaks for after a successful XCLIENT (xclientKey of it). */
+  xclientFor: string | undefined;
 
   #opts: ConnectionOptions;
   #socket: net.Socket | undefined;
@@ -108,6 +127,7 @@ export class SmtpConnection {
           reply: greeting,
         });
       }
+      conn.#checkLoop(greeting, 'greeted us');
       await conn.#hello();
       if (target.tls === 'opportunistic' || target.tls === 'required') {
         if (conn.capabilities.has('STARTTLS')) {
@@ -167,6 +187,34 @@ export class SmtpConnection {
     if (params.smtputf8) line += ' SMTPUTF8';
     assertSafe('MAIL FROM command', line);
     return this.command(line);
+  }
+
+  /**
+   * XCLIENT with the attributes the upstream advertised, then EHLO again as the protocol requires
+   * (with the client's HELO name, as Postfix's XCLIENT_README and nginx do). A refusal is an
+   * UpstreamError: the route asked for the real client to be shown.
+   */
+  async xclient(client: ClientIdentity): Promise<void> {
+    const offered = new Set((this.capabilities.get('XCLIENT') ?? '').toUpperCase().split(/\s+/));
+    const helo = client.helo && /^[\x21-\x7e]{1,255}$/.test(client.helo) ? client.helo : undefined;
+    const attrs: string[] = [];
+    if (offered.has('ADDR')) attrs.push(`ADDR=${xtext(xclientAddress(client.addr))}`);
+    // no reverse DNS lookups here: the name is unknown
+    if (offered.has('NAME')) attrs.push('NAME=[UNAVAILABLE]');
+    if (offered.has('PROTO')) attrs.push(`PROTO=${client.proto}`);
+    if (offered.has('HELO')) attrs.push(`HELO=${helo ? xtext(helo) : '[UNAVAILABLE]'}`);
+    if (attrs.length === 0) return;
+    const line = `XCLIENT ${attrs.join(' ')}`;
+    assertSafe('XCLIENT command', line);
+    const reply = await this.command(line);
+    if (reply.code !== 220) {
+      const err = new UpstreamError('connect', this.label, `XCLIENT refused: ${describe(reply)}`, { reply });
+      this.destroy(err);
+      throw err;
+    }
+    this.xclientFor = xclientKey(client);
+    this.#checkLoop(reply, 'greeted us');
+    await this.#hello(helo);
   }
 
   beginContent(): void {
@@ -306,12 +354,13 @@ export class SmtpConnection {
     });
   }
 
-  async #hello(): Promise<void> {
-    const helo = this.#opts.heloName;
+  async #hello(name?: string): Promise<void> {
+    const helo = name ?? this.#opts.heloName;
     assertSafe('heloName', helo);
     let reply = await this.command(`EHLO ${helo}`);
     this.capabilities = new Map();
     if (reply.code === 250) {
+      this.#checkLoop(reply, 'answered EHLO');
       for (const line of reply.lines.slice(1)) {
         const [keyword, ...rest] = line.trim().split(/\s+/);
         if (keyword) this.capabilities.set(keyword.toUpperCase(), rest.join(' '));
@@ -324,6 +373,22 @@ export class SmtpConnection {
       if (reply.code === 250) return;
     }
     throw new UpstreamError('connect', this.label, `EHLO/HELO refused: ${describe(reply)}`, { reply });
+  }
+
+  /** The upstream is this relay (our own name first in its reply) or its fleet (our fleet mark). */
+  #checkLoop(reply: SmtpReply, how: string): void {
+    const first = (reply.lines[0] ?? '').replace(/^[245]\.\d{1,3}\.\d{1,3} +/, '');
+    const name = first.split(/\s/, 1)[0].toLowerCase();
+    const ours = this.#opts.heloName.toLowerCase();
+    const mark = this.#opts.fleetMark;
+    if (name === ours || (mark !== undefined && first.split(/\s+/).includes(mark))) {
+      throw new UpstreamError(
+        'loop',
+        this.label,
+        `mail loops back to myself: the upstream ${how} as ${name === ours ? ours : `fleet ${mark}`}`,
+        { reply },
+      );
+    }
   }
 
   async #startTls(): Promise<void> {
@@ -441,6 +506,12 @@ export class SmtpConnection {
         );
         return;
       }
+      const wrong = unexpectedReply(w.verb, reply.code);
+      if (wrong) {
+        // the upstream's state is unknown from here on: never trust this connection again
+        this.#fail(new UpstreamError('protocol', this.label, `${wrong}: ${describe(reply)}`, { reply }));
+        return;
+      }
       clearTimeout(w.timer);
       this.#waiter = undefined;
       w.resolve(reply);
@@ -496,4 +567,27 @@ function describe(r: SmtpReply): string {
 function errText(err: Error): string {
   const code = (err as NodeJS.ErrnoException).code;
   return code && !err.message.includes(code) ? `${err.message} (${code})` : err.message;
+}
+
+export function xclientKey(c: ClientIdentity): string {
+  return JSON.stringify([c.addr, c.helo ?? null, c.proto]);
+}
+
+/** Postfix's ADDR syntax: IPv6 addresses carry the `IPV6:` prefix; IPv4-mapped ones are IPv4. */
+function xclientAddress(ip: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (mapped) return mapped[1];
+  return net.isIPv6(ip) ? `IPV6:${ip}` : ip;
+}
+
+/** RFC 3461 xtext: '+', '=' and anything outside printable ASCII as +HH. */
+function xtext(s: string): string {
+  return Buffer.from(s, 'utf8').reduce(
+    (out, b) =>
+      out +
+      (b < 0x21 || b > 0x7e || b === 0x2b || b === 0x3d
+        ? `+${b.toString(16).toUpperCase().padStart(2, '0')}`
+        : String.fromCharCode(b)),
+    '',
+  );
 }

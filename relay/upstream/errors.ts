@@ -6,8 +6,9 @@ import type { SmtpReply } from './reply.ts';
  * - `timeout`: a connect, handshake, reply or pool-acquire deadline passed
  * - `protocol`: the upstream broke SMTP (malformed/oversized/unsolicited reply)
  * - `closed`: the connection went away (socket closed or reset, 421 reply: `reply` set, pool closed)
+ * - `loop`: the upstream is this relay or its fleet (it greeted with our own name or fleet mark)
  */
-export type UpstreamErrorKind = 'connect' | 'tls' | 'timeout' | 'protocol' | 'closed';
+export type UpstreamErrorKind = 'connect' | 'tls' | 'timeout' | 'protocol' | 'closed' | 'loop';
 
 export class UpstreamError extends Error {
   override name = 'UpstreamError';

@@ -3,7 +3,13 @@
 // used connection is the least likely to have been dropped by the upstream's idle timeout).
 
 import tls from 'node:tls';
-import { type MailParams, SmtpConnection, targetLabel, type UpstreamTarget } from './connection.ts';
+import {
+  type MailParams,
+  SmtpConnection,
+  targetLabel,
+  type UpstreamTarget,
+  xclientKey,
+} from './connection.ts';
 import { assertSafe, UpstreamError } from './errors.ts';
 import type { SmtpReply } from './reply.ts';
 
@@ -51,13 +57,15 @@ export interface PoolOptions {
   maxMessagesPerConnection?: number;
   /** Extra trusted CAs, added to Node's default store. */
   ca?: string | Buffer | Array<string | Buffer>;
+  /** An upstream whose greeting contains this is our own fleet: a loop (connection.ts). */
+  fleetMark?: string;
   /** Every session setup attempt (connect, greeting, EHLO, TLS), with its duration. */
   onConnect?(target: UpstreamTarget, ms: number, ok: boolean, error?: UpstreamError): void;
   /** Exactly once per begin() call: when its transaction (or the attempt to start one) is over. */
   onTransaction?(target: UpstreamTarget, ms: number, result: TransactionResult): void;
 }
 
-type Resolved = Required<Omit<PoolOptions, 'ca' | 'onConnect' | 'onTransaction'>>;
+type Resolved = Required<Omit<PoolOptions, 'ca' | 'onConnect' | 'onTransaction' | 'fleetMark'>>;
 
 interface IdleEntry {
   conn: SmtpConnection;
@@ -92,7 +100,7 @@ const DEFAULTS: Omit<Resolved, 'heloName'> = {
 const BODY_VALUES = new Set(['7BIT', '8BITMIME']);
 
 function targetKey(t: UpstreamTarget): string {
-  return JSON.stringify([t.host.toLowerCase(), t.port, t.tls, t.verify, t.serverName ?? null]);
+  return JSON.stringify([t.host.toLowerCase(), t.port, t.tls, t.verify, t.serverName ?? null, !!t.xclient]);
 }
 
 function outcomeOf(reply: SmtpReply): TransactionOutcome {
@@ -108,6 +116,7 @@ interface PoolSide {
 export class UpstreamPool {
   #opts: Resolved;
   #ca: Array<string | Buffer> | undefined;
+  #fleetMark: string | undefined;
   #hooks: Pick<PoolOptions, 'onConnect' | 'onTransaction'>;
   #slots = new Map<string, TargetSlot>();
   #all = new Set<SmtpConnection>();
@@ -125,6 +134,7 @@ export class UpstreamPool {
       resolved[key] = v;
     }
     this.#opts = resolved;
+    this.#fleetMark = opts.fleetMark;
     if (opts.ca !== undefined) {
       const extra = Array.isArray(opts.ca) ? opts.ca : [opts.ca];
       // `ca` replaces Node's store; the contract is "extra", so keep the defaults too.
@@ -159,6 +169,19 @@ export class UpstreamPool {
       let { conn, reused } = await this.#acquire(target, false);
       for (let attempt = 0; ; attempt++) {
         try {
+          if (target.xclient && params.client) {
+            const key = xclientKey(params.client);
+            if (conn.xclientFor !== undefined && conn.xclientFor !== key) {
+              // a session speaks for one client (smtp-server, for one, takes XCLIENT only once):
+              // another client's transaction needs a session of its own
+              conn.poison();
+              this.#release(conn);
+              ({ conn, reused } = await this.#acquire(target, true));
+            }
+            if (conn.xclientFor === undefined && conn.capabilities.has('XCLIENT')) {
+              await conn.xclient(params.client);
+            }
+          }
           if (params.smtputf8 && !conn.capabilities.has('SMTPUTF8')) {
             // RFC 6531 §3.4: an SMTPUTF8 message must not go to a server without the extension.
             this.#release(conn);
@@ -287,7 +310,11 @@ export class UpstreamPool {
     const started = performance.now();
     let conn: SmtpConnection;
     try {
-      conn = await SmtpConnection.open(slot.target, { ...this.#opts, ca: this.#ca });
+      conn = await SmtpConnection.open(slot.target, {
+        ...this.#opts,
+        ca: this.#ca,
+        fleetMark: this.#fleetMark,
+      });
     } catch (err) {
       slot.open--;
       this.#wake(slot);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_REPLY_BYTES, ReplyParseError, ReplyParser } from './reply.ts';
+import { MAX_REPLY_BYTES, ReplyParseError, ReplyParser, unexpectedReply } from './reply.ts';
 
 const push = (p: ReplyParser, s: string) => p.push(Buffer.from(s, 'latin1'));
 
@@ -43,5 +43,35 @@ describe('ReplyParser', () => {
     expect(() => push(new ReplyParser(), '250-a\r\n251 b\r\n')).toThrow(/changed/);
     expect(() => push(new ReplyParser(), `250 ${'x'.repeat(MAX_REPLY_BYTES)}`)).toThrow(/larger/);
     expect(() => push(new ReplyParser(), '250-x\r\n'.repeat(300))).toThrow(/lines/);
+  });
+});
+
+describe('unexpectedReply (RFC 5321 §4.3.2 reply sequences)', () => {
+  it('allows each step its positive replies and any refusal', () => {
+    for (const [step, code] of [
+      ['greeting', 220],
+      ['EHLO', 250],
+      ['STARTTLS', 220],
+      ['XCLIENT', 220],
+      ['MAIL', 250],
+      ['RCPT', 251],
+      ['DATA', 354],
+      ['end of data', 250],
+      ['RSET', 250],
+      ['QUIT', 221],
+      ['DATA', 451],
+      ['end of data', 554],
+    ] as const) {
+      expect(unexpectedReply(step, code), `${step} ${code}`).toBeUndefined();
+    }
+  });
+
+  it('refuses a positive reply the step does not allow', () => {
+    expect(unexpectedReply('DATA', 250)).toBe('reply 250 to DATA is not allowed (expected 354, or 4xx/5xx)');
+    expect(unexpectedReply('end of data', 354)).toMatch(/^reply 354 to end of data/);
+    expect(unexpectedReply('RCPT', 354)).toMatch(/expected 250 or 251/);
+    expect(unexpectedReply('MAIL', 220)).toBeDefined();
+    expect(unexpectedReply('greeting', 250)).toBeDefined();
+    expect(unexpectedReply('EHLO', 220)).toBeDefined();
   });
 });

@@ -93,3 +93,33 @@ export class ReplyParser {
     return out;
   }
 }
+
+/**
+ * The positive replies RFC 5321 §4.3.2 allows at each step (STARTTLS: RFC 3207; XCLIENT: Postfix's
+ * XCLIENT_README), keyed by the verb the connection waits on. Any 4xx/5xx is a refusal and is passed on as
+ * one (real MTAs use more error codes than the RFC lists, and a refusal can never be mistaken for
+ * success); a 2xx/3xx outside the list is a broken upstream: `DATA` answered 250 would otherwise become a
+ * false success with no content sent, a 354 to the final dot a success that may not be one.
+ */
+const POSITIVE: Record<string, readonly number[]> = {
+  greeting: [220],
+  EHLO: [250],
+  HELO: [250],
+  STARTTLS: [220],
+  XCLIENT: [220],
+  MAIL: [250],
+  RCPT: [250, 251],
+  DATA: [354],
+  'end of data': [250],
+  RSET: [250],
+  NOOP: [250],
+  QUIT: [221],
+};
+
+/** Undefined when `code` is a reply the protocol allows to `step`, else why it is not. */
+export function unexpectedReply(step: string, code: number): string | undefined {
+  if (code >= 400) return undefined;
+  const allowed = POSITIVE[step];
+  if (allowed === undefined || allowed.includes(code)) return undefined;
+  return `reply ${code} to ${step} is not allowed (expected ${allowed.join(' or ')}, or 4xx/5xx)`;
+}

@@ -29,6 +29,7 @@ import {
   type AddressPolicy,
   type FinishedTransaction,
   logAddresses,
+  logText,
   traceEntries,
 } from '../../relay/trace/record.ts';
 import {
@@ -231,6 +232,14 @@ describe('trace entries', () => {
     ]);
     const plain = logAddresses(TX.sender, [TX.recipients[0]], policy(KEY));
     expect(plain).toEqual({ sender: TX.sender, recipients: ['x@a.example'] });
+  });
+  it('log text (an upstream reply): every address in the pseudonymising tenant’s form', () => {
+    const reply = '550 5.1.1 <Y@p.example>: Recipient address rejected (from sender@outside.example, id=a@b)';
+    expect(logText(reply, ['a', 'p'], policy(KEY))).toBe(
+      `550 5.1.1 <${tenantPseudonym(KEY, 'p', 'Y@p.example')}>: Recipient address rejected (from ${tenantPseudonym(KEY, 'p', 'sender@outside.example')}, id=a@b)`,
+    );
+    expect(logText(reply, ['p'], policy(undefined))).toContain('<redacted@p.example>');
+    expect(logText(reply, ['a'], policy(KEY))).toBe(reply);
   });
 });
 

@@ -12,7 +12,7 @@ import { checkConsent } from '../../relay/capture/consent.ts';
 import { decryptCapture, generateCaptureKeyPair } from '../../relay/capture/crypto.ts';
 import type { Capture, RelayConfig, Tenant } from '../../relay/config/types.gen.ts';
 import { type Relay, type RelayOptions, startRelay } from '../../relay/relay.ts';
-import { forward, relayConfig, tenant } from '../../relay/smtp/testing/harness.ts';
+import { forward, relayConfig, splitReceived, tenant } from '../../relay/smtp/testing/harness.ts';
 import { openTraceStore } from '../../relay/trace/open.ts';
 import { tenantPseudonym } from '../../relay/trace/pseudonym.ts';
 import type { TraceStore } from '../../relay/trace/store.ts';
@@ -231,7 +231,10 @@ describe('consent-gated capture through the relay', () => {
     expect(caps[0].includes(Buffer.from('dot line 7'))).toBe(false); // encrypted at rest
     const plain = decryptCapture(keys.privateKey, caps[0]);
     expect(plain.equals(raw)).toBe(true);
-    expect(plain.equals(delivered.data)).toBe(true);
+    // delivered: the relay's Received header, then exactly the captured client message
+    const { received, rest } = splitReceived(delivered.data);
+    expect(received).toMatch(/^Received: from /);
+    expect(plain.equals(rest)).toBe(true);
     const text = await relay.metrics.registry.metrics();
     expect(text).toMatch(/mailplus_relay_captures_total\{tenant="acme",result="stored"\} 1/);
   });

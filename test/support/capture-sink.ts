@@ -135,6 +135,8 @@ export async function startCaptureSink(opts: CaptureSinkOptions = {}): Promise<C
   const sockets = new Map<string, Socket>();
   const tls = opts.tls;
   const server = new SMTPServer({
+    // not this host's name, which a relay started without --hostname uses too (a loop to it)
+    name: 'capture-sink.localhost',
     secure: tls?.implicit ?? false,
     key: tls?.key,
     cert: tls?.cert,

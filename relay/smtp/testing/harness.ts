@@ -139,3 +139,12 @@ export class RawClient {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Splits the relay's Received header (the first field, with its continuation lines) off delivered content. */
+export function splitReceived(data: Buffer): { received: string; rest: Buffer } {
+  const text = data.toString('latin1');
+  if (!text.startsWith('Received: ')) return { received: '', rest: data };
+  let end = text.indexOf('\r\n') + 2;
+  while (text[end] === '\t' || text[end] === ' ') end = text.indexOf('\r\n', end) + 2;
+  return { received: text.slice(0, end), rest: data.subarray(end) };
+}
