@@ -218,6 +218,33 @@ describe('erasure on disk: postgres', () => {
     }
   });
 
+  it('a scrub that cannot get its lock exits 1 with the entries deleted; running it again finishes', async () => {
+    const url = await (pgServer as PostgresServer).createDatabase();
+    const s = await openTraceStore(url);
+    const reader = new pg.Client({ connectionString: url });
+    await reader.connect();
+    try {
+      await s.insert([{ entry: entry(1, { sender: MARK }), expiresMs: now + 86400_000 }]);
+      // a long read (an operator's report, a backup) holds a lock VACUUM FULL must wait for
+      await reader.query('BEGIN');
+      await reader.query('LOCK TABLE capture_chunks IN ACCESS SHARE MODE');
+      const blocked = await mailplus(['erase', '--store', url, '--address', MARK, '-o', 'json']);
+      expect(blocked.code).toBe(1);
+      expect(blocked.stderr).toContain('the entries are deleted, but the database files may still hold');
+      const out = JSON.parse(blocked.stdout);
+      expect(out).toMatchObject({ total: 1, disk: { scrubbed: false } });
+      expect(out.disk.remains[0]).toMatch(/^VACUUM FULL .* failed: .*lock timeout/);
+      await reader.query('COMMIT');
+
+      const again = await mailplus(['erase', '--store', url, '--address', MARK, '-o', 'json']);
+      expect(again.code, again.stderr).toBe(0);
+      expect(JSON.parse(again.stdout)).toMatchObject({ total: 0, disk: { scrubbed: true } });
+    } finally {
+      await reader.end();
+      await s.close();
+    }
+  });
+
   it('a retention purge vacuums the trace tables', async () => {
     const url = await (pgServer as PostgresServer).createDatabase();
     const admin = new pg.Client({ connectionString: url });
