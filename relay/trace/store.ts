@@ -410,7 +410,7 @@ export class SqlTraceStore implements TraceStore {
     await step(`VACUUM FULL ${ERASED_TABLES}`, `VACUUM FULL ${ERASED_TABLES}`, true);
     const checkpointed = await step('CHECKPOINT', 'CHECKPOINT', false);
     remains.push(
-      `PostgreSQL WAL segments written before the erasure hold the deleted rows until the server recycles them after ${checkpointed ? 'later' : 'its next'} checkpoints (checkpoint_timeout, max_wal_size; longer with wal_keep_size, replication slots or WAL archiving)`,
+      `PostgreSQL WAL segments written before the erasure hold the deleted rows until the server deletes them or overwrites them with new WAL, which it may do after ${checkpointed ? 'this' : 'its next'} checkpoint (reuse follows write volume, up to max_wal_size; longer with wal_keep_size, replication slots or WAL archiving)`,
       'backups, WAL archives and replicas that are not streaming keep them for their own retention',
     );
     return { scrubbed, done, remains };
