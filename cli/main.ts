@@ -68,7 +68,24 @@ export function usage(): string {
   ].join('\n');
 }
 
+/** The shell's status for a process killed by SIGPIPE (128 + 13), as `cat big | head` reports it. */
+export const CLOSED_PIPE_EXIT = 141;
+
+/**
+ * A reader that goes away (`mailplus licenses | head`) ends the command quietly, as SIGPIPE ends
+ * cat or grep. Node ignores SIGPIPE, so the write fails with EPIPE instead, which would otherwise
+ * surface as an unhandled 'error' event with a stack trace.
+ */
+export function exitQuietlyOnClosedPipe(stream: NodeJS.WriteStream): void {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(CLOSED_PIPE_EXIT);
+    throw err;
+  });
+}
+
 export async function main(argv: string[]): Promise<number> {
+  exitQuietlyOnClosedPipe(process.stdout);
+  exitQuietlyOnClosedPipe(process.stderr);
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage());

@@ -353,7 +353,7 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
     },
     reportConfigError(err: Error, source = 'applyConfig') {
       metrics.configRefused();
-      logger.error('config refused, keeping the last good one', {
+      logger.error(snapshot ? 'config refused, keeping the last good one' : 'config refused, no config yet', {
         source,
         error: err.message,
         activeHash: snapshot?.hash ?? null,

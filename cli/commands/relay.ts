@@ -1,4 +1,8 @@
+import { readFileSync } from 'node:fs';
+import { parseRelayConfig } from '../../relay/config/load.ts';
+import type { RelayConfig } from '../../relay/config/types.gen.ts';
 import { watchConfigFile } from '../../relay/config-file-watch.ts';
+import { buildRoutingTable } from '../../relay/routing/table.ts';
 import { CliError } from '../errors.ts';
 import { parseFlags, str } from '../flags.ts';
 import { readRelayFlags, relayFlagHelp, relayFlagSpec } from '../relay-flags.ts';
@@ -8,7 +12,8 @@ const help = `Usage: mailplus relay --config FILE [relay options]
        mailplus relay --configmap NAMESPACE/NAME [--kubeconfig FILE] [relay options]
 
 Runs the SMTP relay from a relay config: a file (what mailplus render -o json produces) or the
-ConfigMap the operator publishes. Either source is followed: a valid new version applies to new
+ConfigMap the operator publishes. A --config file that is missing or invalid at start-up is an
+error (exit 1). Either source is followed: a valid new version applies to new
 transactions at once (file: within a second; ConfigMap: through an API watch, no kubelet delay),
 transactions in flight finish on the config they started with, and an invalid version is refused
 (logged, metric mailplus_relay_config_last_reload_successful=0) while the last good one stays.
@@ -34,6 +39,28 @@ export function parseConfigMapRef(value: string, flag = '--configmap'): ConfigMa
       `${flag} ${value}: expected NAMESPACE/NAME (e.g. mailplus-system/mailplus-relay-config)`,
     );
   return { namespace: m[1], name: m[3] };
+}
+
+/** The config file the relay starts from, fully checked (schema, hash, routing table). */
+export function readStartupConfig(file: string): RelayConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new CliError(
+      `--config ${file}: cannot read it (${code ?? (err as Error).message}); give the relay-config JSON that mailplus render -o json writes`,
+      1,
+    );
+  }
+  try {
+    const config = parseRelayConfig(text, file);
+    buildRoutingTable(config);
+    return config;
+  } catch (err) {
+    const m = (err as Error).message;
+    throw new CliError(m.startsWith(file) ? m : `--config ${file}: ${m}`, 1);
+  }
 }
 
 export async function runRelay(argv: string[]): Promise<number> {
@@ -70,6 +97,9 @@ export async function runRelay(argv: string[]): Promise<number> {
     }
   }
 
+  // At start-up there is no last good config to fall back on: a missing or broken file is an
+  // error now, not a relay that answers 451 to everyone (later changes are followed and refused).
+  if (file) readStartupConfig(file);
   const relay = await startRelayFromFlags(flags);
   if (file) {
     relay.own(watchConfigFile(file, relay));

@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import { formatResourceError } from '../../operator/resources/types.ts';
 import type { RelayConfig } from '../../relay/config/types.gen.ts';
 import { type EnvelopeExplanation, explainEnvelope, formatExplanation } from '../../relay/routing/decide.ts';
+import { normalizeDomain } from '../../relay/routing/match.ts';
 import { buildRoutingTable } from '../../relay/routing/table.ts';
 import { REPLY } from '../../relay/smtp/transaction.ts';
 import { compileFiles } from '../compile-files.ts';
@@ -25,7 +26,7 @@ Options:
   --kubeconfig FILE     with --cluster (default: KUBECONFIG, ~/.kube/config, or in-cluster)
   --configmap NS/NAME   with --cluster (default mailplus-system/mailplus-relay-config)
   --to ADDR             envelope recipient (repeatable)
-  --from ADDR           envelope sender (default: the null sender <>)
+  --from ADDR           envelope sender, or <> (default: the null sender <>, said in the output)
   --client-ip IP        the client's address, checked against the tenant's clientCIDRs
                         (default: not checked)
   --tls                 the session uses TLS (default: plaintext, checked against requireTLS)
@@ -33,6 +34,23 @@ Options:
 `;
 
 const DEFAULT_CONFIGMAP = 'mailplus-system/mailplus-relay-config';
+
+export const NULL_SENDER_NOTE =
+  'sender: <> (the null sender, because no --from was given; routes with sender patterns see "<>")';
+
+/**
+ * --to/--from must be envelope addresses (user@domain, the domain a DNS name or an address literal),
+ * so that a mistyped flag is not explained as if it were a domain; "postmaster" alone is a valid
+ * recipient (RFC 5321 §4.5.1).
+ */
+export function checkAddressFlag(flag: string, value: string): void {
+  const a = value.trim().replace(/^<(.*)>$/, '$1');
+  if (flag === '--to' && a.toLowerCase() === 'postmaster') return;
+  const at = a.lastIndexOf('@');
+  const domain = a.slice(at + 1);
+  const ok = at > 0 && !/[\s<>]/.test(a) && (/^\[[^\]]+\]$/.test(domain) || normalizeDomain(domain).ok);
+  if (!ok) throw new CliError(`${flag}: "${value}" is not an address (expected user@example.com)`);
+}
 
 /** The relay config the operator published, read (and hash-verified) from the ConfigMap. */
 async function readClusterConfig(kubeconfig: string | undefined, ref: string): Promise<RelayConfig> {
@@ -103,6 +121,10 @@ export async function runRoute(argv: string[]): Promise<number> {
   if (shown) return 0;
   const to = list(values.to);
   if (to.length === 0) throw new CliError('give at least one --to ADDR');
+  for (const a of to) checkAddressFlag('--to', a);
+  const givenFrom = str(values.from);
+  if (givenFrom !== undefined && givenFrom !== '' && givenFrom !== '<>')
+    checkAddressFlag('--from', givenFrom);
   const clientIp = str(values['client-ip']);
   if (clientIp !== undefined && isIP(clientIp) === 0)
     throw new CliError(`--client-ip: "${clientIp}" is not an IP address`);
@@ -121,14 +143,18 @@ export async function runRoute(argv: string[]): Promise<number> {
     config = compiled.config;
   }
   const table = buildRoutingTable(config);
-  const rawFrom = str(values.from) ?? '';
+  const rawFrom = givenFrom ?? '';
   const from = rawFrom === '<>' ? '' : rawFrom;
   const explanation = applyTransactionRule(
     explainEnvelope(table, { to, from, clientIp, tls: values.tls === true }),
   );
+  // A silent default would make a route with sender patterns look broken: say what was assumed.
+  const defaultedFrom = givenFrom === undefined;
   if (format === 'json') {
-    process.stdout.write(`${JSON.stringify(explanation, null, 2)}\n`);
+    const doc = defaultedFrom ? { ...explanation, fromDefaulted: true } : explanation;
+    process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
   } else {
+    if (defaultedFrom) process.stdout.write(`${NULL_SENDER_NOTE}\n`);
     process.stdout.write(formatExplanation(explanation));
   }
   // Scripts can test a route with the exit code: 0 when every recipient would be relayed.

@@ -20,13 +20,24 @@ export async function runValidate(argv: string[]): Promise<number> {
     help,
   );
   if (shown) return 0;
-  const { problems, resources } = await compileFiles(list(values.filename));
+  const paths = list(values.filename);
+  const { problems, resources } = await compileFiles(paths);
+  const checked = resources.filter((r) => r.kind !== 'Service').length;
+  if (checked === 0 && problems.length === 0) {
+    // Nothing to check is not a pass: a wrong path or a file of other kinds would look green.
+    problems.push({
+      file: paths.join(', '),
+      resource: '',
+      field: '',
+      message: 'no MailRoute or TenantPolicy found (documents of other kinds are skipped)',
+      severity: 'error',
+    });
+  }
   for (const p of problems) {
     process.stdout.write(`${p.severity}: ${formatResourceError(p)}\n`);
   }
   const errors = problems.filter((p) => p.severity === 'error').length;
   const warnings = problems.length - errors;
-  const checked = resources.filter((r) => r.kind !== 'Service').length;
   process.stderr.write(`${checked} resource(s) checked: ${errors} error(s), ${warnings} warning(s)\n`);
   return errors > 0 || (values.strict && warnings > 0) ? 1 : 0;
 }

@@ -48,6 +48,39 @@ metadata: {name: c}
       'f.yaml: TenantPolicy default/p: apiVersion: unsupported version mailplus.io/v1; use mailplus.io/v1alpha1',
     ]);
   });
+  it('refuses documents that cannot be a resource or look like a misspelt Mail-Plus one', () => {
+    const text = `${TP}---
+apiVersion: mailplus.io/v1alpha1
+kind: MailRoutes
+metadata: {name: r}
+---
+kind: TenantPolicy
+metadata: {name: q}
+---
+apiVersion: v1
+kind: mailroute
+metadata: {name: s}
+---
+apiVersion: example.com/v1
+kind: MailRoute
+metadata: {name: t}
+---
+metadata: {name: nothing}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: fine}
+`;
+    const r = parseResourceText(text, 'f.yaml');
+    expect(r.resources.map((x) => x.name)).toEqual(['p']);
+    expect(r.errors.map(formatResourceError)).toEqual([
+      'f.yaml: document 2: kind: unknown kind MailRoutes in mailplus.io/v1alpha1; did you mean MailRoute?',
+      'f.yaml: document 3: apiVersion: missing for kind TenantPolicy; use mailplus.io/v1alpha1',
+      'f.yaml: document 4: kind: unknown kind mailroute; did you mean MailRoute?',
+      'f.yaml: document 5: apiVersion: example.com/v1 has no kind MailRoute; use mailplus.io/v1alpha1',
+      'f.yaml: document 6: kind: missing: every document needs kind (e.g. MailRoute, TenantPolicy)',
+    ]);
+  });
   it('reads JSON and List objects', () => {
     const list = {
       apiVersion: 'v1',

@@ -35,6 +35,42 @@ async function expand(path: string, errors: ResourceError[]): Promise<string[]> 
   return out;
 }
 
+const MAILPLUS_KINDS = ['TenantPolicy', 'MailRoute'] as const;
+
+/** 'MailRoutes', 'mailroute', 'Mailroute' -> 'MailRoute': what the author evidently meant. */
+function meantKind(kind: string): string | undefined {
+  const k = kind.toLowerCase().replace(/s$/, '');
+  return MAILPLUS_KINDS.find((m) => m.toLowerCase() === k);
+}
+
+/**
+ * Why a document cannot be a resource, or why it looks like a Mail-Plus resource that would be
+ * skipped: what kubectl refuses (no apiVersion or kind), a Mail-Plus kind outside mailplus.io, an
+ * unknown kind in mailplus.io, a misspelt Mail-Plus kind. Undefined for well-formed documents.
+ */
+export function documentShapeError(
+  apiVersion: string,
+  kind: string,
+): { field: string; message: string } | undefined {
+  const meant = meantKind(kind);
+  if (kind === '')
+    return { field: 'kind', message: 'missing: every document needs kind (e.g. MailRoute, TenantPolicy)' };
+  if (apiVersion === '') {
+    const hint = meant ? `; use ${MAILPLUS_API_VERSION}` : '';
+    return { field: 'apiVersion', message: `missing for kind ${kind}${hint}` };
+  }
+  const group = apiVersion.includes('/') ? apiVersion.slice(0, apiVersion.indexOf('/')) : '';
+  if (group === 'mailplus.io' && !(MAILPLUS_KINDS as readonly string[]).includes(kind)) {
+    const hint = meant ? `did you mean ${meant}?` : `use ${MAILPLUS_KINDS.join(' or ')}`;
+    return { field: 'kind', message: `unknown kind ${kind} in ${apiVersion}; ${hint}` };
+  }
+  if (meant && meant !== kind)
+    return { field: 'kind', message: `unknown kind ${kind}; did you mean ${meant}?` };
+  if (meant && group !== 'mailplus.io')
+    return { field: 'apiVersion', message: `${apiVersion} has no kind ${kind}; use ${MAILPLUS_API_VERSION}` };
+  return undefined;
+}
+
 /** Classifies one parsed document; undefined for kinds Mail-Plus ignores. */
 export function classify(
   doc: unknown,
@@ -57,6 +93,18 @@ export function classify(
   const kind = typeof o.kind === 'string' ? o.kind : '';
   if (kind === 'List' && Array.isArray(o.items)) {
     // kubectl get -o yaml output; items are classified by the caller through flattenList.
+    return undefined;
+  }
+  const shapeError = documentShapeError(apiVersion, kind);
+  if (shapeError) {
+    // Foreign kinds are skipped on purpose (a directory may hold Deployments too), so a typo in
+    // kind or apiVersion would otherwise make a Mail-Plus resource vanish without a word.
+    errors.push({
+      file,
+      resource: `document ${document + 1}`,
+      field: shapeError.field,
+      message: shapeError.message,
+    });
     return undefined;
   }
   let k: ResourceKind;

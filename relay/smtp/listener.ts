@@ -3,6 +3,7 @@ import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import type { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
+import { needsSmtpUtf8, receivedPath, UNDECLARED_UTF8_REPLY } from './address-form.ts';
 import { RawDataStream } from './raw-data-stream.ts';
 
 /**
@@ -14,6 +15,9 @@ import { RawDataStream } from './raw-data-stream.ts';
  *     `greetPauseMs` (default 0).
  *  2. DATA: RelayConnection._createParser() uses RawDataStream (raw-data-stream.ts), which
  *     passes the dot-stuffed bytes through untouched.
+ *  3. Addresses: _parseAddressCommand() keeps the address as the client wrote it (smtp-server
+ *     decodes A-label domains to Unicode), and MAIL/RCPT refuse a non-ASCII address in a
+ *     transaction without SMTPUTF8 (address-form.ts; tests in idn.test.ts).
  */
 
 export interface SessionHooks {
@@ -104,6 +108,43 @@ export class RelayConnection extends SMTPConnection {
       };
     }
     return err;
+  }
+
+  override _parseAddressCommand(
+    rawName: string,
+    rawCommand: Buffer | string,
+  ): ReturnType<SMTPConnection['_parseAddressCommand']> {
+    const parsed = super._parseAddressCommand(rawName, rawCommand);
+    if (parsed === false || !parsed.address) return parsed;
+    const received = receivedPath(rawCommand.toString());
+    // address literals keep smtp-server's normalisation ([IPv6:…]); only the domain's form differs
+    if (received !== undefined && !received.endsWith(']')) parsed.address = received;
+    return parsed;
+  }
+
+  override handler_MAIL(command: Buffer, callback: () => void): void {
+    const parsed = this.session.envelope.mailFrom ? false : this._parseAddressCommand('mail from', command);
+    const declared =
+      parsed && parsed.args !== false && (parsed.args as Record<string, unknown>).SMTPUTF8 === true;
+    if (parsed && !declared && needsSmtpUtf8(parsed.address)) {
+      this.send(553, UNDECLARED_UTF8_REPLY);
+      callback();
+      return;
+    }
+    super.handler_MAIL(command, callback);
+  }
+
+  override handler_RCPT(command: Buffer, callback: () => void): void {
+    const envelope = this.session.envelope;
+    if (envelope.mailFrom && !envelope.smtpUtf8) {
+      const parsed = this._parseAddressCommand('rcpt to', command);
+      if (parsed && needsSmtpUtf8(parsed.address)) {
+        this.send(553, UNDECLARED_UTF8_REPLY);
+        callback();
+        return;
+      }
+    }
+    super.handler_RCPT(command, callback);
   }
 
   override _resetSession(): void {

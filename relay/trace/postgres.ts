@@ -12,6 +12,10 @@ export function numberPlaceholders(sql: string): string {
 
 type Queryable = Pick<pg.PoolClient, 'query'>;
 
+/** VACUUM FULL rewrites whole tables: no query time limit short of this. */
+const MAINTENANCE_TIMEOUT_MS = 6 * 3600_000;
+const MAINTENANCE_LOCK_TIMEOUT = '10s';
+
 function driverOn(q: Queryable, pool: pg.Pool | undefined): Driver {
   const d: Driver = {
     kind: 'postgres',
@@ -32,6 +36,20 @@ function driverOn(q: Queryable, pool: pg.Pool | undefined): Driver {
         await client.query('ROLLBACK').catch(() => {});
         throw err;
       } finally {
+        client.release();
+      }
+    },
+    maintain: async <T>(sql: string) => {
+      if (!pool) throw new Error(`${sql.split(' ')[0]} cannot run inside a transaction`);
+      const client = await pool.connect();
+      try {
+        // Waiting long for the table lock would stall the relays' trace writes queued behind it.
+        await client.query(`SET lock_timeout = '${MAINTENANCE_LOCK_TIMEOUT}'`);
+        // per-query query_timeout is read by pg's Client.query, though its types omit it
+        const query = { text: sql, query_timeout: MAINTENANCE_TIMEOUT_MS } as pg.QueryConfig;
+        return (await client.query(query)).rows as T[];
+      } finally {
+        await client.query('RESET lock_timeout').catch(() => {});
         client.release();
       }
     },

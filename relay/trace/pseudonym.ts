@@ -9,6 +9,7 @@
 // compute a tenant's pseudonym for a given address and so serve access and erasure requests;
 // without it, pseudonyms cannot be reversed by hashing guessed addresses. Pure.
 import { createHmac } from 'node:crypto';
+import { domainToASCII, domainToUnicode } from 'node:url';
 
 const DERIVATION_LABEL = 'mailplus/pseudonym/v1/';
 
@@ -45,19 +46,44 @@ export function isPseudonym(address: string): boolean {
 }
 
 /**
- * Every stored form of `address` per tenant: the address itself and, with the master key, each
- * tenant's pseudonym. Used by `mailplus trace --address` and `mailplus erase`.
+ * The spellings under which one mailbox can have been received: as given, and with its domain in
+ * A-labels (xn--bcher-kva.example) and in U-labels (bücher.example). The relay records addresses
+ * as the client sent them, so an internationalised domain may be stored in either form. Lower case.
+ */
+export function domainSpellings(address: string): string[] {
+  const lower = address.trim().toLowerCase();
+  const at = lower.lastIndexOf('@');
+  if (at < 0) return [lower];
+  const local = lower.slice(0, at + 1);
+  const domain = lower.slice(at + 1);
+  const out = new Set([lower]);
+  const ascii = domainToASCII(domain);
+  if (ascii !== '') {
+    out.add(local + ascii);
+    const unicode = domainToUnicode(ascii);
+    if (unicode !== '') out.add(local + unicode);
+  }
+  return [...out];
+}
+
+/**
+ * Every stored form of `address` per tenant: the address itself in each domain spelling and, with
+ * the master key, each tenant's pseudonym of each. Used by `mailplus trace --address` and
+ * `mailplus erase`.
  */
 export function addressForms(
   address: string,
   tenants: string[],
   masterKey: string | Buffer | undefined,
 ): Array<{ tenant: string | null; address: string }> {
-  const lower = address.trim().toLowerCase();
-  const out: Array<{ tenant: string | null; address: string }> = [{ tenant: null, address: lower }];
+  const spellings = domainSpellings(address);
+  const out: Array<{ tenant: string | null; address: string }> = spellings.map((a) => ({
+    tenant: null,
+    address: a,
+  }));
   if (masterKey && masterKey.length > 0) {
     for (const t of [...new Set(tenants)].sort())
-      out.push({ tenant: t, address: tenantPseudonym(masterKey, t, lower) });
+      for (const a of spellings) out.push({ tenant: t, address: tenantPseudonym(masterKey, t, a) });
   }
   return out;
 }

@@ -6,7 +6,11 @@ import type { Driver } from './store.ts';
 
 export function openSqliteDriver(path: string): Driver {
   const db = new DatabaseSync(path);
-  db.exec('PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;');
+  // secure_delete: a deleted row is overwritten with zeros, not left in a free page (erasure,
+  // retention purge); per connection, so every process that deletes sets it.
+  db.exec(
+    'PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;',
+  );
   let queue: Promise<unknown> = Promise.resolve();
   const serial = <T>(fn: () => Promise<T>): Promise<T> => {
     const next = queue.then(fn, fn);
@@ -32,6 +36,7 @@ export function openSqliteDriver(path: string): Driver {
         throw err;
       }
     },
+    maintain: async <T>(sql: string) => db.prepare(sql).all() as T[],
     close: async () => {
       db.close();
     },
@@ -42,6 +47,7 @@ export function openSqliteDriver(path: string): Driver {
     all: <T>(sql: string, p?: unknown[]) => serial(() => direct.all<T>(sql, p)),
     run: (sql, p) => serial(() => direct.run(sql, p)),
     tx: <T>(fn: (d: Driver) => Promise<T>) => serial(() => direct.tx(fn)),
+    maintain: <T>(sql: string) => serial(() => direct.maintain<T>(sql)),
     close: () => serial(() => direct.close()),
   };
 }

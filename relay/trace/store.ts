@@ -14,6 +14,11 @@ export interface Driver {
   run(sql: string, params?: unknown[]): Promise<number>;
   /** Runs fn in one database transaction (fn receives a driver bound to it). */
   tx<T>(fn: (d: Driver) => Promise<T>): Promise<T>;
+  /**
+   * One statement outside any transaction, without the query time limit: VACUUM, CHECKPOINT and
+   * PRAGMA wal_checkpoint cannot run inside one and may take as long as the tables are large.
+   */
+  maintain<T = Record<string, unknown>>(sql: string): Promise<T[]>;
   close(): Promise<void>;
 }
 
@@ -38,6 +43,20 @@ export interface EraseReport {
   entries: Record<string, number>;
   /** Captures deleted per tenant (captures of the erased transactions). */
   captures: Record<string, number>;
+  /** What was done so that the deleted rows' bytes are gone from the database files too. */
+  disk: DiskReport;
+}
+
+export interface DiskReport {
+  /**
+   * True when no table or index file of the trace store holds a deleted row any more (SQLite:
+   * also its -wal file). What a database keeps elsewhere for a while is listed in `remains`.
+   */
+  scrubbed: boolean;
+  /** Steps taken, in order. */
+  done: string[];
+  /** Where copies of deleted rows remain, until when, and steps that failed (with the error). */
+  remains: string[];
 }
 
 export interface CaptureMeta {
@@ -55,10 +74,16 @@ export interface TraceStore {
   readonly kind: 'sqlite' | 'postgres';
   insert(entries: Array<{ entry: TraceEntry; expiresMs: number }>): Promise<void>;
   query(q: TraceQuery): Promise<StoredTraceEntry[]>;
+  /** Deletes every entry about the forms and its captures, then scrubs the files (see DiskReport). */
   erase(forms: AddressForm[]): Promise<EraseReport>;
   /** Tenants that have entries or captures. */
   tenants(): Promise<string[]>;
-  purge(plan: PurgePlan): Promise<{ entries: number; captures: number }>;
+  /**
+   * Deletes expired entries and captures, then lets the database reclaim them (SQLite: the rows
+   * are overwritten as they are deleted and the WAL is truncated; PostgreSQL: plain VACUUM).
+   * `reclaimFailed` says why that last step failed, when it did (the rows are deleted anyway).
+   */
+  purge(plan: PurgePlan): Promise<{ entries: number; captures: number; reclaimFailed?: string }>;
 
   /** Takes one of maxMessages slots of a consent, atomically across replicas; false when none is left. */
   reserveCapture(tenant: string, consentId: string, maxMessages: number, expiresMs: number): Promise<boolean>;
@@ -137,8 +162,32 @@ CREATE TABLE IF NOT EXISTS capture_quota (
   expires_ms BIGINT NOT NULL,
   PRIMARY KEY (tenant, consent_id)
 );
-`;
+${d === 'postgres' ? NO_SAMPLED_ADDRESSES : ''}`;
 };
+
+/**
+ * PostgreSQL's ANALYZE (autovacuum runs it) copies frequent column values into pg_statistic, a
+ * system catalog no erasure can rewrite: addresses and client IPs must never be sampled there.
+ */
+const NO_SAMPLED_ADDRESSES = `
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_attribute
+             WHERE (attrelid, attname) IN (('trace_entries'::regclass, 'sender'),
+               ('trace_entries'::regclass, 'recipients'), ('trace_entries'::regclass, 'client_ip'),
+               ('trace_addresses'::regclass, 'address'))
+               AND COALESCE(attstattarget, -1) <> 0) THEN
+    ALTER TABLE trace_entries ALTER COLUMN sender SET STATISTICS 0,
+      ALTER COLUMN recipients SET STATISTICS 0, ALTER COLUMN client_ip SET STATISTICS 0;
+    ALTER TABLE trace_addresses ALTER COLUMN address SET STATISTICS 0;
+  END IF;
+EXCEPTION WHEN insufficient_privilege THEN
+  RAISE WARNING 'mailplus: not the owner of the trace tables; run as their owner once: ALTER TABLE ... SET STATISTICS 0 (PRIVACY.md)';
+END $$;
+`;
+
+/** Every table that holds what an erasure deletes (rows, index entries, encrypted chunks). */
+const ERASED_TABLES = 'trace_entries, trace_addresses, captures, capture_chunks';
 
 /** Incomplete captures (a relay died mid-message) are removed after this long. */
 const INCOMPLETE_CAPTURE_MS = 3600_000;
@@ -289,7 +338,13 @@ export class SqlTraceStore implements TraceStore {
   }
 
   async erase(forms: AddressForm[]): Promise<EraseReport> {
-    const report: EraseReport = { entries: {}, captures: {} };
+    const deleted = await this.deleteAbout(forms);
+    // Always, even when nothing matched now: a rerun finishes an earlier erasure whose scrub failed.
+    return { ...deleted, disk: await this.scrub() };
+  }
+
+  private async deleteAbout(forms: AddressForm[]): Promise<Omit<EraseReport, 'disk'>> {
+    const report: Omit<EraseReport, 'disk'> = { entries: {}, captures: {} };
     if (forms.length === 0) return report;
     return this.d.tx(async (d) => {
       const f = addressFilter(forms);
@@ -315,6 +370,52 @@ export class SqlTraceStore implements TraceStore {
     });
   }
 
+  /**
+   * Makes deleted rows unrecoverable from the database files. SQLite overwrites them with zeros as
+   * they are deleted (secure_delete, sqlite.ts); VACUUM rebuilds the file so that no older free
+   * page or slack space keeps a copy either, and the checkpoint copies the WAL into the file and
+   * truncates it. PostgreSQL marks deleted rows dead and a plain VACUUM leaves their bytes in the
+   * pages (seen in tests), so VACUUM FULL rewrites the tables and their indexes into new files and
+   * drops the old ones; its WAL keeps the rows until the segments are recycled (PRIVACY.md).
+   */
+  private async scrub(): Promise<DiskReport> {
+    const done: string[] = [];
+    const remains: string[] = [];
+    let scrubbed = true;
+    const step = async (label: string, sql: string, required: boolean): Promise<unknown[] | undefined> => {
+      try {
+        const rows = await this.d.maintain(sql);
+        done.push(label);
+        return rows;
+      } catch (err) {
+        if (required) scrubbed = false;
+        remains.push(`${label} failed: ${(err as Error).message}`);
+        return undefined;
+      }
+    };
+    if (this.kind === 'sqlite') {
+      done.push('deleted rows overwritten with zeros (secure_delete)');
+      await step('VACUUM', 'VACUUM', true);
+      const cp = await step('WAL checkpoint (TRUNCATE)', 'PRAGMA wal_checkpoint(TRUNCATE)', true);
+      const busy = Number((cp?.[0] as { busy?: number } | undefined)?.busy ?? 0);
+      if (busy !== 0) {
+        scrubbed = false;
+        done.pop();
+        remains.push(
+          'WAL not truncated: another connection (a relay) was reading the store; run the erasure again',
+        );
+      }
+      return { scrubbed, done, remains };
+    }
+    await step(`VACUUM FULL ${ERASED_TABLES}`, `VACUUM FULL ${ERASED_TABLES}`, true);
+    const checkpointed = await step('CHECKPOINT', 'CHECKPOINT', false);
+    remains.push(
+      `PostgreSQL WAL segments written before the erasure hold the deleted rows until the server deletes them or overwrites them with new WAL, which it may do after ${checkpointed ? 'this' : 'its next'} checkpoint (reuse follows write volume, up to max_wal_size; longer with wal_keep_size, replication slots or WAL archiving)`,
+      'backups, WAL archives and replicas that are not streaming keep them for their own retention',
+    );
+    return { scrubbed, done, remains };
+  }
+
   async tenants(): Promise<string[]> {
     const rows = await this.d.all<{ tenant: string }>(
       'SELECT DISTINCT tenant FROM trace_entries UNION SELECT DISTINCT tenant FROM captures',
@@ -322,8 +423,8 @@ export class SqlTraceStore implements TraceStore {
     return rows.map((r) => r.tenant).sort();
   }
 
-  async purge(plan: PurgePlan): Promise<{ entries: number; captures: number }> {
-    return this.d.tx(async (d) => {
+  async purge(plan: PurgePlan): Promise<{ entries: number; captures: number; reclaimFailed?: string }> {
+    const r = await this.d.tx(async (d) => {
       const doomed = 'SELECT id FROM trace_entries WHERE expires_ms <= ?';
       let entries = 0;
       await d.run(`DELETE FROM trace_addresses WHERE entry_id IN (${doomed})`, [plan.expiredBeforeMs]);
@@ -348,6 +449,16 @@ export class SqlTraceStore implements TraceStore {
       await d.run('DELETE FROM capture_quota WHERE expires_ms <= ?', [plan.expiredBeforeMs]);
       return { entries, captures };
     });
+    if (r.entries === 0 && r.captures === 0) return r;
+    // Cheap, non-blocking reclaim for the periodic purge; the full rewrite is for erasure requests.
+    try {
+      await this.d.maintain(
+        this.kind === 'sqlite' ? 'PRAGMA wal_checkpoint(TRUNCATE)' : `VACUUM ${ERASED_TABLES}, capture_quota`,
+      );
+    } catch (err) {
+      return { ...r, reclaimFailed: (err as Error).message };
+    }
+    return r;
   }
 
   async reserveCapture(

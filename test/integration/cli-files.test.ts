@@ -1,18 +1,22 @@
 // The file-based commands as a user runs them: real processes, real files, exit codes.
-import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseRelayConfig } from '../../relay/config/load.ts';
+import { freePort, startProcess } from '../support/processes.ts';
 
 const run = promisify(execFile);
 const bin = new URL('../../bin/mailplus.js', import.meta.url).pathname;
 
-async function mailplus(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function mailplus(
+  args: string[],
+  timeout = 20_000,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [bin, ...args], { timeout: 20_000 });
+    const { stdout, stderr } = await run(process.execPath, [bin, ...args], { timeout });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -61,6 +65,37 @@ spec:
     expect(r.code).toBe(1);
     expect(r.stdout).toContain(`${file}: MailRoute acme/broken: spec.match.recipients[0]`);
     expect(r.stdout).toContain(`${file}: MailRoute acme/broken: spec.forward.upstreams[0].tls`);
+  });
+
+  it('refuses a misspelt kind or a document without apiVersion, naming file and document', async () => {
+    const file = join(dir, 'typo.yaml');
+    await writeFile(
+      file,
+      `apiVersion: mailplus.io/v1alpha1
+kind: MailRoutes
+metadata: {name: inbox, namespace: acme}
+spec: {match: {recipients: ["*@acme.test"]}, forward: {upstreams: [{host: mx.acme.test}]}}
+---
+kind: TenantPolicy
+metadata: {name: acme, namespace: acme}
+spec: {domains: [acme.test]}
+`,
+    );
+    const r = await mailplus(['validate', '-f', file]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain(
+      `${file}: document 1: kind: unknown kind MailRoutes in mailplus.io/v1alpha1; did you mean MailRoute?`,
+    );
+    expect(r.stdout).toContain(`${file}: document 2: apiVersion: missing for kind TenantPolicy`);
+    expect(r.stderr).toMatch(/2 error\(s\)/);
+  });
+
+  it('finding no MailRoute or TenantPolicy at all is an error, not a pass', async () => {
+    const file = join(dir, 'other-kinds.yaml');
+    await writeFile(file, 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n');
+    const r = await mailplus(['validate', '-f', file]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain(`${file}: no MailRoute or TenantPolicy found`);
   });
 
   it('reports a YAML syntax error with its line', async () => {
@@ -154,6 +189,33 @@ describe('mailplus route', () => {
     expect(r.stdout).toContain('550 5.7.1 Client address not permitted');
   });
 
+  it('refuses a --to or --from that is not an address (usage error, exit 2)', async () => {
+    const r = await mailplus(['route', '-f', 'examples/', '--to', 'notanaddress']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--to: "notanaddress" is not an address');
+    expect(r.stdout).toBe('');
+    const f = await mailplus(['route', '-f', 'examples/', '--to', 'a@sales.example.com', '--from', 'nobody']);
+    expect(f.code).toBe(2);
+    expect(f.stderr).toContain('--from: "nobody" is not an address');
+  });
+
+  it('says when it assumed the null sender because --from was not given', async () => {
+    const r = await mailplus(['route', '-f', 'examples/', '--to', 'alice@sales.example.com']);
+    expect(r.stdout.split('\n')[0]).toMatch(/^sender: <> \(the null sender, because no --from was given/);
+    const j = await mailplus(['route', '-f', 'examples/', '--to', 'alice@sales.example.com', '-o', 'json']);
+    expect(JSON.parse(j.stdout)).toMatchObject({ from: '', fromDefaulted: true });
+    const given = await mailplus([
+      'route',
+      '-f',
+      'examples/',
+      '--to',
+      'alice@sales.example.com',
+      '--from',
+      '<>',
+    ]);
+    expect(given.stdout).not.toContain('no --from was given');
+  });
+
   it('shows the 452 a recipient gets when it routes to another upstream set', async () => {
     const file = join(dir, 'split.yaml');
     await writeFile(
@@ -186,5 +248,65 @@ describe('mailplus', () => {
     const r = await mailplus(['render', '--bogus']);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('Usage: mailplus render');
+  });
+
+  it('a reader that goes away (mailplus licenses | head) ends it quietly, as SIGPIPE ends cat', async () => {
+    const child = spawn(process.execPath, [bin, 'licenses'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (b: Buffer) => {
+      stderr += b.toString();
+    });
+    // the reader is gone before the first write, as `head` is after its lines
+    child.stdout.destroy();
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
+    clearTimeout(timer);
+    expect(stderr).toBe('');
+    expect(code).toBe(141);
+  });
+});
+
+describe('mailplus relay --config FILE', () => {
+  it('a missing or invalid file at start-up is an error (exit 1), not a relay without config', async () => {
+    const listen = ['--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'];
+    const missing = join(dir, 'no-such-relay.json');
+    const r = await mailplus(['relay', '--config', missing, ...listen], 10_000);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`--config ${missing}: cannot read it (ENOENT)`);
+    const broken = join(dir, 'broken-relay.json');
+    await writeFile(broken, '{"apiVersion": "relay.mailplus.io/v1alpha1"');
+    const b = await mailplus(['relay', '--config', broken, ...listen], 10_000);
+    expect(b.code).toBe(1);
+    expect(b.stderr).toContain(`${broken}: invalid relay config`);
+  });
+
+  it('a file that disappears later keeps the last good config', async () => {
+    const file = join(dir, 'relay-later.json');
+    const rendered = await mailplus(['render', '-f', 'examples/', '-o', 'json']);
+    await writeFile(file, rendered.stdout);
+    const hash = parseRelayConfig(rendered.stdout, 'render').hash;
+    const [port, adminPort] = [await freePort(), await freePort()];
+    const proc = startProcess(process.execPath, [
+      bin,
+      'relay',
+      '--config',
+      file,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--admin-listen',
+      `127.0.0.1:${adminPort}`,
+    ]);
+    try {
+      await proc.waitForLine((l) => l.json?.msg === 'config applied', 15_000);
+      await rename(file, `${file}.gone`);
+      await proc.waitForLine(
+        (l) => l.json?.msg === 'config refused, keeping the last good one' && l.json?.activeHash === hash,
+        10_000,
+      );
+      const config = (await (await fetch(`http://127.0.0.1:${adminPort}/config`)).json()) as { hash: string };
+      expect(config.hash).toBe(hash);
+    } finally {
+      await proc.stop();
+    }
   });
 });

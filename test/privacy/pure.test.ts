@@ -124,6 +124,24 @@ describe('pseudonyms', () => {
       { tenant: 'b', address: tenantPseudonym(KEY, 'b', 'alice@example.com') },
     ]);
   });
+  it('address forms: both spellings of an internationalised domain, each with its pseudonyms', () => {
+    const a = 'kunde@xn--bcher-kva.example';
+    const u = 'kunde@bücher.example';
+    expect(addressForms('Kunde@BÜCHER.example', [], undefined)).toEqual([
+      { tenant: null, address: u },
+      { tenant: null, address: a },
+    ]);
+    expect(addressForms(a, ['p'], KEY)).toEqual([
+      { tenant: null, address: a },
+      { tenant: null, address: u },
+      { tenant: 'p', address: tenantPseudonym(KEY, 'p', a) },
+      { tenant: 'p', address: tenantPseudonym(KEY, 'p', u) },
+    ]);
+    // not a domain: searched as given
+    expect(addressForms('x@bad_domain..example', [], undefined)).toEqual([
+      { tenant: null, address: 'x@bad_domain..example' },
+    ]);
+  });
   it('entry addresses are lower-cased, the null sender is not an address', () => {
     expect(normalizeAddress('<A@B.c>')).toBe('a@b.c');
     expect(normalizeAddress('<>')).toBe('');

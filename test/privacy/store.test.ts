@@ -51,7 +51,22 @@ function entry(over: Partial<TraceEntry> = {}): TraceEntry {
   };
 }
 
-describe.each(backends)('trace store: %s', (_name, location) => {
+/** What erase() reports about the files when the scrub succeeded, per backend. */
+function scrubbed(backend: string) {
+  return backend === 'sqlite'
+    ? {
+        scrubbed: true,
+        done: ['deleted rows overwritten with zeros (secure_delete)', 'VACUUM', 'WAL checkpoint (TRUNCATE)'],
+        remains: [],
+      }
+    : {
+        scrubbed: true,
+        done: ['VACUUM FULL trace_entries, trace_addresses, captures, capture_chunks', 'CHECKPOINT'],
+        remains: [expect.stringMatching(/^PostgreSQL WAL segments/), expect.stringMatching(/^backups/)],
+      };
+}
+
+describe.each(backends)('trace store: %s', (backend, location) => {
   let store: TraceStore;
   const open = async () => {
     store = await openTraceStore(await location());
@@ -117,10 +132,10 @@ describe.each(backends)('trace store: %s', (_name, location) => {
       expect(await store.tenants()).toEqual(['a', 'b', 'p']);
 
       const report = await store.erase(keyed);
-      expect(report).toEqual({ entries: { a: 1, b: 1, p: 1 }, captures: {} });
+      expect(report).toEqual({ entries: { a: 1, b: 1, p: 1 }, captures: {}, disk: scrubbed(backend) });
       expect((await store.query({})).map((e) => e.txid)).toEqual(['tx4']);
       expect(await store.query({ addresses: keyed })).toEqual([]);
-      expect(await store.erase(keyed)).toEqual({ entries: {}, captures: {} });
+      expect(await store.erase(keyed)).toEqual({ entries: {}, captures: {}, disk: scrubbed(backend) });
     } finally {
       await cleanup();
     }
@@ -217,6 +232,7 @@ describe.each(backends)('trace store: %s', (_name, location) => {
       expect(await store.erase([{ tenant: null, address: 'bob@a.example' }])).toEqual({
         entries: { a: 1 },
         captures: { a: 1 },
+        disk: scrubbed(backend),
       });
       expect((await store.listCaptures('a')).map((c) => c.id)).toEqual([keep]);
 

@@ -17,6 +17,8 @@ export interface PostgresServer {
   url: string;
   port: number;
   pid: number;
+  /** The cluster's data directory (tests read table files under base/ to prove erasure). */
+  dataDir: string;
   /** A fresh, empty database; returns its connection URL. */
   createDatabase(name?: string): Promise<string>;
   stop(): Promise<void>;
@@ -128,6 +130,7 @@ export async function startPostgres(): Promise<PostgresServer> {
     url,
     port,
     pid: proc.pid,
+    dataDir: data,
     async createDatabase(name = `t${process.pid}_${++dbCounter}`) {
       const c = new pg.Client({ connectionString: url });
       await c.connect();
