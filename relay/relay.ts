@@ -11,6 +11,13 @@ import { createLogger, createPseudonymizer, type Logger, type LogSink } from './
 import { RelayMetrics } from './observability/metrics.ts';
 import { buildRoutingTable } from './routing/table.ts';
 import { cidrMatcher } from './smtp/cidr.ts';
+import {
+  ConnectionLimiter,
+  DEFAULT_FAIRNESS,
+  FAIRNESS_REPLY,
+  type FairnessLimits,
+  UpstreamShares,
+} from './smtp/fairness.ts';
 import { DRAINING_REPLY, type RelayConnection, RelaySmtpServer } from './smtp/listener.ts';
 import { readProxyHeader } from './smtp/proxy-accept.ts';
 import { RateLimiter } from './smtp/rate-limit.ts';
@@ -53,6 +60,13 @@ export interface RelayOptions {
   maxTransactions?: number;
   /** Session lifetime before 421 4.4.2. Default 10 min. */
   maxSessionMs?: number;
+  /**
+   * Fairness limits per client address, client network, tenant and transaction (smtp/fairness.ts);
+   * unset fields take DEFAULT_FAIRNESS, 0 switches a count or time limit off.
+   */
+  fairness?: Partial<FairnessLimits>;
+  /** Client CIDRs exempt from the per-client and per-network limits (Postfix smtpd_client_event_limit_exceptions). */
+  fairnessExempt?: string[];
   /** Pause before the greeting, for early-talker detection. Default 0. */
   greetPauseMs?: number;
   /**
@@ -201,7 +215,18 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
     now,
   });
 
+  const fairness: FairnessLimits = { ...DEFAULT_FAIRNESS, ...opts.fairness };
+  const exempt = cidrMatcher(opts.fairnessExempt ?? []);
+  const connectionLimiter = new ConnectionLimiter(fairness, exempt);
   const handlers = new SmtpHandlers({
+    fairness,
+    upstreamShares: new UpstreamShares(fairness, exempt),
+    endSession: (sessionId) => {
+      // the SMTP server is created below, with these handlers; this runs only once it exists
+      for (const c of smtp.connections as Set<RelayConnection>) {
+        if (c.session.id === sessionId) c.send(421, FAIRNESS_REPLY.holdTimeout(hostname));
+      }
+    },
     privacy,
     snapshot: () => snapshot,
     pool,
@@ -252,7 +277,11 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
       maxTransactions: opts.maxTransactions ?? 1000,
       maxSessionMs: opts.maxSessionMs ?? 10 * 60_000,
       maxMessageSize,
+      softErrorLimit: fairness.softErrorLimit,
+      hardErrorLimit: fairness.hardErrorLimit,
+      errorSleepMs: fairness.errorSleepMs,
       hooks: {
+        onLimit: (limit) => metrics.limitHitsTotal.inc({ limit }),
         onReset: (session) => handlers.onReset(session),
         isDraining: () => draining,
         inTransaction: (session) => handlers.inTransaction(session),
@@ -288,7 +317,29 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
     );
   }
 
+  let refusalLoggedAt = 0;
+  let refusalsUnlogged = 0;
   const handOver = (socket: net.Socket, remote?: { address: string; port: number }) => {
+    const client = remote?.address ?? socket.remoteAddress ?? '';
+    const admitted = connectionLimiter.admit(client);
+    if (!admitted.ok) {
+      metrics.limitHitsTotal.inc({ limit: admitted.limit });
+      // one line per second at most: a flood of refused connections must not flood the log too
+      refusalsUnlogged++;
+      if (Date.now() - refusalLoggedAt >= 1000) {
+        logger.warn('connection refused by a fairness limit', {
+          clientIp: client,
+          limit: admitted.limit,
+          refusedSinceLastLine: refusalsUnlogged,
+        });
+        refusalLoggedAt = Date.now();
+        refusalsUnlogged = 0;
+      }
+      socket.end(`${FAIRNESS_REPLY.tooManyConnections(hostname, client)}\r\n`);
+      setTimeout(() => socket.destroy(), 5000).unref();
+      return;
+    }
+    socket.once('close', admitted.release);
     metrics.sessionsTotal.inc();
     metrics.sessionsActive.inc();
     smtp.connect(socket, remote ? { remoteAddress: remote.address, remotePort: remote.port } : {});

@@ -97,7 +97,11 @@ export function renderTable(entries: StoredTraceEntry[]): string {
     e.result,
     String(e.code || '-'),
     e.sender,
-    e.recipients.map((r) => `${r.address}(${r.code})`).join(','),
+    e.recipients
+      .map((r) =>
+        r.omitted !== undefined ? `+${r.omitted} not recorded(${r.code})` : `${r.address}(${r.code})`,
+      )
+      .join(','),
     String(e.size),
     e.upstream || '-',
     e.txid,

@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { ConfigMapWatchMetrics } from '../config-configmap-watch.ts';
+import { LIMIT_NAMES } from '../smtp/fairness.ts';
 
 /**
  * One registry per relay instance (no prom-client global registry), so several relays can run in
@@ -32,6 +33,7 @@ export class RelayMetrics {
   readonly traceDroppedTotal: Counter<'reason'>;
   readonly traceBufferEntries: Gauge<string>;
   readonly capturesTotal: Counter<'tenant' | 'result'>;
+  readonly limitHitsTotal: Counter<'limit'>;
 
   constructor() {
     const registers = [this.registry];
@@ -170,6 +172,13 @@ export class RelayMetrics {
       labelNames: ['tenant', 'result'],
       registers,
     });
+    this.limitHitsTotal = new Counter({
+      name: `${p}limit_hits_total`,
+      help: 'Fairness limits hit: refusals and disconnects; recorded_recipients counts recipients not recorded, error_sleep commands delayed (limit: connections_per_client | connections_per_network | upstream_per_client | upstream_per_tenant | upstream_hold_time | recipients_per_transaction | recorded_recipients | errors_per_session | error_sleep)',
+      labelNames: ['limit'],
+      registers,
+    });
+    for (const limit of LIMIT_NAMES) this.limitHitsTotal.inc({ limit }, 0);
   }
 
   setConfig(hash: string, generation: number): void {

@@ -4,6 +4,7 @@ import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import type { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { needsSmtpUtf8, receivedPath, UNDECLARED_UTF8_REPLY } from './address-form.ts';
+import { FAIRNESS_REPLY, type LimitName } from './fairness.ts';
 import { RawDataStream } from './raw-data-stream.ts';
 
 /**
@@ -26,6 +27,8 @@ export interface SessionHooks {
   isDraining(): boolean;
   /** True while the session has an envelope in progress (drain lets it finish). */
   inTransaction(session: SMTPServerSession): boolean;
+  /** A session-level fairness limit was applied (metrics). */
+  onLimit?(limit: LimitName): void;
 }
 
 export interface ListenerSettings {
@@ -34,6 +37,10 @@ export interface ListenerSettings {
   maxTransactions: number;
   maxSessionMs: number;
   maxMessageSize: number;
+  /** Postfix smtpd_soft_error_limit / smtpd_hard_error_limit / smtpd_error_sleep_time; 0 = off. */
+  softErrorLimit: number;
+  hardErrorLimit: number;
+  errorSleepMs: number;
   hooks: SessionHooks;
 }
 
@@ -42,7 +49,10 @@ export const DRAINING_REPLY = '4.3.2 Service shutting down, try again later';
 
 export class RelayConnection extends SMTPConnection {
   private commandCount = 0;
+  /** 4xx/5xx replies since the last delivered message (Postfix's error count). */
+  private errorCount = 0;
   private sessionTimer: NodeJS.Timeout | undefined;
+  private errorSleep: NodeJS.Timeout | undefined;
 
   private get relay(): ListenerSettings {
     return (this._server as RelaySmtpServer).relay;
@@ -80,6 +90,9 @@ export class RelayConnection extends SMTPConnection {
 
   /** Our replies carry their enhanced code in the text; don't let smtp-server add a second one. */
   override send(code: number, data?: string | string[] | null, context?: string | false): void {
+    // smtp-server's context for a delivered message; Postfix counts errors "without delivering mail"
+    if (context === 'DATA_OK') this.errorCount = 0;
+    else if (code >= 400 && code !== 421) this.errorCount++;
     super.send(code, data, typeof data === 'string' && ENHANCED_PREFIX.test(data) ? false : context);
   }
 
@@ -92,6 +105,19 @@ export class RelayConnection extends SMTPConnection {
       }
       if (this.relay.hooks.isDraining() && !this.relay.hooks.inTransaction(this.session)) {
         this.send(421, DRAINING_REPLY);
+        return;
+      }
+      const { softErrorLimit, hardErrorLimit, errorSleepMs } = this.relay;
+      if (hardErrorLimit > 0 && this.errorCount >= hardErrorLimit) {
+        this.relay.hooks.onLimit?.('errors_per_session');
+        this.send(421, FAIRNESS_REPLY.tooManyErrors(this.name));
+        return;
+      }
+      if (softErrorLimit > 0 && errorSleepMs > 0 && this.errorCount >= softErrorLimit) {
+        // tarpit: the parser reads nothing more from this client until the delayed command is
+        // answered, so a junk session costs the relay one command per errorSleepMs
+        this.relay.hooks.onLimit?.('error_sleep');
+        this.errorSleep = setTimeout(() => super._onCommand(command, callback), errorSleepMs);
         return;
       }
     }
@@ -154,6 +180,7 @@ export class RelayConnection extends SMTPConnection {
 
   override _onClose(): void {
     clearTimeout(this.sessionTimer);
+    clearTimeout(this.errorSleep);
     super._onClose();
   }
 

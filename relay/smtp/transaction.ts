@@ -10,6 +10,7 @@ import type { PrivacyHooks } from '../trace/privacy.ts';
 import { replaceAddressesIn } from '../trace/record.ts';
 import { targetLabel } from '../upstream/connection.ts';
 import { UpstreamError } from '../upstream/errors.ts';
+import { DEFAULT_FAIRNESS, FAIRNESS_REPLY, type FairnessLimits, type UpstreamShares } from './fairness.ts';
 import type { RateLimiter } from './rate-limit.ts';
 import type { RawSMTPDataStream } from './raw-data-stream.ts';
 import { HopCounter, type ReceivedFields, receivedHeader } from './received.ts';
@@ -46,6 +47,14 @@ export interface TransactionDeps {
   maxHops: number;
   /** Where `RCPT TO:<postmaster>` (no domain, RFC 5321 §4.5.1) goes; unset: refused with 550 5.1.1. */
   postmaster?: string;
+  /** Per-transaction fairness limits (relay/smtp/fairness.ts); defaults apply where unset. */
+  fairness?: Partial<
+    Pick<FairnessLimits, 'upstreamHoldMs' | 'recipientsPerTransaction' | 'recordedRecipients'>
+  >;
+  /** Upstream connections per client and per tenant; unset: unlimited. */
+  upstreamShares?: UpstreamShares;
+  /** Closes a client session with 421 (its upstream hold time ran out). */
+  endSession?(sessionId: string): void;
 }
 
 export interface SmtpError extends Error {
@@ -104,6 +113,15 @@ interface RecipientLog {
   route: string;
 }
 
+/** Refused recipients past the recorded limit: counted per tenant and result, addresses dropped. */
+interface NotRecorded {
+  tenant: string;
+  result: RecipientResult;
+  /** The code of the first one not recorded. */
+  code: number;
+  count: number;
+}
+
 class Transaction {
   readonly id = randomBytes(8).toString('hex');
   readonly startedAt = performance.now();
@@ -115,6 +133,14 @@ class Transaction {
   readonly routes = new Set<string>();
   readonly acceptedPerTenant = new Map<string, number>();
   readonly rateCounted = new Set<string>();
+  /** Refused recipients not recorded (keyed tenant + result), bounded by the number of tenants. */
+  readonly notRecorded = new Map<string, NotRecorded>();
+  acceptedCount = 0;
+  /** Gives back this transaction's upstream share (per client, per tenant); set while it holds one. */
+  releaseShare: (() => void) | undefined;
+  /** Fires when the client made no progress (accepted RCPT, DATA) for the hold time while holding an upstream. */
+  holdTimer: NodeJS.Timeout | undefined;
+  lastProgressAt = 0;
   firstTenant = '';
   firstRoute = '';
   upstreamKey: string | undefined;
@@ -147,10 +173,6 @@ class Transaction {
       id: this.id,
     };
   }
-
-  get accepted(): number {
-    return this.recipients.filter((r) => r.result === 'accepted').length;
-  }
 }
 
 interface SessionState {
@@ -160,12 +182,22 @@ interface SessionState {
 
 export class SmtpHandlers {
   private readonly deps: TransactionDeps;
+  private readonly limits: Pick<
+    FairnessLimits,
+    'upstreamHoldMs' | 'recipientsPerTransaction' | 'recordedRecipients'
+  >;
   private readonly sessions = new Map<string, SessionState>();
   private active = 0;
   private idleWaiters: Array<() => void> = [];
 
   constructor(deps: TransactionDeps) {
     this.deps = deps;
+    this.limits = {
+      upstreamHoldMs: deps.fairness?.upstreamHoldMs ?? DEFAULT_FAIRNESS.upstreamHoldMs,
+      recipientsPerTransaction:
+        deps.fairness?.recipientsPerTransaction ?? DEFAULT_FAIRNESS.recipientsPerTransaction,
+      recordedRecipients: deps.fairness?.recordedRecipients ?? DEFAULT_FAIRNESS.recordedRecipients,
+    };
   }
 
   private state(session: SMTPServerSession): SessionState {
@@ -228,8 +260,13 @@ export class SmtpHandlers {
     }
     // <postmaster> is routed, forwarded and recorded as the configured address (as Postfix appends
     // $myorigin): the upstream never sees a domainless recipient
+    // the hold clock does not run while the upstream is answering this RCPT
+    clearTimeout(t.holdTimer);
     this.rcpt(t, rcpt, session).then(
-      (err) => cb(err),
+      (err) => {
+        this.armHold(t);
+        cb(err);
+      },
       (err: Error) => {
         this.deps.logger.error('rcpt handler failed', { error: err.message, session: session.id });
         cb(REPLY.upstreamUnavailable());
@@ -246,8 +283,40 @@ export class SmtpHandlers {
     tenant: string,
     route: string,
   ): void {
-    t.recipients.push({ address, result, code, ...(result === 'accepted' ? {} : { reason }), tenant, route });
     this.deps.metrics.recipientsTotal.inc({ tenant, route, result, reason });
+    if (result === 'accepted') t.acceptedCount++;
+    // accepted recipients are always recorded (bounded by recipientsPerTransaction); refused ones
+    // only up to the limit, so a session of junk RCPTs cannot grow the log line and trace row
+    if (result !== 'accepted' && t.recipients.length >= this.limits.recordedRecipients) {
+      const key = `${tenant}\0${result}`;
+      const n = t.notRecorded.get(key);
+      if (n) n.count++;
+      else t.notRecorded.set(key, { tenant, result, code, count: 1 });
+      this.deps.metrics.limitHitsTotal.inc({ limit: 'recorded_recipients' });
+      return;
+    }
+    t.recipients.push({ address, result, code, ...(result === 'accepted' ? {} : { reason }), tenant, route });
+  }
+
+  /** (Re)starts the hold clock of a transaction that holds an upstream, from its last progress. */
+  private armHold(t: Transaction): void {
+    clearTimeout(t.holdTimer);
+    const holdMs = this.limits.upstreamHoldMs;
+    if (holdMs <= 0 || !t.utx || t.done || t.inData) return;
+    const left = Math.max(0, holdMs - (performance.now() - t.lastProgressAt));
+    t.holdTimer = setTimeout(() => this.holdExpired(t), left);
+    t.holdTimer.unref();
+  }
+
+  /** The client held an upstream connection without progress: give it back and end the session (Postfix smtpd_timeout). */
+  private holdExpired(t: Transaction): void {
+    if (t.done || t.inData || !t.utx) return;
+    t.utx.release();
+    t.utx = undefined;
+    t.broken = true;
+    this.deps.metrics.limitHitsTotal.inc({ limit: 'upstream_hold_time' });
+    this.finish(t, 'abandoned', 421, 'upstream_hold_time', 0, false);
+    this.deps.endSession?.(t.session);
   }
 
   private async rcpt(
@@ -280,6 +349,10 @@ export class SmtpHandlers {
       );
       return err;
     };
+    if (t.acceptedCount >= this.limits.recipientsPerTransaction) {
+      this.deps.metrics.limitHitsTotal.inc({ limit: 'recipients_per_transaction' });
+      return refuse(FAIRNESS_REPLY.tooManyRecipients(), 'too_many_recipients');
+    }
     const max = tenant.limits.maxRecipients;
     if (max !== undefined && (t.acceptedPerTenant.get(tenant.name) ?? 0) >= max) {
       return refuse(REPLY.tooManyRecipients(), 'too_many_recipients');
@@ -302,6 +375,19 @@ export class SmtpHandlers {
 
     let reply: SmtpReply;
     if (!t.utx) {
+      const shares = this.deps.upstreamShares;
+      if (shares && !t.releaseShare) {
+        const share = shares.take(t.clientIp, tenant.name);
+        if (!share.ok) {
+          this.deps.metrics.limitHitsTotal.inc({ limit: share.limit });
+          const err =
+            share.limit === 'upstream_per_client'
+              ? FAIRNESS_REPLY.upstreamPerClient(t.clientIp)
+              : FAIRNESS_REPLY.upstreamPerTenant();
+          return refuse(err, share.limit);
+        }
+        t.releaseShare = share.release;
+      }
       const opened = await this.open(t, d.upstreams, address, tenant.name);
       if (t.done) {
         // the session went away while the upstream was being opened
@@ -309,6 +395,8 @@ export class SmtpHandlers {
         return undefined;
       }
       if (!opened.tx) {
+        t.releaseShare?.();
+        t.releaseShare = undefined;
         if (opened.reply) {
           const err = upstreamRefusal(opened.reply);
           return refuse(err, opened.reply.code < 500 ? 'upstream_deferred' : 'upstream_rejected');
@@ -319,6 +407,7 @@ export class SmtpHandlers {
       }
       t.utx = opened.tx;
       t.upstreamLabel = opened.label;
+      t.lastProgressAt = performance.now();
       reply = opened.reply as SmtpReply;
     } else {
       try {
@@ -346,6 +435,7 @@ export class SmtpHandlers {
       t.firstRoute = route;
     }
     t.acceptedPerTenant.set(tenant.name, (t.acceptedPerTenant.get(tenant.name) ?? 0) + 1);
+    t.lastProgressAt = performance.now();
     this.recordRecipient(t, address, 'accepted', 250, '', tenant.name, route);
     return undefined;
   }
@@ -466,6 +556,7 @@ export class SmtpHandlers {
       return;
     }
     t.inData = true;
+    clearTimeout(t.holdTimer);
     this.data(t, stream).then(
       ({ err, message }) => cb(err, message),
       (err: Error) => {
@@ -674,6 +765,9 @@ export class SmtpHandlers {
   ): void {
     if (t.done) return;
     t.done = true;
+    clearTimeout(t.holdTimer);
+    t.releaseShare?.();
+    t.releaseShare = undefined;
     const p = this.deps.pseudonymize;
     const privacy = this.deps.privacy;
     const config = t.snapshot.table.config;
@@ -696,6 +790,15 @@ export class SmtpHandlers {
         code: r.code,
         ...(r.reason !== undefined ? { reason: r.reason } : {}),
       })),
+      ...(t.notRecorded.size > 0
+        ? {
+            recipientsNotRecorded: [...t.notRecorded.values()].map((n) => ({
+              result: n.result,
+              code: n.code,
+              count: n.count,
+            })),
+          }
+        : {}),
       size,
       upstream: t.upstreamLabel || undefined,
       result,
@@ -710,7 +813,7 @@ export class SmtpHandlers {
       clientIp: t.clientIp,
       tls: t.tls,
       sender: t.sender,
-      recipients: t.recipients,
+      recipients: t.notRecorded.size > 0 ? [...t.recipients, ...notRecordedMarkers(t)] : t.recipients,
       size,
       upstream: t.upstreamLabel,
       result,
@@ -728,4 +831,17 @@ export class SmtpHandlers {
       });
     }
   }
+}
+
+/** Trace markers for the refused recipients that were counted but not recorded (address ''). */
+function notRecordedMarkers(t: Transaction) {
+  return [...t.notRecorded.values()].map((n) => ({
+    address: '',
+    result: n.result,
+    code: n.code,
+    reason: 'not_recorded',
+    omitted: n.count,
+    tenant: n.tenant,
+    route: '',
+  }));
 }

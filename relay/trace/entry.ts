@@ -10,6 +10,11 @@ export interface TraceRecipient {
   result: 'accepted' | 'rejected' | 'deferred';
   code: number;
   reason?: string;
+  /**
+   * Set on a marker line (address '', reason 'not_recorded'): this many further refused recipients
+   * with this result were counted but not recorded (the relay's recorded-recipients limit).
+   */
+  omitted?: number;
 }
 
 export interface TraceEntry {

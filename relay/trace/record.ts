@@ -83,10 +83,11 @@ export function traceEntries(tx: FinishedTransaction, policy: AddressPolicy): Tr
       tls: tx.tls,
       sender: normSender(form(tx.sender)),
       recipients: recipients.map((r) => ({
-        address: form(r.address),
+        address: r.omitted !== undefined ? '' : form(r.address),
         result: r.result,
         code: r.code,
         ...(r.reason !== undefined && r.reason !== '' ? { reason: r.reason } : {}),
+        ...(r.omitted !== undefined ? { omitted: r.omitted } : {}),
       })),
       size: tx.size,
       upstream: tx.upstream,

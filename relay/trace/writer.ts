@@ -24,6 +24,11 @@ export interface TraceWriterOptions {
   logger?: TraceWriterLogger;
   /** Default 10 000 entries. */
   maxBuffer?: number;
+  /**
+   * Bytes (about the JSON size, entrySize) the buffered entries may take; entries are of any size
+   * (recipients), so a count alone does not bound memory while the store is down. Default 8 MiB.
+   */
+  maxBufferBytes?: number;
   /** Default 500 entries per write. */
   batchSize?: number;
   /** Default 1000 ms. */
@@ -39,12 +44,27 @@ export interface TraceWriterOptions {
 interface Pending {
   entry: TraceEntry;
   expiresMs: number;
+  bytes: number;
+}
+
+/**
+ * About the JSON size of an entry, computed without serialising it (record() runs once per
+ * transaction on the mail path): the fields' text plus a fixed allowance for keys and numbers.
+ */
+export function entrySize(e: TraceEntry): number {
+  // record() must never throw: tolerate entries with fields missing
+  const len = (v: string | undefined) => v?.length ?? 0;
+  let n = 200 + len(e.time) + len(e.txid) + len(e.tenant) + len(e.route) + len(e.clientIp);
+  n += len(e.sender) + len(e.upstream);
+  for (const r of e.recipients ?? []) n += 60 + len(r.address) + len(r.reason);
+  return n;
 }
 
 export class TraceWriter {
   private readonly o: Required<Omit<TraceWriterOptions, 'metrics' | 'logger' | 'purge'>> &
     Pick<TraceWriterOptions, 'metrics' | 'logger' | 'purge'>;
   private buffer: Pending[] = [];
+  private bufferBytes = 0;
   private store: TraceStore | undefined;
   private opening: Promise<TraceStore | undefined> | undefined;
   private flushing: Promise<void> | undefined;
@@ -58,6 +78,7 @@ export class TraceWriter {
   constructor(opts: TraceWriterOptions) {
     this.o = {
       maxBuffer: 10_000,
+      maxBufferBytes: 8 * 1024 * 1024,
       batchSize: 500,
       flushIntervalMs: 1000,
       retryMs: 500,
@@ -80,6 +101,11 @@ export class TraceWriter {
     return this.buffer.length;
   }
 
+  /** JSON bytes of the entries waiting to be written. */
+  get bufferedBytes(): number {
+    return this.bufferBytes;
+  }
+
   /** The store once it is open (captures use the same one). */
   current(): TraceStore | undefined {
     return this.store;
@@ -91,11 +117,13 @@ export class TraceWriter {
       this.o.metrics?.dropped(1, 'shutdown');
       return;
     }
-    if (this.buffer.length >= this.o.maxBuffer) {
+    const bytes = entrySize(entry);
+    if (this.buffer.length >= this.o.maxBuffer || this.bufferBytes + bytes > this.o.maxBufferBytes) {
       this.o.metrics?.dropped(1, 'buffer_full');
       return;
     }
-    this.buffer.push({ entry, expiresMs });
+    this.buffer.push({ entry, expiresMs, bytes });
+    this.bufferBytes += bytes;
     this.o.metrics?.buffered(this.buffer.length);
     if (this.buffer.length >= this.o.batchSize) void this.flush();
   }
@@ -160,7 +188,7 @@ export class TraceWriter {
         return;
       }
       this.recovered();
-      this.buffer.splice(0, batch.length);
+      for (const p of this.buffer.splice(0, batch.length)) this.bufferBytes -= p.bytes;
       this.o.metrics?.written(batch.length);
       this.o.metrics?.buffered(this.buffer.length);
     }
@@ -198,6 +226,7 @@ export class TraceWriter {
       this.o.metrics?.dropped(this.buffer.length, 'shutdown');
       this.o.logger?.warn('trace entries dropped at shutdown', { dropped: this.buffer.length });
       this.buffer = [];
+      this.bufferBytes = 0;
       this.o.metrics?.buffered(0);
     }
     await this.flushing?.catch(() => {});
