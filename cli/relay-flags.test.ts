@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_FAIRNESS } from '../relay/smtp/fairness.ts';
 import { readRelayFlags } from './relay-flags.ts';
 
 describe('relay flags: --postmaster, --fleet-id, --max-hops', () => {
@@ -24,5 +25,62 @@ describe('relay flags: --postmaster, --fleet-id, --max-hops', () => {
     );
     expect(() => readRelayFlags({ 'fleet-id': 'a b' })).toThrow(/--fleet-id: "a b" must be/);
     expect(() => readRelayFlags({ 'max-hops': '0' })).toThrow(/--max-hops must be a whole number/);
+  });
+});
+
+describe('relay fairness flags', () => {
+  it('defaults to DEFAULT_FAIRNESS, no exemptions, an 8 MiB trace buffer', () => {
+    const f = readRelayFlags({});
+    expect(f.fairness).toEqual(DEFAULT_FAIRNESS);
+    expect(f.clientLimitExempt).toEqual([]);
+    expect(f.traceBufferBytes).toBe(8 * 1024 * 1024);
+  });
+
+  it('reads every limit; 0 switches one off', () => {
+    const f = readRelayFlags({
+      'max-connections-per-client': '5',
+      'max-connections-per-network': '0',
+      'max-upstream-per-client': '3',
+      'max-upstream-per-tenant': '40',
+      'upstream-hold-timeout': '0',
+      'max-recipients': '100',
+      'max-recorded-recipients': '10',
+      'soft-error-limit': '3',
+      'hard-error-limit': '6',
+      'error-sleep': '500ms',
+      'client-limit-exempt': ['10.0.0.0/8', '2001:db8::/32'],
+      'trace-buffer-size': '2Mi',
+    });
+    expect(f.fairness).toEqual({
+      connectionsPerClient: 5,
+      connectionsPerNetwork: 0,
+      upstreamPerClient: 3,
+      upstreamPerTenant: 40,
+      upstreamHoldMs: 0,
+      recipientsPerTransaction: 100,
+      recordedRecipients: 10,
+      softErrorLimit: 3,
+      hardErrorLimit: 6,
+      errorSleepMs: 500,
+    });
+    expect(f.clientLimitExempt).toEqual(['10.0.0.0/8', '2001:db8::/32']);
+    expect(f.traceBufferBytes).toBe(2 * 1024 * 1024);
+  });
+
+  it('refuses bad values naming the flag', () => {
+    expect(() => readRelayFlags({ 'max-connections-per-client': '-1' })).toThrow(
+      /--max-connections-per-client: "-1" is not a whole number ≥ 0/,
+    );
+    expect(() => readRelayFlags({ 'max-upstream-per-client': 'ten' })).toThrow(/--max-upstream-per-client/);
+    expect(() => readRelayFlags({ 'upstream-hold-timeout': '10' })).toThrow(
+      /--upstream-hold-timeout: "10" is not a duration/,
+    );
+    expect(() => readRelayFlags({ 'max-recipients': '0' })).toThrow(
+      /--max-recipients must be a whole number ≥ 1/,
+    );
+    expect(() => readRelayFlags({ 'trace-buffer-size': 'lots' })).toThrow(/--trace-buffer-size/);
+    expect(() => readRelayFlags({ 'client-limit-exempt': ['10.0.0.0/33'] })).toThrow(
+      /--client-limit-exempt: .*10\.0\.0\.0\/33/,
+    );
   });
 });

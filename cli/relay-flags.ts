@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { cidrMatcher } from '../relay/smtp/cidr.ts';
+import { DEFAULT_FAIRNESS, type FairnessLimits } from '../relay/smtp/fairness.ts';
 import { CliError } from './errors.ts';
 import { type HostPort, list, parseByteSize, parseDurationMs, parseHostPort, str } from './flags.ts';
 
@@ -22,6 +24,18 @@ export const relayFlagSpec = {
   postmaster: { type: 'string' },
   'fleet-id': { type: 'string' },
   'max-hops': { type: 'string' },
+  'max-connections-per-client': { type: 'string' },
+  'max-connections-per-network': { type: 'string' },
+  'max-upstream-per-client': { type: 'string' },
+  'max-upstream-per-tenant': { type: 'string' },
+  'upstream-hold-timeout': { type: 'string' },
+  'max-recipients': { type: 'string' },
+  'max-recorded-recipients': { type: 'string' },
+  'client-limit-exempt': { type: 'string', multiple: true },
+  'soft-error-limit': { type: 'string' },
+  'hard-error-limit': { type: 'string' },
+  'error-sleep': { type: 'string' },
+  'trace-buffer-size': { type: 'string' },
 } as const;
 
 export const relayFlagHelp = `Relay options:
@@ -48,6 +62,32 @@ export const relayFlagHelp = `Relay options:
   --max-hops N                  Received header fields that make a message a loop (default 50)
   --trace-store STORE           message trace and consented captures: sqlite:PATH or postgres://USER@HOST/DB
                                 (default: env MAILPLUS_TRACE_STORE; unset: no trace, no captures)
+  --trace-buffer-size SIZE      memory for trace entries while the store is unreachable; past it
+                                entries are dropped and counted (default 8Mi)
+
+Fairness limits (0 switches a limit off; refusals count in mailplus_relay_limit_hits_total):
+  --max-connections-per-client N
+                                concurrent connections from one address, then 421 4.7.0 (default 50)
+  --max-connections-per-network N
+                                concurrent connections from one /24 (IPv4) or /64 (IPv6) (default 200)
+  --max-upstream-per-client N   upstream connections one client address holds at once, then
+                                RCPT gets 450 4.7.1 (default 20)
+  --max-upstream-per-tenant N   upstream connections held at once for one tenant, then RCPT gets
+                                451 4.4.5 (default 0: only the pool's 50 per upstream)
+  --upstream-hold-timeout DURATION
+                                how long a session may hold an upstream connection without an
+                                accepted RCPT or DATA; then it is released and the client gets
+                                421 4.4.2 and is disconnected (default 10s)
+  --max-recipients N            accepted recipients per transaction, then 452 4.5.3 (default 1000)
+  --max-recorded-recipients N   recipients kept per transaction in the log line and trace; further
+                                refused ones are only counted (default 100)
+  --soft-error-limit N          errors (4xx/5xx replies) a session may make without delivering mail
+                                before every further command waits --error-sleep (default 10)
+  --hard-error-limit N          errors without delivering mail, then 421 4.7.0 and disconnect
+                                (default 20)
+  --error-sleep DURATION        the wait past the soft error limit (default 1s)
+  --client-limit-exempt CIDR    clients the per-client and per-network limits do not apply to,
+                                e.g. an in-cluster sender (repeatable)
 `;
 
 export interface RelayFlags {
@@ -68,6 +108,9 @@ export interface RelayFlags {
   maxHops: number;
   /** sqlite:PATH or postgres://…; from --trace-store or MAILPLUS_TRACE_STORE. */
   traceStore?: string;
+  traceBufferBytes: number;
+  fairness: FairnessLimits;
+  clientLimitExempt: string[];
 }
 
 export function readRelayFlags(values: Record<string, string | boolean | string[] | undefined>): RelayFlags {
@@ -119,7 +162,52 @@ export function readRelayFlags(values: Record<string, string | boolean | string[
     drainTimeoutMs: parseDurationMs(str(values['drain-timeout']) ?? '30s', '--drain-timeout'),
     pseudonymizeKey,
     traceStore: readTraceStoreFlag(str(values['trace-store'])),
+    traceBufferBytes: parseByteSize(str(values['trace-buffer-size']) ?? '8Mi', '--trace-buffer-size'),
+    fairness: readFairnessFlags(values),
+    clientLimitExempt: readExempt(list(values['client-limit-exempt'])),
   };
+}
+
+function readExempt(cidrs: string[]): string[] {
+  try {
+    cidrMatcher(cidrs);
+  } catch (err) {
+    throw new CliError(`--client-limit-exempt: ${(err as Error).message}`);
+  }
+  return cidrs;
+}
+
+function count(values: Record<string, unknown>, flag: string, fallback: number): number {
+  const v = str(values[flag] as string | undefined);
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) {
+    throw new CliError(`--${flag}: "${v}" is not a whole number ≥ 0 (0 switches the limit off)`);
+  }
+  return n;
+}
+
+function readFairnessFlags(values: Record<string, string | boolean | string[] | undefined>): FairnessLimits {
+  const d = DEFAULT_FAIRNESS;
+  const duration = (flag: string, fallback: number) => {
+    const v = str(values[flag]);
+    if (v === undefined) return fallback;
+    return v.trim() === '0' ? 0 : parseDurationMs(v, `--${flag}`);
+  };
+  const f: FairnessLimits = {
+    connectionsPerClient: count(values, 'max-connections-per-client', d.connectionsPerClient),
+    connectionsPerNetwork: count(values, 'max-connections-per-network', d.connectionsPerNetwork),
+    upstreamPerClient: count(values, 'max-upstream-per-client', d.upstreamPerClient),
+    upstreamPerTenant: count(values, 'max-upstream-per-tenant', d.upstreamPerTenant),
+    upstreamHoldMs: duration('upstream-hold-timeout', d.upstreamHoldMs),
+    recipientsPerTransaction: count(values, 'max-recipients', d.recipientsPerTransaction),
+    recordedRecipients: count(values, 'max-recorded-recipients', d.recordedRecipients),
+    softErrorLimit: count(values, 'soft-error-limit', d.softErrorLimit),
+    hardErrorLimit: count(values, 'hard-error-limit', d.hardErrorLimit),
+    errorSleepMs: duration('error-sleep', d.errorSleepMs),
+  };
+  if (f.recipientsPerTransaction < 1) throw new CliError('--max-recipients must be a whole number ≥ 1');
+  return f;
 }
 
 /** --trace-store, else the MAILPLUS_TRACE_STORE environment variable (the chart sets it from a Secret). */

@@ -22,6 +22,9 @@ export async function startRelayFromFlags(flags: RelayFlags): Promise<Relay> {
       postmaster: flags.postmaster,
       fleetId: flags.fleetId,
       maxHops: flags.maxHops,
+      traceWriter: { maxBufferBytes: flags.traceBufferBytes },
+      fairness: flags.fairness,
+      fairnessExempt: flags.clientLimitExempt,
       upstream: flags.upstreamCaFile ? { caFile: flags.upstreamCaFile } : undefined,
     });
   } catch (err) {
