@@ -20,6 +20,8 @@ export interface RunningSut {
   pid: number;
   /** Queueing MTA: an acknowledged message may not have reached the sink yet. */
   queueing: boolean;
+  /** The relay's admin port (/metrics), for mailplus. */
+  admin?: number;
   stop(): Promise<void>;
 }
 
@@ -27,14 +29,15 @@ export interface Sut {
   name: string;
   /** Why it cannot run here (missing binary...), or undefined. */
   unavailable(): string | undefined;
-  start(sinkPort: number): Promise<RunningSut>;
+  /** `relayArgs`: extra `mailplus relay` flags (the abuse cell's limits); other systems ignore them. */
+  start(sinkPort: number, relayArgs?: string[]): Promise<RunningSut>;
 }
 
 // ---------------------------------------------------------------- Mail-Plus relay
 export const mailplus: Sut = {
   name: 'mailplus',
   unavailable: () => (existsSync(join(REPO, 'bin/mailplus.js')) ? undefined : 'bin/mailplus.js not found'),
-  async start(sinkPort) {
+  async start(sinkPort, relayArgs = []) {
     const dir = await mkdtemp(join(tmpdir(), 'mailplus-bench-relay-'));
     const config = join(dir, 'relay-config.json');
     await writeFile(config, JSON.stringify(benchRelayConfig(sinkPort), null, 2));
@@ -51,6 +54,12 @@ export const mailplus: Sut = {
         `127.0.0.1:${port}`,
         '--admin-listen',
         `127.0.0.1:${admin}`,
+        // the load generator (smtp-source, the probe: 127.0.0.1) is our own sender, exempt from the
+        // per-client fairness limits as Postfix exempts $mynetworks; the abuse cell's hostile
+        // clients connect from other loopback addresses, to which the limits apply
+        '--client-limit-exempt',
+        '127.0.0.1/32',
+        ...relayArgs,
       ],
       { cwd: REPO, name: 'mailplus relay', env: { ...process.env, MAILPLUS_LOG_LEVEL: 'warn' } },
     );
@@ -59,6 +68,7 @@ export const mailplus: Sut = {
       port,
       pid: proc.pid,
       queueing: false,
+      admin,
       async stop() {
         await proc.stop(5000);
         await rm(dir, { recursive: true, force: true });
