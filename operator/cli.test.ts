@@ -49,4 +49,27 @@ describe('mailplus operator flags', () => {
     expect(() => parseOperatorFlags(['--relay-lease-selector=x'])).toThrow(/removed.*--relay-selector/);
     expect(() => parseOperatorFlags(['--relay-lease-namespace', '*'])).toThrow(/removed/);
   });
+
+  it('parses shards and tenant budgets, with safe defaults', () => {
+    expect(parseOperatorFlags([])).toMatchObject({
+      configShards: 1,
+      tenantBudgets: { maxRoutes: 1000, maxPatterns: 10_000, maxBytes: 512 * 1024 },
+    });
+    expect(
+      parseOperatorFlags([
+        '--config-shards=8',
+        '--tenant-max-routes=50',
+        '--tenant-max-patterns=500',
+        '--tenant-max-config-bytes=1Mi',
+      ]),
+    ).toMatchObject({
+      configShards: 8,
+      tenantBudgets: { maxRoutes: 50, maxPatterns: 500, maxBytes: 1024 * 1024 },
+    });
+    expect(() => parseOperatorFlags(['--config-shards=0'])).toThrow(
+      /--config-shards 0: must be a whole number/,
+    );
+    expect(() => parseOperatorFlags(['--tenant-max-routes=1.5'])).toThrow(/--tenant-max-routes/);
+    expect(() => parseOperatorFlags(['--tenant-max-config-bytes=lots'])).toThrow(/--tenant-max-config-bytes/);
+  });
 });

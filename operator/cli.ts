@@ -4,8 +4,16 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { CliError } from '../cli/errors.ts';
-import { type HostPort, parseDurationMs, parseFlags, parseHostPort, str } from '../cli/flags.ts';
+import {
+  type HostPort,
+  parseByteSize,
+  parseDurationMs,
+  parseFlags,
+  parseHostPort,
+  str,
+} from '../cli/flags.ts';
 import { createLogger } from '../relay/observability/log.ts';
+import { DEFAULT_TENANT_BUDGETS, type TenantBudgets } from './compile/budgets.ts';
 import { startProbeServer } from './http.ts';
 import { defaultNamespace, loadKubeConfig } from './kube/client.ts';
 import { startOperator } from './operator.ts';
@@ -37,6 +45,14 @@ Options:
   --resync DURATION               level-triggered full resync and informer staleness check (default 10m)
   --max-concurrent-reconciles N   status writers in parallel (default 4)
   --batch-window DURATION         changes within this window compile once (default 100ms)
+  --config-shards N               spread tenants over N shard ConfigMaps (CONFIGMAP-shard-0..N-1)
+                                  named by an index in CONFIGMAP; fixed at install time, the
+                                  relays' RBAC must name every shard (default 1: one ConfigMap)
+  --tenant-max-routes N           MailRoutes published per tenant (default 1000)
+  --tenant-max-patterns N         recipient + sender patterns per tenant (default 10000)
+  --tenant-max-config-bytes SIZE  JSON bytes of a tenant's relay config (default 512Ki)
+                                  A tenant over a budget keeps its previously published config and
+                                  its resources say Accepted=False, reason TenantBudgetExceeded.
 `;
 
 export interface OperatorFlags {
@@ -54,6 +70,16 @@ export interface OperatorFlags {
   resyncMs: number;
   maxConcurrentReconciles: number;
   batchWindowMs: number;
+  configShards: number;
+  tenantBudgets: TenantBudgets;
+}
+
+function wholeNumber(value: string | undefined, flag: string, def: number, max: number): number {
+  if (value === undefined) return def;
+  const n = Number(value);
+  if (!/^[0-9]+$/.test(value) || n < 1 || n > max)
+    throw new CliError(`${flag} ${value}: must be a whole number from 1 to ${max}`);
+  return n;
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -95,6 +121,10 @@ export function parseOperatorFlags(argv: string[]): OperatorFlags | undefined {
       resync: { type: 'string' },
       'max-concurrent-reconciles': { type: 'string' },
       'batch-window': { type: 'string' },
+      'config-shards': { type: 'string' },
+      'tenant-max-routes': { type: 'string' },
+      'tenant-max-patterns': { type: 'string' },
+      'tenant-max-config-bytes': { type: 'string' },
     },
     help,
   );
@@ -147,6 +177,25 @@ export function parseOperatorFlags(argv: string[]): OperatorFlags | undefined {
     resyncMs,
     maxConcurrentReconciles: workers,
     batchWindowMs: parseDurationMs(str(values['batch-window']) ?? '100ms', '--batch-window'),
+    configShards: wholeNumber(str(values['config-shards']), '--config-shards', 1, 1024),
+    tenantBudgets: {
+      maxRoutes: wholeNumber(
+        str(values['tenant-max-routes']),
+        '--tenant-max-routes',
+        DEFAULT_TENANT_BUDGETS.maxRoutes,
+        10_000_000,
+      ),
+      maxPatterns: wholeNumber(
+        str(values['tenant-max-patterns']),
+        '--tenant-max-patterns',
+        DEFAULT_TENANT_BUDGETS.maxPatterns,
+        100_000_000,
+      ),
+      maxBytes:
+        str(values['tenant-max-config-bytes']) === undefined
+          ? DEFAULT_TENANT_BUDGETS.maxBytes
+          : parseByteSize(str(values['tenant-max-config-bytes']) as string, '--tenant-max-config-bytes'),
+    },
   };
 }
 
@@ -174,6 +223,8 @@ export async function runOperator(argv: string[]): Promise<number> {
     resyncMs: flags.resyncMs,
     maxConcurrentReconciles: flags.maxConcurrentReconciles,
     batchWindowMs: flags.batchWindowMs,
+    configShards: flags.configShards,
+    tenantBudgets: flags.tenantBudgets,
     logger,
     onLeadershipLost: () => {
       // fail-stop: in-flight writes are already aborted; a fresh process starts as a follower
@@ -195,6 +246,7 @@ export async function runOperator(argv: string[]): Promise<number> {
     identity: flags.identity,
     namespace,
     configmap: flags.configMapName,
+    configShards: flags.configShards,
     leaderElect: flags.leaderElect,
     metrics: `${probes.address.address}:${probes.address.port}`,
   });

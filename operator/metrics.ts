@@ -37,6 +37,7 @@ export class OperatorMetrics {
   readonly configGeneration: Gauge<string>;
   readonly configApplyTotal: Counter<'result'>;
   readonly configBytes: Gauge<string>;
+  readonly tenantsHeldBack: Gauge<'reason'>;
   readonly liveRelays: Gauge<string>;
   readonly relaysUnreachable: Gauge<string>;
   readonly relayScrapesTotal: Counter<'result'>;
@@ -199,7 +200,13 @@ export class OperatorMetrics {
     });
     this.configBytes = new Gauge({
       name: `${p}config_bytes`,
-      help: 'Size of the published relay config payload in the ConfigMap (after compression if any)',
+      help: 'Size of the published relay config payload in the ConfigMap (after compression if any); with --config-shards > 1 the largest shard',
+      registers,
+    });
+    this.tenantsHeldBack = new Gauge({
+      name: `${p}tenants_held_back`,
+      help: 'Tenants whose compiled config is not published, their previous config staying in force (reason: TenantBudgetExceeded | ShardTooLarge)',
+      labelNames: ['reason'],
       registers,
     });
     this.liveRelays = new Gauge({

@@ -5,9 +5,18 @@
 // /status (SSA) and records Events on transitions. Relay pods and their answers to "which config
 // do you serve" (RelayScraper) only re-evaluate Programmed (no recompile).
 
-import { decodeRelayConfigMap } from '../relay/config-configmap-watch.ts';
+import { mergeShards, shardConfigMapName, shardIndex } from '../relay/config/shards.ts';
+import type { RelayConfig } from '../relay/config/types.gen.ts';
+import { CONFIG_GZ_KEY, CONFIG_KEY, decodeRelayConfigMap } from '../relay/config-configmap-watch.ts';
 import type { Logger } from '../relay/observability/log.ts';
 import type { MailRoute, TenantPolicy } from './api/types.gen.ts';
+import {
+  BUDGET_REASONS,
+  type BudgetResult,
+  DEFAULT_TENANT_BUDGETS,
+  enforceTenantBudgets,
+  type TenantBudgets,
+} from './compile/budgets.ts';
 import { captureTransitions } from './compile/capture-transitions.ts';
 import { type CompileResult, compile } from './compile/compile.ts';
 import {
@@ -24,11 +33,13 @@ import { LeaderElector } from './leader/election.ts';
 import { OperatorMetrics } from './metrics.ts';
 import {
   applyConfigMap,
-  CONFIGMAP_LIMIT,
+  type ConfigPayload,
   configMapMatches,
   encodeRelayConfig,
+  MANAGED_LABELS,
   relayConfigMap,
 } from './publish/configmap.ts';
+import { planPublish } from './publish/sharded.ts';
 import { relayReports, relayTargets } from './relay-reports.ts';
 import { RelayScraper, type RelayScraperOptions } from './relay-scraper.ts';
 import { MAILPLUS_API_VERSION } from './resources/load.ts';
@@ -42,6 +53,14 @@ export interface OperatorOptions {
   /** The operator's namespace: ConfigMap, leader Lease, relay pods. */
   namespace: string;
   configMapName: string;
+  /**
+   * 1 (default): the whole relay config in configMapName. N > 1: tenants spread over N shard
+   * ConfigMaps (configMapName-shard-i) by a stable hash of their name, and configMapName holds the
+   * index naming each shard's hash. Fixed at install time (relay RBAC names every shard).
+   */
+  configShards?: number;
+  /** Per-tenant budgets (defaults: DEFAULT_TENANT_BUDGETS). */
+  tenantBudgets?: TenantBudgets;
   identity: string;
   leaderElect: boolean;
   leaseName: string;
@@ -135,10 +154,16 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
   const aggregateKey = `RelayConfig/${namespace}/${configMapName}`;
   const batchMs = o.batchWindowMs ?? 100;
   const history = new ConfigHistory(64);
+  const shards = o.configShards ?? 1;
+  const budgets = o.tenantBudgets ?? DEFAULT_TENANT_BUDGETS;
+  const docNames =
+    shards > 1 ? Array.from({ length: shards }, (_, i) => shardConfigMapName(configMapName, i)) : [];
 
   let stopped = false;
   let inputsDirty = true;
-  let last: CompileResult | undefined;
+  let last: BudgetResult | undefined;
+  /** Tenant → why its shard holds it back (Programmed=False, ShardTooLarge). */
+  let shardHeld = new Map<string, string>();
   let lastServices = new Set<string>();
   let configGeneration = 0;
   /**
@@ -169,6 +194,24 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     inputsDirty = true;
     kick();
   };
+  // Our own status writes come back as updates: they change nothing the compile reads, so they
+  // only re-run the status sweep (a recompile per status write would be quadratic in tenants).
+  const compiledFrom = new Map<string, string>();
+  const onResourceChange = (kind: MailPlusKind) => (verb: 'add' | 'update' | 'delete', obj: Obj) => {
+    const md = obj.metadata;
+    const key = `${kind}/${md.namespace}/${md.name}`;
+    const inputs = JSON.stringify([
+      md.generation,
+      md.creationTimestamp,
+      md.deletionTimestamp,
+      md.labels,
+      md.annotations,
+    ]);
+    if (verb === 'update' && compiledFrom.get(key) === inputs) return kick();
+    if (verb === 'delete') compiledFrom.delete(key);
+    else compiledFrom.set(key, inputs);
+    dirty();
+  };
 
   const common = { kc, metrics, logger, resyncMs: o.resyncMs, staleAfterMs: o.staleAfterMs };
   // A LIST on a connection that went dark after its TLS handshake would otherwise wait for the HTTP
@@ -183,7 +226,7 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
         { group: GROUP, version: VERSION, plural: 'tenantpolicies' },
         listDeadline(),
       ),
-    onChange: dirty,
+    onChange: onResourceChange('TenantPolicy'),
     onResync: dirty,
   });
   const mrInf = new ResilientInformer<MailRoute>({
@@ -192,7 +235,7 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     path: `/apis/${GROUP}/${VERSION}/mailroutes`,
     list: () =>
       co.listClusterCustomObject({ group: GROUP, version: VERSION, plural: 'mailroutes' }, listDeadline()),
-    onChange: dirty,
+    onChange: onResourceChange('MailRoute'),
     onResync: dirty,
   });
   const svcInf = new ResilientInformer<k8s.V1Service>({
@@ -215,34 +258,73 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     // the aggregate reconcile hands the scraper the new set of targets
     onChange: kick,
   });
-  const cmInf = new ResilientInformer<k8s.V1ConfigMap>({
-    ...common,
-    kind: 'ConfigMap',
-    path: `/api/v1/namespaces/${namespace}/configmaps`,
-    fieldSelector: `metadata.name=${configMapName}`,
-    list: () =>
-      core.listNamespacedConfigMap(
-        { namespace, fieldSelector: `metadata.name=${configMapName}` },
-        listDeadline(),
-      ),
-    onChange: (verb, cm) => {
-      // configs published before we started (another replica, a previous run): remember their sources
-      if (verb !== 'delete') {
-        const hash = cm.metadata?.annotations?.['mailplus.io/config-hash'];
-        if (hash && (!history.sources(hash) || (hash !== published?.hash && !ownWrites.has(hash)))) {
-          try {
-            const c = decodeRelayConfigMap(cm);
-            history.remember(c.hash, c.sources ?? {});
-            if (!ownWrites.has(c.hash)) published = c;
-          } catch {
-            // tampered or foreign: republished below
+  // The ConfigMaps we publish, each through its own name-pinned informer (RBAC names each of them).
+  const decoded = new Map<string, { rv: string | undefined; config: RelayConfig | undefined }>();
+  const configMapInformer = (name: string) =>
+    new ResilientInformer<k8s.V1ConfigMap>({
+      ...common,
+      kind: 'ConfigMap',
+      path: `/api/v1/namespaces/${namespace}/configmaps`,
+      fieldSelector: `metadata.name=${name}`,
+      list: () =>
+        core.listNamespacedConfigMap({ namespace, fieldSelector: `metadata.name=${name}` }, listDeadline()),
+      onChange: (verb, cm) => {
+        // configs published before we started (another replica, a previous run): remember their sources
+        // (a standby follows them: what they hold is the durable input of carry-over and budgets)
+        if (verb !== 'delete' && name === configMapName) {
+          const hash = cm.metadata?.annotations?.['mailplus.io/config-hash'];
+          if (hash && (!history.sources(hash) || (hash !== published?.hash && !ownWrites.has(hash)))) {
+            const c = storedPublished();
+            if (c) {
+              history.remember(c.hash, c.sources ?? {});
+              if (!ownWrites.has(c.hash)) published = c;
+            }
           }
         }
-      }
-      kick();
-    },
-  });
-  const informers = [tpInf, mrInf, svcInf, podInf, cmInf];
+        kick();
+      },
+    });
+  const cmInfs = new Map([configMapName, ...docNames].map((n) => [n, configMapInformer(n)]));
+  /** The relay config stored in ConfigMap `name`, decoded once per resourceVersion; undefined if none or tampered. */
+  const storedDoc = (name: string): RelayConfig | undefined => {
+    const cm = cmInfs.get(name)?.get(name, namespace);
+    const rv = cm?.metadata?.resourceVersion;
+    const memo = decoded.get(name);
+    if (memo && memo.rv === rv && cm) return memo.config;
+    let config: RelayConfig | undefined;
+    try {
+      config = cm ? decodeRelayConfigMap(cm) : undefined;
+    } catch {
+      config = undefined; // tampered or foreign: republished by the next reconcile
+    }
+    decoded.set(name, { rv, config });
+    return config;
+  };
+  const labelsMatch = (cm: k8s.V1ConfigMap | undefined, hash: string): boolean =>
+    cm?.metadata?.annotations?.['mailplus.io/config-hash'] === hash &&
+    Object.entries(MANAGED_LABELS).every(([k, v]) => cm.metadata?.labels?.[k] === v);
+  const storedBytes = (name: string): number => {
+    const cm = cmInfs.get(name)?.get(name, namespace);
+    const gz = cm?.binaryData?.[CONFIG_GZ_KEY];
+    return gz !== undefined
+      ? Buffer.from(gz, 'base64').length
+      : Buffer.byteLength(cm?.data?.[CONFIG_KEY] ?? '');
+  };
+  const storedMerged = (index: RelayConfig): RelayConfig | undefined => {
+    const docs = new Map<string, RelayConfig>();
+    for (const r of index.shards ?? []) {
+      const d = storedDoc(r.configMap);
+      if (d) docs.set(r.configMap, d);
+    }
+    const m = mergeShards(index, docs);
+    return m.ok ? m.config : undefined;
+  };
+  /** What relays serve from the stored ConfigMaps (before this process published anything). */
+  const storedPublished = (): RelayConfig | undefined => {
+    const base = storedDoc(configMapName);
+    return base?.shards ? storedMerged(base) : base;
+  };
+  const informers = [tpInf, mrInf, svcInf, podInf, ...cmInfs.values()];
 
   const reports = (): RelayReport[] =>
     relayReports(relayTargets(podInf.list(), o.relayPort), scraper.scrapes, Date.now(), scraper.maxAgeMs);
@@ -265,14 +347,24 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     const st: ResourceStatus | undefined = last.statuses.get(key);
     const generation = obj.metadata.generation ?? 0;
     if (!st || (st.generation ?? 0) !== generation) return undefined;
-    const programmed = programmedCondition({
-      key,
-      generation,
-      currentSources: last.config.sources ?? {},
-      live,
-      history,
-      fleet,
-    });
+    const held = shardHeld.get(obj.metadata.namespace ?? 'default');
+    const accepted = st.conditions.find((c) => c.type === 'Accepted')?.status === 'True';
+    const programmed =
+      held && accepted
+        ? {
+            type: 'Programmed' as const,
+            status: 'False' as const,
+            reason: BUDGET_REASONS.shardTooLarge,
+            message: held,
+          }
+        : programmedCondition({
+            key,
+            generation,
+            currentSources: (published ?? last.config).sources ?? {},
+            live,
+            history,
+            fleet,
+          });
     return desiredStatus(withProgrammed(st, programmed), generation, current, new Date());
   };
 
@@ -287,7 +379,10 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
       const mailRoutes = mrInf.list();
       // The clock is an input of the pure compile: troubleshooting consents hold until they expire
       // (the reconcile requeues itself for the next expiry, below).
-      const result = compile(
+      // what relays serve (read back from the ConfigMaps after a restart or a leader change): an
+      // invalid resource's last valid version and an over-budget tenant's section stay in force
+      published ??= storedPublished();
+      const compiled = compile(
         {
           tenantPolicies: tpInf.list(),
           mailRoutes,
@@ -295,6 +390,12 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
         },
         { now: Date.now(), previous: published },
       );
+      const result = enforceTenantBudgets(compiled, budgets, published);
+      metrics.tenantsHeldBack.set({ reason: BUDGET_REASONS.overBudget }, result.overBudget.size);
+      for (const [tenant, over] of result.overBudget) {
+        if (last?.overBudget.get(tenant)?.join() !== over.join())
+          logger.warn('tenant over budget; its previous config stays in force', { tenant, over });
+      }
       lastServices = referencedServices(mailRoutes);
       const changed = last?.config.hash !== result.config.hash;
       last = result;
@@ -314,46 +415,8 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     const result = last as CompileResult;
     const leader = isLeader();
 
-    if (leader) {
-      const payload = encodeRelayConfig(result.config);
-      const want = relayConfigMap(namespace, configMapName, result.config, payload);
-      const have = cmInf.get(configMapName, namespace);
-      if (!configMapMatches(have, want)) {
-        if (payload.bytes > CONFIGMAP_LIMIT - 16 * 1024) {
-          metrics.configApplyTotal.inc({ result: 'error' });
-          throw new Error(
-            `relay config is ${payload.bytes} bytes${payload.compressed ? ' gzip-compressed' : ''}, over the ConfigMap limit of ${CONFIGMAP_LIMIT}; reduce the number of MailRoutes or split the fleet`,
-          );
-        }
-        try {
-          await applyConfigMap(core, want, writeSignal());
-        } catch (err) {
-          metrics.configApplyTotal.inc({ result: 'error' });
-          throw err;
-        }
-        published = result.config;
-        ownWrites.add(result.config.hash);
-        if (ownWrites.size > 64) ownWrites.delete(ownWrites.values().next().value as string);
-        configGeneration++;
-        scraper.expect(result.config.hash);
-        metrics.configApplyTotal.inc({ result: 'success' });
-        metrics.configGeneration.set(configGeneration);
-        metrics.configBytes.set(payload.bytes);
-        logger.info('published relay config', {
-          configmap: fleet,
-          hash: result.config.hash,
-          bytes: payload.bytes,
-          compressed: payload.compressed,
-          repaired:
-            have !== undefined &&
-            have.metadata?.annotations?.['mailplus.io/config-hash'] === result.config.hash,
-        });
-      } else {
-        published = result.config;
-        metrics.configApplyTotal.inc({ result: 'unchanged' });
-        metrics.configBytes.set(payload.bytes);
-      }
-    }
+    const failures: string[] = [];
+    if (leader) await publish(result.config, failures);
 
     if (leader) await reportCaptureTransitions(result.config);
 
@@ -395,8 +458,109 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
             if (!stopped) dirty();
           }, consentExpiry + 50);
     consentTimer?.unref();
+    // statuses are queued for everyone first; then the failed writes are retried with backoff
+    if (failures.length > 0) throw new Error(failures.join('; '));
     // answers age out (a relay's scrapes stalled): look again when the oldest could have
     return live.length > 0 ? { requeueAfterMs: scraper.maxAgeMs } : undefined;
+  };
+
+  /**
+   * Publishes `config` (leader only): every document on its own, so one that fails to apply keeps
+   * its stored version in force while the others go out; then, when sharded, the index naming the
+   * hash of every shard as stored, so relays switch to a consistent set at once.
+   */
+  const publish = async (config: RelayConfig, failures: string[]): Promise<void> => {
+    const plan = planPublish({
+      config,
+      base: configMapName,
+      shards,
+      previous: new Map(
+        (shards > 1 ? docNames : [configMapName]).flatMap((n) => {
+          const d = storedDoc(n);
+          return d ? [[n, d] as const] : [];
+        }),
+      ),
+    });
+    const stored = new Map<string, RelayConfig>();
+    const apply = async (name: string, doc: RelayConfig, encoded?: ConfigPayload) => {
+      const have = cmInfs.get(name)?.get(name, namespace);
+      // content already verified against its hash when decoded: only our labels need checking
+      if (!encoded && storedDoc(name)?.hash === doc.hash && labelsMatch(have, doc.hash)) {
+        metrics.configApplyTotal.inc({ result: 'unchanged' });
+        return true;
+      }
+      const payload = encoded ?? encodeRelayConfig(doc);
+      const want = relayConfigMap(namespace, name, doc, payload);
+      if (configMapMatches(have, want)) {
+        metrics.configApplyTotal.inc({ result: 'unchanged' });
+        return true;
+      }
+      try {
+        await applyConfigMap(core, want, writeSignal());
+      } catch (err) {
+        metrics.configApplyTotal.inc({ result: 'error' });
+        failures.push((err as Error).message);
+        return false;
+      }
+      metrics.configApplyTotal.inc({ result: 'success' });
+      logger.info('published relay config', {
+        configmap: `${namespace}/${name}`,
+        hash: doc.hash,
+        bytes: payload.bytes,
+        compressed: payload.compressed,
+        repaired: have?.metadata?.annotations?.['mailplus.io/config-hash'] === doc.hash,
+      });
+      return true;
+    };
+    const held = new Map<string, string>();
+    let largest = 0;
+    for (const d of plan) {
+      largest = Math.max(largest, d.payload?.bytes ?? storedBytes(d.name));
+      for (const t of d.heldBack)
+        held.set(
+          t,
+          `relay config document ${namespace}/${d.name} would be ${d.tooLargeBytes} bytes, over the ConfigMap limit: the changes of tenant ${t} are not published and its previous config stays in force; raise --config-shards (chart: operator.configShards) or lower the tenant budgets`,
+        );
+      if (d.tooLargeBytes !== undefined)
+        logger.error(
+          'relay config document over the ConfigMap limit; holding back the tenants that changed',
+          {
+            configmap: `${namespace}/${d.name}`,
+            bytes: d.tooLargeBytes,
+            heldBack: d.heldBack,
+          },
+        );
+      if (await apply(d.name, d.config, d.payload)) stored.set(d.name, d.config);
+      else {
+        const before = storedDoc(d.name);
+        if (before) stored.set(d.name, before);
+      }
+    }
+    shardHeld = held;
+    metrics.tenantsHeldBack.set({ reason: BUDGET_REASONS.shardTooLarge }, held.size);
+    metrics.configBytes.set(largest);
+    let served: RelayConfig | undefined;
+    if (shards <= 1) served = stored.get(configMapName);
+    else if (plan.every((d) => stored.has(d.name))) {
+      const index = shardIndex(
+        plan.map((d) => ({ configMap: d.name, hash: (stored.get(d.name) as RelayConfig).hash })),
+      );
+      // the union is the config itself unless a shard was held back or kept its stored version
+      const asPlanned = held.size === 0 && plan.every((d) => stored.get(d.name)?.hash === d.config.hash);
+      const union = asPlanned ? undefined : mergeShards(index, stored);
+      if (await apply(configMapName, index))
+        served = union === undefined ? config : union.ok ? union.config : undefined;
+    }
+    if (!served) return;
+    if (published?.hash !== served.hash) {
+      configGeneration++;
+      metrics.configGeneration.set(configGeneration);
+      ownWrites.add(served.hash);
+      if (ownWrites.size > 64) ownWrites.delete(ownWrites.values().next().value as string);
+      scraper.expect(served.hash);
+    }
+    history.remember(served.hash, served.sources ?? {});
+    published = served;
   };
 
   /**
@@ -543,6 +707,10 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
       setStatus: (l) => metrics.leaderStatus.set({ name: o.leaseName }, l ? 1 : 0),
       onStartedLeading: () => {
         written.clear();
+        // what the previous leader published (read back from the ConfigMaps) is what held-back
+        // tenants keep, not what this replica saw when it started
+        published = undefined;
+        inputsDirty = true;
         kick();
       },
       onStoppedLeading: () => {

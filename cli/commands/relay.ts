@@ -17,6 +17,8 @@ error (exit 1). Either source is followed: a valid new version applies to new
 transactions at once (file: within a second; ConfigMap: through an API watch, no kubelet delay),
 transactions in flight finish on the config they started with, and an invalid version is refused
 (logged, metric mailplus_relay_config_last_reload_successful=0) while the last good one stays.
+When the operator shards the config (--config-shards), NAME holds an index and the relay follows
+every shard ConfigMap it names (NAME-shard-<n>), serving their union once all match the index.
 With --configmap the relay only reads the API (its ConfigMap): it writes nothing there. The
 operator learns which config it serves from its admin endpoint (GET /config) for Programmed.
 
@@ -104,9 +106,9 @@ export async function runRelay(argv: string[]): Promise<number> {
   if (file) {
     relay.own(watchConfigFile(file, relay));
   } else if (cm && kc) {
-    const { watchConfigMap } = await import('../../relay/config-configmap-watch.ts');
+    const { followRelayConfig } = await import('../../relay/config-configmap-set.ts');
     relay.own(
-      watchConfigMap(relay, {
+      followRelayConfig(relay, {
         kc,
         namespace: cm.namespace,
         name: cm.name,

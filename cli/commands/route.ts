@@ -52,29 +52,54 @@ export function checkAddressFlag(flag: string, value: string): void {
   if (!ok) throw new CliError(`${flag}: "${value}" is not an address (expected user@example.com)`);
 }
 
-/** The relay config the operator published, read (and hash-verified) from the ConfigMap. */
+/**
+ * The relay config the operator published, read (and hash-verified) from the ConfigMap; when it
+ * holds a shard index, the union of the shards it names, as a relay serves it.
+ */
 async function readClusterConfig(kubeconfig: string | undefined, ref: string): Promise<RelayConfig> {
   const { parseConfigMapRef } = await import('./relay.ts');
   const { namespace, name } = parseConfigMapRef(ref);
   const { apiErrorText, k8s, loadKubeConfig } = await import('../../operator/kube/client.ts');
   const { decodeRelayConfigMap } = await import('../../relay/config-configmap-watch.ts');
+  const { isShardOf, mergeShards } = await import('../../relay/config/shards.ts');
   let kc: import('@kubernetes/client-node').KubeConfig;
   try {
     kc = loadKubeConfig(kubeconfig);
   } catch (err) {
     throw new CliError((err as Error).message, 1);
   }
-  let cm: import('@kubernetes/client-node').V1ConfigMap;
-  try {
-    cm = await kc.makeApiClient(k8s.CoreV1Api).readNamespacedConfigMap({ namespace, name });
-  } catch (err) {
-    throw new CliError(`cannot read ConfigMap ${namespace}/${name}: ${apiErrorText(err)}`, 1);
+  const core = kc.makeApiClient(k8s.CoreV1Api);
+  const read = async (cmName: string): Promise<RelayConfig> => {
+    let cm: import('@kubernetes/client-node').V1ConfigMap;
+    try {
+      cm = await core.readNamespacedConfigMap({ namespace, name: cmName });
+    } catch (err) {
+      throw new CliError(`cannot read ConfigMap ${namespace}/${cmName}: ${apiErrorText(err)}`, 1);
+    }
+    try {
+      return decodeRelayConfigMap(cm);
+    } catch (err) {
+      throw new CliError((err as Error).message, 1);
+    }
+  };
+  const index = await read(name);
+  if (!index.shards) return index;
+  const docs = new Map<string, RelayConfig>();
+  for (const s of index.shards) {
+    if (!isShardOf(name, s.configMap))
+      throw new CliError(
+        `ConfigMap ${namespace}/${name}: the shard index names ${s.configMap}, not a shard of ${name}`,
+        1,
+      );
+    docs.set(s.configMap, await read(s.configMap));
   }
-  try {
-    return decodeRelayConfigMap(cm);
-  } catch (err) {
-    throw new CliError((err as Error).message, 1);
-  }
+  const merged = mergeShards(index, docs);
+  if (!merged.ok)
+    throw new CliError(
+      `ConfigMap ${namespace}/${name}: shards ${merged.waitingFor.join(', ')} do not match the index (the operator is publishing); try again`,
+      1,
+    );
+  return merged.config;
 }
 
 /** Applies the relay's one-upstream-set-per-transaction rule to a per-recipient explanation. */

@@ -18,6 +18,18 @@ export interface RelayConfig {
     [k: string]: number;
   };
   /**
+   * Present only in the index of a sharded config (mailplus operator --config-shards > 1): tenants is then empty and the tenants live in these shard documents (RelayConfigs in ConfigMaps of the same namespace). A relay serves the union only once it holds every shard with exactly the listed hash, so it never serves half an update.
+   *
+   * @minItems 1
+   */
+  shards?: {
+    /**
+     * Name of the shard's ConfigMap.
+     */
+    configMap: string;
+    hash: string;
+  }[];
+  /**
    * Tenants in the order the relay consults them (already deterministic).
    */
   tenants: Tenant[];
