@@ -135,7 +135,8 @@ RBAC rules from files/operator-rbac-rules.yaml and files/relay-rbac-rules.yaml: 
 operator and relay code (the one source of truth for what each component calls), never copied
 into templates. A file holds YAML documents `{kind: ClusterRole | Role, rules: [PolicyRule...]}`:
 ClusterRole rules become a ClusterRole, Role rules a Role in the release namespace. resourceNames
-naming the defaults (mailplus-relay-config, mailplus-operator) become this release's names.
+naming the defaults (mailplus-relay-config, mailplus-operator) become this release's names; with
+operator.configShards > 1 the relay ConfigMap's name also brings every shard's name.
 Usage: include "mail-plus.rbacRules" (dict "ctx" $ "file" "files/relay-rbac-rules.yaml" "kind" "Role")
 Prints a YAML list (possibly empty: "[]").
 */}}
@@ -164,6 +165,11 @@ Prints a YAML list (possibly empty: "[]").
 {{- $mapped := list }}
 {{- range $rule.resourceNames }}
 {{- $mapped = append $mapped (get $names . | default .) }}
+{{- if and (eq . "mailplus-relay-config") (gt (int $.ctx.Values.operator.configShards) 1) }}
+{{- range $i := until (int $.ctx.Values.operator.configShards) }}
+{{- $mapped = append $mapped (printf "%s-shard-%d" (include "mail-plus.relay.configMapName" $.ctx) $i) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- $_ := set $rule "resourceNames" $mapped }}
 {{- end }}
