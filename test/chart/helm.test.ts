@@ -242,6 +242,31 @@ describe.skipIf(!helm)('helm chart charts/mail-plus (with a real helm)', () => {
     expect(JSON.stringify(adminIn?.from)).toContain('"app.kubernetes.io/component":"operator"');
   }, 60_000);
 
+  it('operator.configShards names every shard in the RBAC of both components and passes the flags', async () => {
+    const objs = await render(undefined, ['fullnameOverride=mailplus', 'operator.configShards=3']);
+    const names = [
+      'mailplus-relay-config',
+      'mailplus-relay-config-shard-0',
+      'mailplus-relay-config-shard-1',
+      'mailplus-relay-config-shard-2',
+    ];
+    for (const component of ['operator', 'relay']) {
+      const role = find(objs, 'Role', `-${component}`) as K8sObject;
+      const cmRule = role.rules?.find((r) => (r.resources as string[]).includes('configmaps'));
+      expect(cmRule?.resourceNames, component).toEqual(names);
+    }
+    const args = podSpec(find(objs, 'Deployment', '-operator') as K8sObject).containers[0].args;
+    expect(args).toEqual(
+      expect.arrayContaining([
+        '--config-shards=3',
+        '--tenant-max-routes=1000',
+        '--tenant-max-patterns=10000',
+        '--tenant-max-config-bytes=512Ki',
+      ]),
+    );
+    await expect(render(undefined, ['operator.configShards=0'])).rejects.toThrow(/configShards/);
+  }, 60_000);
+
   it('helm template fails clearly on contradictory values', async () => {
     await expect(
       render(undefined, ['operator.leaderElection.enabled=false', 'operator.replicaCount=2']),

@@ -12,6 +12,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
 import { parseAllDocuments, stringify } from 'yaml';
+import { shardConfigMapName } from '../../relay/config/shards.ts';
 import {
   type ControlPlane,
   kubectl,
@@ -31,7 +32,7 @@ export { OPERATOR_NAMESPACE };
 
 interface RuleDoc {
   kind: 'ClusterRole' | 'Role';
-  rules: unknown[];
+  rules: Array<{ resourceNames?: string[] }>;
 }
 
 export function loadRules(file: string): RuleDoc[] {
@@ -39,8 +40,12 @@ export function loadRules(file: string): RuleDoc[] {
   return parseAllDocuments(text).map((d) => d.toJS() as RuleDoc);
 }
 
-/** ClusterRoles/Roles from the chart's rule files, bound to the operator's and relay's users. */
-export function rbacManifest(namespace = OPERATOR_NAMESPACE): string {
+/**
+ * ClusterRoles/Roles from the chart's rule files, bound to the operator's and relay's users. With
+ * configShards > 1, resourceNames naming the relay ConfigMap also name its shards, as the chart
+ * renders them (operator.configShards).
+ */
+export function rbacManifest(namespace = OPERATOR_NAMESPACE, configShards = 1): string {
   const docs: unknown[] = [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: namespace } }];
   const bind = (who: string, user: string, docsOf: RuleDoc[]) => {
     docsOf.forEach((d, i) => {
@@ -50,7 +55,17 @@ export function rbacManifest(namespace = OPERATOR_NAMESPACE): string {
         apiVersion: 'rbac.authorization.k8s.io/v1',
         kind: d.kind,
         metadata: cluster ? { name } : { name, namespace },
-        rules: d.rules,
+        rules: d.rules.map((r) =>
+          r.resourceNames?.includes(CONFIGMAP) && configShards > 1
+            ? {
+                ...r,
+                resourceNames: [
+                  ...r.resourceNames,
+                  ...Array.from({ length: configShards }, (_, i) => shardConfigMapName(CONFIGMAP, i)),
+                ],
+              }
+            : r,
+        ),
       });
       docs.push({
         apiVersion: 'rbac.authorization.k8s.io/v1',
