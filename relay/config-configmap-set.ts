@@ -25,8 +25,6 @@ export function followRelayConfig(relay: ConfigTarget, opts: FollowOptions): Fil
   let waitingLogged = '';
   let straggler: NodeJS.Timeout | undefined;
   let closed = false;
-  /** NAME has been read at least once (see firstSight below). */
-  let seen = false;
   const refollowMs = opts.refollowAfterMs ?? 10_000;
 
   const serve = (config: RelayConfig, from: string): { ok: boolean } => {
@@ -104,7 +102,6 @@ export function followRelayConfig(relay: ConfigTarget, opts: FollowOptions): Fil
 
   const indexTarget: ConfigTarget = {
     applyConfig(config, from) {
-      seen = true;
       if (!config.shards) {
         // unsharded (--config-shards=1, or the operator was reinstalled without shards)
         index = undefined;
@@ -134,26 +131,14 @@ export function followRelayConfig(relay: ConfigTarget, opts: FollowOptions): Fil
       tryServe();
       return { ok: true };
     },
-    reportConfigError: (err, from) => {
-      seen = true;
-      relay.reportConfigError(err, from);
-    },
+    reportConfigError: (err, from) => relay.reportConfigError(err, from),
   };
 
-  let main = watchConfigMap(indexTarget, { ...opts, onApplied: undefined });
-  // Same for NAME itself until it has been seen once (created while the watcher was between its
-  // GET, which found nothing, and the LIST it watches from).
-  const firstSight = setInterval(() => {
-    if (seen || closed) return clearInterval(firstSight);
-    main.close();
-    main = watchConfigMap(indexTarget, { ...opts, onApplied: undefined });
-  }, refollowMs);
-  firstSight.unref?.();
+  const main = watchConfigMap(indexTarget, { ...opts, onApplied: undefined });
   return {
     close() {
       closed = true;
       clearTimeout(straggler);
-      clearInterval(firstSight);
       main.close();
       for (const shard of [...shardWatchers.keys()]) closeShard(shard);
     },

@@ -78,8 +78,6 @@ describe('relay following a sharded config (real API server)', () => {
     await sleep(1500);
     expect(await served()).toBeNull();
     for (const [i, s] of v0.shards.entries()) await put(shardConfigMapName(CONFIGMAP, i), s);
-    // a creation the shard's watch misses (GET 404, then created before the LIST it watches from)
-    // is caught by following the straggler afresh after 10 s
     await eventually('relay serves v0', async () => (await served()) === v0.union.hash, 30_000);
   }, 60_000);
 
