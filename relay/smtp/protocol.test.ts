@@ -130,6 +130,38 @@ describe('log privacy of upstream replies', () => {
     expect(warn?.error).toContain(`<${tenantPseudonym(key, 'acme', 'x@example.com')}>`);
     expect(warn?.error).toContain(`<${tenantPseudonym(key, 'acme', 'a@sender.test')}>`);
   });
+
+  it('nor an internationalised address (U-label domain, UTF-8 local part) from an SMTPUTF8 transaction', async () => {
+    const { tenantPseudonym } = await import('../trace/pseudonym.ts');
+    const key = 'k'.repeat(32);
+    const up = await scripted({
+      replies: { RCPT: '421 4.3.0 <kunde@bücher.example> from <jürgen@absender.example>: try later' },
+    });
+    const { port, logs } = await relayWith(
+      relayConfig([
+        tenant(
+          'acme',
+          ['xn--bcher-kva.example'],
+          [forward('acme/r', ['*@xn--bcher-kva.example'], [up.port])],
+          {
+            privacy: { pseudonymize: true },
+          },
+        ),
+      ]),
+      { pseudonymizeKey: key },
+    );
+    const cl = await client(port);
+    expect(await envelope(cl, 'jürgen@absender.example', ['kunde@bücher.example'], ' SMTPUTF8')).toEqual([
+      '451 4.4.1 Upstream unavailable, try again later',
+    ]);
+    await sleep(20);
+    const warn = logs.find((l) => l.msg === 'upstream attempt failed');
+    expect(warn).toBeDefined();
+    const text = JSON.stringify(logs);
+    expect(text).not.toContain('kunde@');
+    expect(text).not.toContain('jürgen');
+    expect(warn?.error).toContain(`<${tenantPseudonym(key, 'acme', 'kunde@bücher.example')}>`);
+  });
 });
 
 describe('<postmaster> without a domain (RFC 5321 §4.5.1)', () => {

@@ -119,7 +119,9 @@ export function logAddresses(
 }
 
 // An address inside free text (an upstream's reply: "<bob@example.com>: Recipient address rejected").
-const ADDRESS_IN_TEXT = /[^\s<>()[\]{},;:"'`]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+/g;
+// Domain labels may be U-labels: an SMTPUTF8 upstream echoes `kunde@bücher.example` as received.
+const ADDRESS_IN_TEXT =
+  /[^\s<>()[\]{},;:"'`]+@[\p{L}\p{N}](?:[\p{L}\p{M}\p{N}-]*[\p{L}\p{M}\p{N}])?(?:\.[\p{L}\p{M}\p{N}-]+)+/gu;
 
 /**
  * Free text for a log line (an upstream's reply or an error quoting it), every address in it shown in
