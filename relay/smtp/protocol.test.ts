@@ -243,6 +243,33 @@ describe('Received header (RFC 5321 §4.4)', () => {
     expect(rest.toString('latin1')).toBe(content);
   });
 
+  it('an SMTPUTF8 transaction is received with UTF8SMTP (RFC 6531 §3.7.3), the recipient as sent', async () => {
+    const up = await scripted();
+    const { port } = await relayWith(
+      relayConfig([
+        tenant(
+          'acme',
+          ['xn--bcher-kva.example'],
+          [forward('acme/r', ['*@xn--bcher-kva.example'], [up.port])],
+        ),
+      ]),
+    );
+    const c = await client(port, 'sender.example');
+    expect(await envelope(c, 'jürgen@sender.test', ['kunde@bücher.example'], ' SMTPUTF8')).toEqual([
+      '250 2.1.5 Accepted',
+    ]);
+    expect(await dataRaw(c, MSG)).toMatch(/^250 2\.0\.0 OK/);
+    await up.waitFor(() => up.sessions[0]?.messages.length === 1);
+    const { received } = splitReceived(up.sessions[0].messages[0]);
+    expect(Buffer.from(received, 'latin1').toString('utf8')).toMatch(
+      new RegExp(
+        String.raw`^Received: from sender\.example \(unknown \[127\.0\.0\.1\]\)\r\n` +
+          String.raw`\tby relay\.test \(Mail-Plus\) with UTF8SMTP id [0-9a-f]{16}\r\n` +
+          String.raw`\tfor <kunde@bücher\.example>; ${DATE}\r\n$`,
+      ),
+    );
+  });
+
   it('has no for clause with several recipients; HELO gives protocol SMTP', async () => {
     const up = await scripted();
     const { port } = await relayWith(

@@ -17,7 +17,7 @@ export interface ReceivedFields {
   clientIp: string;
   /** Our host name. */
   by: string;
-  /** SMTP, ESMTP, ESMTPS, ESMTPSA (RFC 3848). */
+  /** SMTP, ESMTP, ESMTPS, ESMTPSA (RFC 3848); UTF8SMTP, UTF8SMTPS… for SMTPUTF8 (RFC 6531). */
   protocol: string;
   tls?: { version?: string; cipher?: string };
   id: string;

@@ -165,10 +165,12 @@ class Transaction {
     this.sender = sender;
     this.params = params;
     const cipher = session.tlsOptions || undefined;
+    const protocol = session.transmissionType || 'SMTP';
     this.received = {
       helo: session.hostNameAppearsAs || undefined,
       clientIp: session.remoteAddress,
-      protocol: session.transmissionType || 'SMTP',
+      // RFC 6531 §3.7.3 (and Postfix): an SMTPUTF8 transaction is received "with UTF8SMTP[S][A]"
+      protocol: params.smtputf8 && protocol.startsWith('ESMTP') ? `UTF8SMTP${protocol.slice(5)}` : protocol,
       tls: this.tls && cipher ? { version: cipher.version, cipher: cipher.name } : undefined,
       id: this.id,
     };
@@ -515,7 +517,7 @@ export class SmtpHandlers {
     const params: MailParams = {
       ...t.params,
       // for routes whose upstream takes XCLIENT: the next hop sees the real client
-      client: { addr: r.clientIp, helo: r.helo, proto: r.protocol.startsWith('ESMTP') ? 'ESMTP' : 'SMTP' },
+      client: { addr: r.clientIp, helo: r.helo, proto: r.protocol === 'SMTP' ? 'SMTP' : 'ESMTP' },
     };
     if (t.params.size !== undefined) params.size = t.params.size + this.received(t, firstRecipient).length;
     return params;
