@@ -163,6 +163,8 @@ describe.skipIf(!helm)('helm chart charts/mail-plus (with a real helm)', () => {
       expect(relay.containers[0].args).toContain(
         `--configmap=$(POD_NAMESPACE)/${values.fullnameOverride ?? 'mailplus'}-relay-config`,
       );
+      // one fleet id for every pod of the release: routes back into it are loops (554 5.4.6)
+      expect(relay.containers[0].args).toContain(`--fleet-id=${NS}.${values.fullnameOverride ?? 'mailplus'}`);
       // One scrape kind at most.
       const scrapeKinds = new Set(
         objs.filter((o) => /^(ServiceMonitor|PodMonitor)$/.test(o.kind)).map((o) => o.kind),
