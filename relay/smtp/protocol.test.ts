@@ -346,6 +346,24 @@ describe('mail loops (554 5.4.6)', () => {
       await metric(relay, 'mailplus_relay_messages_total{tenant="acme",route="acme/r",upstream='),
     ).toContainEqual(expect.stringMatching(/result="rejected",reason="too_many_hops"} 1$/));
   });
+
+  it('the header section ends at the first line that is not a header field, as Postfix reads it', async () => {
+    const up = await scripted();
+    const { port } = await relayWith(
+      relayConfig([tenant('acme', ['example.com'], [forward('acme/r', ['*@example.com'], [up.port])])]),
+    );
+    const c = await client(port);
+    expect(await envelope(c, 'a@sender.test', ['x@example.com'])).toEqual(['250 2.1.5 Accepted']);
+    // no empty line: the quoted trace below "Look at this" is body text, not 60 hops
+    const content = `Subject: bounce\r\nLook at this:\r\n${received(60)}`;
+    expect(await dataRaw(c, content)).toMatch(/^250 2\.0\.0 OK/);
+    await up.waitFor(() => up.sessions[0]?.messages.length === 1);
+    expect(splitReceived(up.sessions[0].messages[0]).rest.toString()).toBe(content);
+    // folded fields and the obsolete space before the colon are still the header
+    expect(await envelope(c, 'a@sender.test', ['x@example.com'])).toEqual(['250 2.1.5 Accepted']);
+    const folded = received(50).replaceAll('by h', '\r\n\tby h').replaceAll('Received:', 'Received :');
+    expect(await dataRaw(c, `${folded}Subject: loop\r\n\r\nbody\r\n`)).toBe('554 5.4.6 Too many hops');
+  });
 });
 
 describe('mail loops at RCPT: the upstream is this relay or its fleet', () => {

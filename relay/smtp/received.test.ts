@@ -79,6 +79,21 @@ describe('HopCounter', () => {
     expect(h.count).toBe(1);
   });
 
+  it('a line that is neither a field nor a continuation ends the header section (Postfix is_header)', () => {
+    const msg = Buffer.from(
+      'Received: a\r\nReceived : obsolete space\r\nX-Long-Field-Name-Here: x\r\n' +
+        'not a header line\r\nReceived: b\r\n',
+    );
+    for (const size of [1, 3, 7, msg.length]) {
+      const h = new HopCounter();
+      for (let i = 0; i < msg.length; i += size) h.push(msg.subarray(i, i + size));
+      expect(h.count, `chunks of ${size}`).toBe(2);
+    }
+    const h = new HopCounter();
+    h.push(Buffer.from('Received: a\r\nbody: ok\r\n: no name\r\nReceived: b\r\n'));
+    expect(h.count).toBe(1);
+  });
+
   it('stops at the header size limit, as Postfix treats the rest as body', () => {
     const h = new HopCounter();
     h.push(Buffer.from('Received: a\r\n'));

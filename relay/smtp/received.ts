@@ -80,18 +80,29 @@ export function receivedHeader(f: ReceivedFields): Buffer {
 /** Postfix's header_size_limit: past this many bytes the rest is body, not counted. */
 export const HEADER_SCAN_LIMIT = 102_400;
 
+/** What the start of a header-section line has shown so far (ordered: the first two are undecided). */
+const Line = { Name: 0, SpaceAfterName: 1, Field: 2, Continuation: 3, NotHeader: 4 } as const;
+type LineKind = (typeof Line)[keyof typeof Line];
+
 /**
  * Counts `Received:` header fields of a message as it streams by (still dot-stuffed), up to the end of
  * the header section (or HEADER_SCAN_LIMIT bytes); RFC 5321 §6.3: a count over a generous limit means
- * a loop.
+ * a loop. The header section ends, as Postfix reads it, at an empty line or at the first line that is
+ * neither a field (`name:`, the obsolete `name :` too) nor a continuation: trace lines quoted in a body
+ * that follows no empty line are not hops.
  */
 export class HopCounter {
   count = 0;
   #done = false;
   #scanned = 0;
-  /** Start of the current line: up to 9 bytes (enough for "received:"), or more if it is longer. */
-  #head = '';
   #lineLen = 0;
+  /** Bytes of the current line looked at (only its start is). */
+  #seen = 0;
+  #kind: LineKind = Line.Name;
+  /** The field name in lower case, while it could still be "received". */
+  #name = '';
+  /** The line so far is a lone CR. */
+  #cr = false;
 
   /** Feeds content bytes; returns the Received count so far. */
   push(chunk: Buffer): number {
@@ -100,22 +111,42 @@ export class HopCounter {
     while (pos < chunk.length) {
       const nl = chunk.indexOf(0x0a, pos);
       const end = nl < 0 ? chunk.length : nl;
-      if (this.#lineLen < 9)
-        this.#head += chunk.toString('latin1', pos, Math.min(end, pos + 9 - this.#lineLen));
+      // only the start of a line needs a look, until it is known what the line is
+      for (let i = pos; i < end && this.#kind <= Line.SpaceAfterName; i++) this.#see(chunk[i]);
       this.#lineLen += end - pos;
       if (nl < 0) break;
-      // an empty line (CRLF, or a bare LF) ends the header section
-      if (this.#lineLen === 0 || (this.#lineLen === 1 && this.#head === '\r')) {
+      // an empty line (CRLF, or a bare LF) or a line that is no header field ends the section
+      if (
+        this.#lineLen === 0 ||
+        this.#cr ||
+        (this.#kind !== Line.Field && this.#kind !== Line.Continuation)
+      ) {
         this.#done = true;
         return this.count;
       }
-      if (this.#head.toLowerCase() === 'received:') this.count++;
-      this.#head = '';
+      if (this.#kind === Line.Field && this.#name === 'received') this.count++;
       this.#lineLen = 0;
+      this.#seen = 0;
+      this.#kind = Line.Name;
+      this.#name = '';
       pos = nl + 1;
     }
     this.#scanned += chunk.length;
     if (this.#scanned > HEADER_SCAN_LIMIT) this.#done = true;
     return this.count;
+  }
+
+  #see(b: number): void {
+    const at = this.#seen++;
+    const space = b === 0x20 || b === 0x09;
+    if (at === 0 && space) this.#kind = Line.Continuation;
+    else if (at === 0 && b === 0x0d) this.#cr = true;
+    else if (this.#cr) {
+      this.#cr = false;
+      this.#kind = Line.NotHeader;
+    } else if (b === 0x3a) this.#kind = at > 0 ? Line.Field : Line.NotHeader;
+    else if (space) this.#kind = at > 0 ? Line.SpaceAfterName : Line.NotHeader;
+    else if (this.#kind === Line.SpaceAfterName || b < 0x21 || b > 0x7e) this.#kind = Line.NotHeader;
+    else if (this.#name.length <= 8) this.#name += String.fromCharCode(b).toLowerCase();
   }
 }
