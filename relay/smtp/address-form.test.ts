@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { needsSmtpUtf8, receivedPath } from './address-form.ts';
+import { isIdnaDomain, needsSmtpUtf8, receivedPath } from './address-form.ts';
 
 describe('receivedPath', () => {
   it('is the path as written: A-labels stay, brackets, parameters and source routes go', () => {
@@ -19,5 +19,26 @@ describe('needsSmtpUtf8', () => {
     expect(needsSmtpUtf8('kunde@xn--bcher-kva.example')).toBe(false);
     expect(needsSmtpUtf8('kunde@bücher.example')).toBe(true);
     expect(needsSmtpUtf8('zoë@example.com')).toBe(true);
+  });
+});
+
+describe('isIdnaDomain', () => {
+  it('takes ASCII, A-labels and U-labels in any case; refuses spellings UTS #46 would map', () => {
+    for (const ok of [
+      'u@example.com',
+      'u@XN--BCHER-KVA.example',
+      'jörg@bücher.example',
+      'u@BÜCHER.example',
+      'u@faß.de',
+      'postmaster',
+    ])
+      expect(isIdnaDomain(ok), ok).toBe(true);
+    for (const bad of [
+      'u@bu\u0308cher.example',
+      'u@ｅxample.com',
+      'u@bücher\u3002example',
+      'u@bü\u00adcher.example',
+    ])
+      expect(isIdnaDomain(bad), bad).toBe(false);
   });
 });

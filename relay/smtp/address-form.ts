@@ -3,6 +3,8 @@
 // would be routed, forwarded and recorded as `kunde@bücher.example`: forwarded like that without
 // SMTPUTF8 it is an 8-bit address the next hop never agreed to (RFC 6531 §3.2). Pure.
 
+import { domainToASCII, domainToUnicode } from 'node:url';
+
 const SOURCE_ROUTE = /^@[^\s,:@]+(?:,@[^\s,:@]+)*:/;
 
 /**
@@ -28,3 +30,19 @@ export function needsSmtpUtf8(address: string): boolean {
 
 /** Postfix's reply to an unicode address in a transaction that did not declare SMTPUTF8. */
 export const UNDECLARED_UTF8_REPLY = '5.6.7 Must declare SMTPUTF8 to send unicode address';
+
+/**
+ * False when a non-ASCII domain is not written as IDNA U-labels (RFC 6531 §3.3): decomposed letters
+ * (NFD), full-width forms, ideographic full stops, ignored characters. UTS #46 maps such a string onto
+ * a real domain, so it would be routed to that domain's tenant while it is forwarded and recorded as
+ * written, a spelling that trace and erasure of the domain never look for.
+ */
+export function isIdnaDomain(address: string): boolean {
+  const domain = address.slice(address.lastIndexOf('@') + 1).toLowerCase();
+  if (!needsSmtpUtf8(domain)) return true;
+  const ascii = domainToASCII(domain);
+  return ascii !== '' && domainToUnicode(ascii) === domain;
+}
+
+export const NOT_IDNA_SENDER_REPLY = '5.1.7 Sender domain is not in IDNA form (U-labels or A-labels)';
+export const NOT_IDNA_RECIPIENT_REPLY = '5.1.3 Recipient domain is not in IDNA form (U-labels or A-labels)';

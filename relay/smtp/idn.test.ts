@@ -124,6 +124,37 @@ describe('internationalised addresses', () => {
     expect(upstreamCommands(up)).toEqual([]);
   });
 
+  it('refuses a domain that is no IDNA U-label or A-label (NFD, full-width, mapped dots): trace and erase could not find it', async () => {
+    const up = await upstream();
+    const traceFile = join(dir, 'idn-mapped.db');
+    const relay = await relayTo([up.port], traceFile);
+    const c = await client(relay);
+    expect((await c.cmd('MAIL FROM:<s@sender.example> SMTPUTF8'))?.code).toBe(250);
+    // each maps (UTS #46) to bücher.example, so it would route there, yet it is stored as written
+    for (const domain of [
+      'bu\u0308cher.example',
+      'ｂücher.example',
+      'bücher\u3002example',
+      'bü\u00adcher.example',
+    ]) {
+      expect(await c.cmd(`RCPT TO:<kunde@${domain}>`), domain).toMatchObject({
+        code: 553,
+        enhancedCode: '5.1.3',
+      });
+    }
+    expect((await c.cmd('RSET'))?.code).toBe(250);
+    expect(await c.cmd('MAIL FROM:<s@bu\u0308cher.example> SMTPUTF8')).toMatchObject({
+      code: 553,
+      enhancedCode: '5.1.7',
+    });
+    expect(upstreamCommands(up)).toEqual([]);
+    // the canonical forms still pass
+    expect((await c.cmd('MAIL FROM:<s@sender.example> SMTPUTF8'))?.code).toBe(250);
+    expect((await c.cmd(`RCPT TO:<kunde@${ULABEL}>`))?.code).toBe(250);
+    expect((await c.cmd(`RCPT TO:<kunde@XN--BCHER-KVA.example>`))?.code).toBe(250);
+    expect(await sendMessage(c)).toBe(250);
+  });
+
   it('trace and erase find an address under both forms of its domain', async () => {
     const up = await upstream();
     const traceFile = join(dir, 'idn.db');

@@ -3,7 +3,14 @@ import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import type { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
-import { needsSmtpUtf8, receivedPath, UNDECLARED_UTF8_REPLY } from './address-form.ts';
+import {
+  isIdnaDomain,
+  NOT_IDNA_RECIPIENT_REPLY,
+  NOT_IDNA_SENDER_REPLY,
+  needsSmtpUtf8,
+  receivedPath,
+  UNDECLARED_UTF8_REPLY,
+} from './address-form.ts';
 import { FAIRNESS_REPLY, type LimitName } from './fairness.ts';
 import { RawDataStream } from './raw-data-stream.ts';
 
@@ -18,7 +25,8 @@ import { RawDataStream } from './raw-data-stream.ts';
  *     passes the dot-stuffed bytes through untouched.
  *  3. Addresses: _parseAddressCommand() keeps the address as the client wrote it (smtp-server
  *     decodes A-label domains to Unicode), and MAIL/RCPT refuse a non-ASCII address in a
- *     transaction without SMTPUTF8 (address-form.ts; tests in idn.test.ts).
+ *     transaction without SMTPUTF8, and a non-ASCII domain not written as IDNA U-labels
+ *     (address-form.ts; tests in idn.test.ts).
  */
 
 export interface SessionHooks {
@@ -157,15 +165,25 @@ export class RelayConnection extends SMTPConnection {
       callback();
       return;
     }
+    if (parsed && !isIdnaDomain(parsed.address)) {
+      this.send(553, NOT_IDNA_SENDER_REPLY);
+      callback();
+      return;
+    }
     super.handler_MAIL(command, callback);
   }
 
   override handler_RCPT(command: Buffer, callback: () => void): void {
     const envelope = this.session.envelope;
-    if (envelope.mailFrom && !envelope.smtpUtf8) {
+    if (envelope.mailFrom) {
       const parsed = this._parseAddressCommand('rcpt to', command);
-      if (parsed && needsSmtpUtf8(parsed.address)) {
+      if (parsed && !envelope.smtpUtf8 && needsSmtpUtf8(parsed.address)) {
         this.send(553, UNDECLARED_UTF8_REPLY);
+        callback();
+        return;
+      }
+      if (parsed && !isIdnaDomain(parsed.address)) {
+        this.send(553, NOT_IDNA_RECIPIENT_REPLY);
         callback();
         return;
       }
