@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { type StoredTraceEntry, TRACE_RESULTS } from '../../relay/trace/entry.ts';
 import { openTraceStore, parseStoreLocation, TRACE_STORE_ENV } from '../../relay/trace/open.ts';
 import { addressForms } from '../../relay/trace/pseudonym.ts';
@@ -37,13 +37,22 @@ export async function openStoreFromFlags(values: Record<string, unknown>): Promi
     throw new CliError(
       `no trace store: give --store sqlite:PATH or postgres://… (or set ${TRACE_STORE_ENV})`,
     );
+  let loc: ReturnType<typeof parseStoreLocation>;
   try {
-    parseStoreLocation(where);
+    loc = parseStoreLocation(where);
   } catch (err) {
     throw new CliError(`--store: ${(err as Error).message}`);
   }
+  // SQLite would create a new, empty store: a misspelt path would then "erase 0 entries" with
+  // success while the relay's store keeps them. These commands only read or erase: it must exist.
+  if (loc.kind === 'sqlite' && !existsSync(loc.path)) {
+    throw new CliError(
+      `no trace store at sqlite:${loc.path} (no such file); give the path the relay writes (--trace-store)`,
+      1,
+    );
+  }
   try {
-    return await openTraceStore(where);
+    return await openTraceStore(loc);
   } catch (err) {
     throw new CliError((err as Error).message, 1);
   }

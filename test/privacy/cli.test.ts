@@ -295,6 +295,23 @@ describe('CLI errors and licenses', () => {
       /--export needs --address/,
     );
   });
+  it('a SQLite store that does not exist is an error, not a new empty store erased "0 entries"', async () => {
+    const missing = join(dir, 'no-such-dir-typo', 'trace.db');
+    const typo = join(dir, 'trcae.db');
+    for (const args of [
+      ['erase', '--store', `sqlite:${typo}`, '--address', 'bob@a.example'],
+      ['trace', '--store', `sqlite:${typo}`, '--address', 'bob@a.example'],
+      ['capture', 'list', '--tenant', 'a', '--store', `sqlite:${typo}`],
+      ['erase', '--store', `sqlite:${missing}`, '--address', 'bob@a.example'],
+    ]) {
+      const r = await mailplus(args);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.stderr).toContain('no trace store at');
+      expect(r.stdout).toBe('');
+    }
+    await expect(stat(typo)).rejects.toThrow(/ENOENT/);
+  });
+
   it('mailplus licenses prints THIRD_PARTY_NOTICES', async () => {
     const r = await mailplus(['licenses']);
     expect(r.code).toBe(0);
