@@ -533,4 +533,34 @@ describe('XCLIENT toward upstreams that advertise it (route opt-in)', () => {
       /XCLIENT refused: 550 5\.7\.0/,
     );
   });
+
+  it('a session that fails after XCLIENT (EHLO refused, a loop) is closed, not left holding a pool slot', async () => {
+    const afterXclient = (refusal: string, normal: string) => (_l: string, s: { count(v: string): number }) =>
+      s.count('XCLIENT') > 0 ? refusal : normal;
+    const up = await scripted({
+      extensions: ['PIPELINING', 'XCLIENT NAME ADDR PROTO HELO'],
+      replies: {
+        XCLIENT: '220 scripted.test ESMTP',
+        // Postfix with smtpd_delay_reject=no refuses a bad client HELO name at EHLO
+        EHLO: afterXclient(
+          '550 5.7.1 <bad.helo>: Helo command rejected',
+          '250-scripted.test\r\n250-PIPELINING\r\n250 XCLIENT NAME ADDR PROTO HELO',
+        ),
+        HELO: '550 5.7.1 <bad.helo>: Helo command rejected',
+      },
+    });
+    const loop = await scripted({
+      extensions: ['PIPELINING', 'XCLIENT NAME ADDR PROTO HELO'],
+      // after XCLIENT the "next hop" greets as this relay
+      replies: { XCLIENT: '220 relay.test ESMTP' },
+    });
+    for (const u of [up, loop]) {
+      const { port } = await relayWith(routeTo(u.port, true));
+      const c = await client(port, 'bad.helo');
+      expect((await envelope(c, 'a@sender.test', ['x@example.com']))[0]).toMatch(
+        /^(451 4\.4\.1|554 5\.4\.6)/,
+      );
+      await u.waitFor(() => u.sessions.length === 1 && u.sessions[0].closed, 3000);
+    }
+  });
 });

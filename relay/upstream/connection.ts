@@ -213,8 +213,14 @@ export class SmtpConnection {
       throw err;
     }
     this.xclientFor = xclientKey(client);
-    this.#checkLoop(reply, 'greeted us');
-    await this.#hello(helo);
+    try {
+      this.#checkLoop(reply, 'greeted us');
+      await this.#hello(helo);
+    } catch (err) {
+      // a loop or a refused EHLO/HELO leaves the socket open: close it, or it holds its pool slot
+      this.destroy(err instanceof UpstreamError ? err : undefined);
+      throw err;
+    }
   }
 
   beginContent(): void {
