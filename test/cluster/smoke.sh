@@ -9,9 +9,12 @@
 #      through the cluster DNS server, and the ClusterIP answers;
 #   4. both backends answer through the Service (kube-proxy balances over the endpoints);
 # then tears the cluster down (unless it was already running, or CLUSTER_KEEP=1).
+# MAILPLUS_CLUSTER_NAME picks the cluster (default: a new one named smoke-<pid>).
 set -o errexit -o nounset -o pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# A name of its own unless told otherwise: parallel runs on one machine do not meet.
+export MAILPLUS_CLUSTER_NAME=${MAILPLUS_CLUSTER_NAME:-smoke-$$}
 CL=test/cluster/cluster.sh
 NODE=node_modules/.bin/node
 IMAGE=localhost/mailplus-cluster/busybox:smoke
