@@ -70,7 +70,8 @@ holder_pid() { # PID of the namespace holder, if it is alive and ours
 nsx() { # run a command in the cluster's network and mount namespaces
   local pid
   pid=$(holder_pid) || die "the cluster '$NAME' is not running (test/cluster/cluster.sh up)"
-  nsenter -t "$pid" --net --mount -- "$@"
+  # Entering a mount namespace resets the working directory: keep ours (relative paths work).
+  nsenter -t "$pid" --net --mount --wd="$PWD" -- "$@"
 }
 
 kubectl_() { nsx "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" "$@"; }

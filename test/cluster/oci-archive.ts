@@ -1,6 +1,7 @@
 // Writes an OCI image archive (an image layout in a tar, what `ctr images import` and
 // `skopeo copy oci-archive:` read) from local files, with no daemon and no registry: one
-// uncompressed layer, reproducible (sorted entries, mtime 0, every file owned by root).
+// uncompressed layer, reproducible (sorted entries, mtime 0, every file owned by root unless
+// --preserve-owners).
 //
 //   node test/cluster/oci-archive.ts --name localhost/x/pause:3.4 --out pause.tar \
 //     --add /path/to/pause:/pause --entrypoint /pause
@@ -29,6 +30,8 @@ export interface ImageSpec {
   user?: string;
   workdir?: string;
   labels: Record<string, string>;
+  /** Keep the files' numeric owners (a whole OS root filesystem) instead of making root own all. */
+  preserveOwners?: boolean;
 }
 
 const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
@@ -40,21 +43,11 @@ function run(cmd: string, args: string[]): void {
   }
 }
 
-/** Tars DIR's contents into OUT reproducibly: sorted names, mtime 0, owned by root. */
-function tarDir(dir: string, out: string, extra: string[] = []): void {
-  run('tar', [
-    '--sort=name',
-    '--mtime=@0',
-    '--owner=0',
-    '--group=0',
-    '--numeric-owner',
-    ...extra,
-    '-C',
-    dir,
-    '-cf',
-    out,
-    '.',
-  ]);
+const ROOT_OWNED = ['--owner=0', '--group=0'];
+
+/** Tars DIR's contents into OUT reproducibly: sorted names, mtime 0, numeric owners. */
+function tarDir(dir: string, out: string, extra: string[] = ROOT_OWNED): void {
+  run('tar', ['--sort=name', '--mtime=@0', '--numeric-owner', ...extra, '-C', dir, '-cf', out, '.']);
 }
 
 /** The image's architecture in OCI terms (GOARCH names). */
@@ -82,16 +75,23 @@ export function tagOf(name: string): string {
 export function writeOciArchive(spec: ImageSpec, out: string): { digest: string } {
   const work = mkdtempSync(join(tmpdir(), 'oci-archive-'));
   try {
-    const root = join(work, 'rootfs');
-    mkdirSync(root);
-    if (spec.rootfs) cpSync(spec.rootfs, root, { recursive: true, verbatimSymlinks: true });
-    for (const [src, dest] of spec.add) {
-      const target = join(root, dest);
-      mkdirSync(dirname(target), { recursive: true });
-      cpSync(src, target, { recursive: true, verbatimSymlinks: true });
+    // A root filesystem alone is tarred in place (it may hold device nodes, which cannot be
+    // copied); files to add go into a copy.
+    let root = spec.rootfs ?? join(work, 'rootfs');
+    if (spec.add.length > 0) {
+      root = join(work, 'rootfs');
+      mkdirSync(root);
+      if (spec.rootfs) cpSync(spec.rootfs, root, { recursive: true, verbatimSymlinks: true });
+      for (const [src, dest] of spec.add) {
+        const target = join(root, dest);
+        mkdirSync(dirname(target), { recursive: true });
+        cpSync(src, target, { recursive: true, verbatimSymlinks: true });
+      }
+    } else if (!spec.rootfs) {
+      throw new Error('oci-archive: nothing to put in the image (give --rootfs or --add)');
     }
     const layerPath = join(work, 'layer.tar');
-    tarDir(root, layerPath, ['--xattrs']);
+    tarDir(root, layerPath, spec.preserveOwners ? ['--xattrs'] : ['--xattrs', ...ROOT_OWNED]);
     const layer = readFileSync(layerPath);
     const layerDigest = sha256(layer);
 
@@ -171,6 +171,7 @@ function main(): void {
       label: { type: 'string', multiple: true, default: [] },
       user: { type: 'string' },
       workdir: { type: 'string' },
+      'preserve-owners': { type: 'boolean', default: false },
     },
     strict: true,
   });
@@ -199,6 +200,7 @@ function main(): void {
       user: values.user,
       workdir: values.workdir,
       labels,
+      preserveOwners: values['preserve-owners'],
     },
     resolve(values.out),
   );
