@@ -35,7 +35,6 @@ phase_summary() {
   local p
   printf '[e2e] phase times:\n' >&2
   for p in "${E2E_PHASES[@]}"; do printf '[e2e]   %s\n' "$p" >&2; done
-  for p in "${E2E_DEVIATIONS[@]}"; do printf '[e2e] DEVIATION: %s\n' "$p" >&2; done
 }
 
 e2e_debug_state() {
@@ -71,43 +70,9 @@ e2e_wait_pod_done() { # e2e_wait_pod_done NS POD SECONDS : prints Succeeded or F
   printf '%s\n' "$phase"
 }
 
-# The chart to install: charts/mail-plus, unless it refuses the cluster's Kubernetes version.
-# Then (and only then) a copy whose kubeVersion admits the cluster, with the PodDisruptionBudgets
-# (policy/v1, served from 1.21) turned off -- a named deviation from the user path, printed, until
-# the chart gates those APIs by capability itself (the README claims 1.23+; Debian's source is 1.20).
-E2E_CHART=charts/mail-plus
-E2E_CHART_ARGS=()
-E2E_DEVIATIONS=()
-e2e_select_chart() {
-  local version out
-  version=$(k version -o json | sed -n 's/.*"gitVersion": *"v\([^"]*\)".*/\1/p' | tail -n 1)
-  [[ -n $version ]] || fail "cannot read the cluster's Kubernetes version"
-  if out=$(helm_ template "$E2E_RELEASE" charts/mail-plus --kube-version "$version" 2>&1 >/dev/null); then
-    return 0
-  fi
-  grep -q 'kubeVersion' <<<"$out" || fail "helm template fails for Kubernetes $version: $out"
-  E2E_CHART=$(mktemp -d)/mail-plus
-  cp -r charts/mail-plus "$E2E_CHART"
-  sed -i "s/^kubeVersion:.*/kubeVersion: \">=${version%%-*}-0\"/" "$E2E_CHART/Chart.yaml"
-  E2E_CHART_ARGS=(--set operator.podDisruptionBudget.enabled=false --set relay.podDisruptionBudget.enabled=false)
-  # CEL rules in CRDs (x-kubernetes-validations) arrived in 1.23: dropped from the copy's CRDs, as
-  # the envtest harness does on 1.20 (the operator still validates what they checked).
-  node_modules/.bin/node --input-type=module -e "
-    import { readFileSync, writeFileSync } from 'node:fs';
-    import { parse, stringify } from 'yaml';
-    import { dropCelRules } from './test/envtest/control-plane.ts';
-    for (const f of process.argv.slice(1)) {
-      const crd = parse(readFileSync(f, 'utf8'));
-      if (dropCelRules(crd) > 0) writeFileSync(f, stringify(crd));
-    }" "$E2E_CHART"/files/crds/*.yaml
-  E2E_DEVIATIONS+=("chart: kubeVersion widened to >=$version, PodDisruptionBudgets off, CEL rules dropped from the CRDs ($(grep -o 'chart requires kubeVersion[^"]*' <<<"$out" | head -n 1))")
-  log "DEVIATION: ${E2E_DEVIATIONS[-1]}"
-}
-
 e2e_install_chart() { # e2e_install_chart [HELM ARGS...]
-  [[ $E2E_CHART == charts/mail-plus && ${#E2E_CHART_ARGS[@]} -eq 0 ]] && e2e_select_chart
   # ClusterIP: the test sends from inside the cluster (no load balancer).
-  helm_ upgrade --install "$E2E_RELEASE" "$E2E_CHART" "${E2E_CHART_ARGS[@]}" \
+  helm_ upgrade --install "$E2E_RELEASE" charts/mail-plus \
     --namespace "$E2E_NS" --create-namespace \
     --set image.repository=mailplus --set image.tag=e2e --set image.pullPolicy=Never \
     --set relay.service.type=ClusterIP --set relay.replicaCount=2 \

@@ -663,7 +663,7 @@ export interface AppliedCrds {
 }
 
 /** Deletes every `x-kubernetes-validations` key below node; returns how many. */
-export function dropCelRules(node: unknown): number {
+function dropCelRules(node: unknown): number {
   if (Array.isArray(node)) return node.reduce((n: number, v) => n + dropCelRules(v), 0);
   if (!node || typeof node !== 'object') return 0;
   const obj = node as Record<string, unknown>;
