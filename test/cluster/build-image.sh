@@ -91,7 +91,8 @@ fi
 ((node_major == 24)) || die "package.json's node package gives Node $node_version, the image needs 24"
 
 # --- 3. buildah build of the Dockerfile ---------------------------------------------------------
-bh=(buildah --root "$IMAGES/buildah/root" --runroot "$IMAGES/buildah/run" --storage-driver overlay)
+# In a private mount namespace: the overlay mounts buildah makes (and leaves) vanish with it.
+bh=(unshare --mount --propagation private buildah --root "$IMAGES/buildah/root" --runroot "$IMAGES/buildah/run" --storage-driver overlay)
 if ! "${bh[@]}" inspect --type image "$node_image" >/dev/null 2>&1; then
   id=$("${bh[@]}" pull --quiet "oci-archive:$node_archive" | tail -n 1)
   "${bh[@]}" tag "$id" "$node_image"
