@@ -14,6 +14,9 @@ COPY package.json package-lock.json ./
 # --ignore-scripts: no dependency needs an install script at runtime.
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
   && npm cache clean --force
+# CycloneDX SBOM of exactly these dependencies (npm sbom, from the lock file), shipped in the image.
+COPY scripts/sbom.sh ./scripts/
+RUN bash scripts/sbom.sh /app/sbom.cdx.json
 
 # --- runtime -------------------------------------------------------------------------------
 FROM ${NODE_IMAGE}
@@ -28,6 +31,7 @@ LABEL org.opencontainers.image.title="mailplus" \
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
+COPY --from=deps /app/sbom.cdx.json ./
 COPY package.json THIRD_PARTY_NOTICES* ./
 COPY bin ./bin
 COPY cli ./cli

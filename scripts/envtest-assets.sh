@@ -8,6 +8,13 @@
 #
 # works. Progress goes to stderr. Any failure exits non-zero.
 #
+#     scripts/envtest-assets.sh --node
+#
+# installs, into a sibling directory, everything a single-node cluster runs
+# (test/cluster/cluster.sh): the three above plus kubelet, kube-controller-manager,
+# kube-scheduler, kube-proxy (same source, same build) and the static `pause`
+# binary from the source's build/pause/linux/pause.c.
+#
 # kube-apiserver v1.20.2 is built from Debian 12's `kubernetes` source package
 # (full upstream source, vendored dependencies included) with Debian's Go,
 # offline (GOPROXY=off). etcd comes from Debian's etcd-server, kubectl from the
@@ -50,9 +57,32 @@ trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-readonly BINARIES=(kube-apiserver etcd kubectl)
+MODE=envtest
+case "${1:-}" in
+'') ;;
+--node) MODE=node ;;
+*) die "unknown argument '$1' (usage: $0 [--node])" ;;
+esac
+BINARIES=(kube-apiserver etcd kubectl)
+# Upstream Go commands (make WHAT=cmd/<name>) among BINARIES.
+GO_COMMANDS=(kube-apiserver)
+if [[ $MODE == node ]]; then
+  BINARIES+=(kubelet kube-controller-manager kube-scheduler kube-proxy pause)
+  GO_COMMANDS+=(kubelet kube-controller-manager kube-scheduler kube-proxy)
+fi
+# What else a node runs, from Debian (test/cluster/cluster.sh), and the static busybox its smoke
+# test builds an image from.
+NODE_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack openssl busybox-static)
+readonly MODE BINARIES GO_COMMANDS NODE_PACKAGES
 
-complete_dir() { # complete_dir DIR -> 0 if DIR holds the three executables
+pkg_installed() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == "install ok installed" ]]; }
+node_packages_ok() { # the Debian packages a node needs are installed (always true for envtest)
+  local p
+  [[ $MODE == node ]] || return 0
+  for p in "${NODE_PACKAGES[@]}"; do pkg_installed "$p" || return 1; done
+}
+
+complete_dir() { # complete_dir DIR -> 0 if DIR holds the executables
   local d=$1 b
   for b in "${BINARIES[@]}"; do
     [[ -f $d/$b && -x $d/$b ]] || return 1
@@ -60,7 +90,7 @@ complete_dir() { # complete_dir DIR -> 0 if DIR holds the three executables
 }
 
 # --- 1. Assets given by the caller --------------------------------------------
-if [[ -n ${KUBEBUILDER_ASSETS:-} ]]; then
+if [[ $MODE == envtest && -n ${KUBEBUILDER_ASSETS:-} ]]; then
   if complete_dir "$KUBEBUILDER_ASSETS"; then
     printf '%s\n' "$KUBEBUILDER_ASSETS"
     exit 0
@@ -76,10 +106,14 @@ aarch64 | arm64) ARCH=arm64 ;;
 esac
 CACHE_ROOT=${MAILPLUS_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:?HOME is not set}/.cache}/mailplus}
 ENVTEST_ROOT=$CACHE_ROOT/envtest
-ASSET_DIR=$ENVTEST_ROOT/k8s-$K8S_VERSION-$ARCH
+if [[ $MODE == node ]]; then
+  ASSET_DIR=$ENVTEST_ROOT/k8s-node-$K8S_VERSION-$ARCH
+else
+  ASSET_DIR=$ENVTEST_ROOT/k8s-$K8S_VERSION-$ARCH
+fi
 
-# Fast path: everything present -> print and leave (no lock, no package checks).
-if complete_dir "$ASSET_DIR"; then
+# Fast path: everything present -> print and leave (no lock, no apt).
+if complete_dir "$ASSET_DIR" && node_packages_ok; then
   printf '%s\n' "$ASSET_DIR"
   exit 0
 fi
@@ -91,17 +125,16 @@ if ! flock -n 9; then
   log "another envtest-assets.sh run holds $ENVTEST_ROOT/.lock; waiting (up to 30 min)"
   flock -w 1800 9 || die "timed out waiting for $ENVTEST_ROOT/.lock"
 fi
-if complete_dir "$ASSET_DIR"; then # the other run finished the job
+if complete_dir "$ASSET_DIR" && node_packages_ok; then # the other run finished the job
   printf '%s\n' "$ASSET_DIR"
   exit 0
 fi
 mkdir -p "$ASSET_DIR"
-rm -f "$ASSET_DIR"/.kube-apiserver.* "$ASSET_DIR"/.etcd.* "$ASSET_DIR"/.kubectl.* # interrupted copies
-log "installing Kubernetes $K8S_VERSION test assets into $ASSET_DIR"
+for b in "${BINARIES[@]}"; do rm -f "$ASSET_DIR/.$b".*; done # interrupted copies
+log "installing Kubernetes $K8S_VERSION $MODE assets into $ASSET_DIR"
 
 # --- helpers -------------------------------------------------------------------
 APT_UPDATED=0
-pkg_installed() { [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == "install ok installed" ]]; }
 
 ensure_packages() { # ensure_packages PKG... : install the missing ones with apt-get
   local missing=() p
@@ -152,6 +185,8 @@ debian_mirror() { # the Debian archive this machine's apt uses
   printf '%s\n' "http://deb.debian.org/debian"
 }
 
+[[ $MODE == node ]] && ensure_packages "${NODE_PACKAGES[@]}"
+
 # --- 3. etcd -------------------------------------------------------------------
 if ! [[ -x $ASSET_DIR/etcd ]]; then
   etcd_bin=$(command -v etcd || true)
@@ -174,11 +209,16 @@ if ! [[ -x $ASSET_DIR/kubectl ]]; then
   install_file "$kubectl_bin" kubectl
 fi
 
-# --- 5. kube-apiserver, built from Debian's source package -----------------------
-if ! [[ -x $ASSET_DIR/kube-apiserver ]]; then
+# --- 5. Kubernetes commands (and pause), built from Debian's source package -----
+missing=()
+for b in "${GO_COMMANDS[@]}"; do [[ -x $ASSET_DIR/$b ]] || missing+=("$b"); done
+need_pause=0
+[[ $MODE == node && ! -x $ASSET_DIR/pause ]] && need_pause=1
+if ((${#missing[@]} > 0 || need_pause)); then
   start=$SECONDS
   ensure_packages golang-go dpkg-dev golang-github-modern-go-reflect2-dev debian-archive-keyring \
     ca-certificates make rsync patch xz-utils findutils util-linux
+  ((need_pause)) && ensure_packages gcc libc6-dev
 
   # A fixed path (we hold the lock): Go's build cache keys include source
   # directories, so a stable path lets a rebuild reuse the cache.
@@ -230,25 +270,40 @@ KUBE_GIT_MINOR='$(cut -d. -f2 <<<"$K8S_VERSION")'
 EOF
   export PATH=/usr/lib/go/bin:$PATH # Debian's Go first
   go_version=$(go version) || die "go not found"
-  log "building kube-apiserver with $go_version (first build takes ~5 min on 2 cores)"
+  log "building ${missing[*]:-nothing with Go} with $go_version (first build takes ~5 min per command on 2 cores)"
   # Upstream's build forces GOCACHE=_output/local/go/cache: point that at the
   # persistent cache so rebuilds are fast.
   mkdir -p "$ENVTEST_ROOT/gocache" "$SRC/_output/local/go"
   ln -sfn "$ENVTEST_ROOT/gocache" "$SRC/_output/local/go/cache"
-  (
+  whats=()
+  for b in "${missing[@]}"; do whats+=("cmd/$b"); done
+  ((${#whats[@]} == 0)) || (
     cd "$SRC"
     env GOPROXY=off GOTOOLCHAIN=local GOFLAGS=-tags=providerless CGO_ENABLED=0 \
       GOCACHE="$ENVTEST_ROOT/gocache" \
       KUBE_GIT_VERSION_FILE="$BUILD_DIR/version.env" \
       KUBE_GIT_COMMIT="$K8S_GIT_COMMIT" KUBE_GIT_TREE_STATE=clean KUBE_GIT_VERSION="v$K8S_VERSION" \
-      make WHAT=cmd/kube-apiserver
-  ) >&2 || die "make WHAT=cmd/kube-apiserver failed"
-  built=$SRC/_output/bin/kube-apiserver
-  [[ -x $built ]] || die "build produced no $built"
-  got=$("$built" --version 2>&1) || die "built kube-apiserver does not run: $got"
-  [[ $got == "Kubernetes v$K8S_VERSION" ]] || die "built kube-apiserver reports '$got', want 'Kubernetes v$K8S_VERSION'"
-  install_file "$built" kube-apiserver
-  log "kube-apiserver built in $((SECONDS - start)) s"
+      make WHAT="${whats[*]}"
+  ) >&2 || die "make WHAT='${whats[*]}' failed"
+  for b in "${missing[@]}"; do
+    built=$SRC/_output/bin/$b
+    [[ -x $built ]] || die "build produced no $built"
+    got=$("$built" --version 2>&1) || die "built $b does not run: $got"
+    [[ $got == "Kubernetes v$K8S_VERSION" ]] || die "built $b reports '$got', want 'Kubernetes v$K8S_VERSION'"
+    install_file "$built" "$b"
+  done
+  # 5d. The pod sandbox's init process, with upstream's flags (build/pause/Makefile).
+  if ((need_pause)); then
+    pause_tag=$(sed -n 's/^TAG = //p' "$SRC/build/pause/Makefile")
+    [[ -n $pause_tag ]] || die "no TAG in $SRC/build/pause/Makefile"
+    gcc -Os -Wall -Werror -static -DVERSION="v$pause_tag-mailplus" \
+      -o "$BUILD_DIR/pause" "$SRC/build/pause/linux/pause.c" >&2 || die "building pause failed"
+    got=$("$BUILD_DIR/pause" -v 2>&1) || die "built pause does not run: $got"
+    [[ $got == "pause.c v$pause_tag-mailplus" ]] || die "built pause reports '$got'"
+    install_file "$BUILD_DIR/pause" pause
+  fi
+  ((need_pause)) && missing+=(pause)
+  log "built ${missing[*]} in $((SECONDS - start)) s"
 fi
 
 complete_dir "$ASSET_DIR" || die "internal error: $ASSET_DIR is incomplete"

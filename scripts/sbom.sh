@@ -11,6 +11,8 @@ trap 'rm -f "$tmp"' EXIT
 npm sbom --sbom-format cyclonedx --omit dev --package-lock-only >"$tmp"
 # sanity: a CycloneDX document with components
 grep -q '"bomFormat": "CycloneDX"' "$tmp" || { echo "sbom.sh: npm sbom did not produce CycloneDX" >&2; exit 1; }
+# mktemp makes the file 0600: the image's non-root user (and anyone scanning it) must read it.
+chmod 0644 "$tmp"
 mv "$tmp" "$out"
 trap - EXIT
 echo "wrote $out" >&2
