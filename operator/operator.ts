@@ -2,7 +2,7 @@
 // dirty and queues ONE key (coalesced over a short batch window); its reconcile compiles the whole
 // set from the caches (pure), publishes the ConfigMap when the hash changed (leader only), and
 // queues per-object status keys whose status differs; the status controller writes them through
-// /status (SSA) and records Events on transitions. Relay pods and their answers to "which config
+// /status (a merge patch with resourceVersion, status/writer.ts) and records Events on transitions. Relay pods and their answers to "which config
 // do you serve" (RelayScraper) only re-evaluate Programmed (no recompile).
 
 import { mergeShards, shardConfigMapName, shardIndex } from '../relay/config/shards.ts';
