@@ -227,7 +227,7 @@ export class OperatorMetrics {
     });
     this.statusWritesTotal = new Counter({
       name: `${p}status_writes_total`,
-      help: 'Status subresource writes (result: success | conflict | gone | error)',
+      help: 'Status subresource writes (result: success | conflict | gone | refused | error)',
       labelNames: ['result'],
       registers,
     });

@@ -629,12 +629,16 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     if (!statusDiffers(obj.status, d0)) return;
     const before = obj.status?.conditions;
     let wrote: DesiredStatus | undefined;
+    let refusal = '';
     const result = await writeStatus(
       {
         api: co,
         signal: writeSignal,
         beforeWrite: o.beforeStatusWrite,
         onConflict: () => metrics.statusWritesTotal.inc({ result: 'conflict' }),
+        onRefused: (message) => {
+          refusal = message;
+        },
       },
       {
         kind,
@@ -655,6 +659,32 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
       written.delete(key);
       return;
     }
+    const regarding = {
+      apiVersion: MAILPLUS_API_VERSION,
+      kind,
+      namespace: obj.metadata.namespace ?? 'default',
+      name: obj.metadata.name,
+      uid: obj.metadata.uid,
+      resourceVersion: obj.metadata.resourceVersion,
+    };
+    if (result === 'refused' && wrote) {
+      // Retrying cannot help until the object changes: remember it as handled for this
+      // resourceVersion and say why where people look.
+      metrics.statusWritesTotal.inc({ result: 'refused' });
+      written.set(key, { sig: sig(wrote), basedOnRv: obj.metadata.resourceVersion });
+      const label = resourceLabel(kind, obj.metadata.namespace, obj.metadata.name);
+      logger.warn('status write refused by the API server', { resource: label, error: refusal });
+      await events.emit(
+        regarding,
+        {
+          type: 'Warning',
+          reason: 'StatusRefused',
+          note: `the API server refuses this object's status (${refusal.slice(0, 600)}); the stored spec fails the installed CRD schema (created under an older one?): fix the spec`,
+        },
+        writeSignal(),
+      );
+      return;
+    }
     if (result === 'stale' || !wrote) {
       dirty();
       return;
@@ -663,18 +693,7 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     written.set(key, { sig: sig(wrote), basedOnRv: obj.metadata.resourceVersion });
     const label = resourceLabel(kind, obj.metadata.namespace, obj.metadata.name);
     for (const t of transitions(label, before, wrote.conditions)) {
-      await events.emit(
-        {
-          apiVersion: MAILPLUS_API_VERSION,
-          kind,
-          namespace: obj.metadata.namespace ?? 'default',
-          name: obj.metadata.name,
-          uid: obj.metadata.uid,
-          resourceVersion: obj.metadata.resourceVersion,
-        },
-        t,
-        writeSignal(),
-      );
+      await events.emit(regarding, t, writeSignal());
     }
   };
 

@@ -26,7 +26,11 @@ export interface StatusTarget {
   resourceVersion?: string;
 }
 
-export type StatusWriteResult = 'written' | 'gone' | 'stale';
+/**
+ * 'refused': the API server answered 422 (the object as stored fails the CRD schema, e.g. a spec
+ * created under an older, looser schema): no retry can succeed until the object changes.
+ */
+export type StatusWriteResult = 'written' | 'gone' | 'stale' | 'refused';
 
 export interface StatusWriterOptions {
   api: k8s.CustomObjectsApi;
@@ -34,6 +38,8 @@ export interface StatusWriterOptions {
   /** Called before every write attempt (tests inject a concurrent writer here). */
   beforeWrite?(target: StatusTarget, attempt: number): Promise<void>;
   onConflict?(): void;
+  /** The API server's reason for a 'refused' write. */
+  onRefused?(message: string): void;
   maxAttempts?: number;
 }
 
@@ -95,6 +101,10 @@ export async function writeStatus(
     } catch (err) {
       const code = apiStatus(err);
       if (code === 404) return 'gone';
+      if (code === 422) {
+        opts.onRefused?.(apiErrorText(err));
+        return 'refused';
+      }
       if (code !== 409 || attempt >= max) {
         throw new Error(
           `writing status of ${target.kind} ${target.namespace}/${target.name}: ${apiErrorText(err)}`,
