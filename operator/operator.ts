@@ -2,8 +2,9 @@
 // dirty and queues ONE key (coalesced over a short batch window); its reconcile compiles the whole
 // set from the caches (pure), publishes the ConfigMap when the hash changed (leader only), and
 // queues per-object status keys whose status differs; the status controller writes them through
-// /status (a merge patch with resourceVersion, status/writer.ts) and records Events on transitions. Relay pods and their answers to "which config
-// do you serve" (RelayScraper) only re-evaluate Programmed (no recompile).
+// /status (a merge patch with resourceVersion, status/writer.ts) and records Events on
+// transitions. Relay pods and their answers to "which config do you serve" (RelayScraper) only
+// re-evaluate Programmed (no recompile).
 
 import { mergeShards, shardConfigMapName, shardIndex } from '../relay/config/shards.ts';
 import type { RelayConfig } from '../relay/config/types.gen.ts';
