@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runSwaks } from '../../test/support/swaks.ts';
 import type { Route } from '../config/types.gen.ts';
 import { openTraceStore } from '../trace/open.ts';
-import { addressForms } from '../trace/pseudonym.ts';
+import { addressForms, tenantPseudonym } from '../trace/pseudonym.ts';
 import { ScriptedServer } from '../upstream/testing/scripted-server.ts';
 import { forward, RawClient, relayConfig, splitReceived, tenant } from './testing/harness.ts';
 import { type Cleanups, relayKit } from './testing/relay-kit.ts';
@@ -116,6 +116,34 @@ describe('recipient rewriting over SMTP', () => {
       const found = await store.query({ addresses: addressForms(a, [], undefined) });
       expect(found.map((e) => e.tenant)).toEqual(['sales']);
     }
+  });
+
+  it('logs the rewritten address in the pseudonym form of a tenant that asked for pseudonyms', async () => {
+    const sink = await kit.sink();
+    const cfg = relayConfig([
+      tenant(
+        'sales',
+        ['sales.example'],
+        [rewriting('sales/inbox', ['*@sales.example'], [sink.port], '${local}@mail.internal.example')],
+        {
+          privacy: { pseudonymize: true },
+        },
+      ),
+    ]);
+    const key = 'rewrite-test-master-key-0123456789';
+    const { port, logs } = await kit.relayWith(cfg, { pseudonymizeKey: key });
+    const r = await runSwaks({ port, from: 'customer@example.org', to: 'bob@sales.example' });
+    expect(r.last.END?.code).toBe(250);
+    expect(sink.messages[0].rcptTo).toEqual(['bob@mail.internal.example']);
+    expect(transactionLine(logs).recipients).toEqual([
+      {
+        address: tenantPseudonym(key, 'sales', 'bob@sales.example'),
+        result: 'accepted',
+        code: 250,
+        rewrittenTo: tenantPseudonym(key, 'sales', 'bob@mail.internal.example'),
+      },
+    ]);
+    expect(JSON.stringify(logs)).not.toContain('bob@');
   });
 
   it('names the original recipient in the Received header (as Postfix does)', async () => {
