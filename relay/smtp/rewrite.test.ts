@@ -146,6 +146,32 @@ describe('recipient rewriting over SMTP', () => {
     expect(JSON.stringify(logs)).not.toContain('bob@');
   });
 
+  it('gives the upstream a mailbox once when two recipients rewrite to it (as Postfix cleanup does)', async () => {
+    // records the raw commands (smtp-server, like the capture sink, merges repeated RCPTs itself)
+    const up = await ScriptedServer.start({});
+    cleanups.push(() => up.close());
+    const { port, logs } = await kit.relayWith(config(up.port, '${user}@mail.internal.example'));
+    const r = await runSwaks({
+      port,
+      from: 'customer@example.org',
+      to: ['bob+a@sales.example', 'Bob+b@sales.example', 'ceo@sales.example', 'ceo@sales.example'],
+    });
+    expect(r.rcpt.map((x) => x.code)).toEqual([250, 250, 250, 250]);
+    expect(r.last.END?.code).toBe(250);
+    // only rewritten duplicates are dropped; a client's own repeated RCPT is passed on as before
+    expect(up.sessions.flatMap((x) => x.commands).filter((l) => l.startsWith('RCPT'))).toEqual([
+      'RCPT TO:<bob@mail.internal.example>',
+      'RCPT TO:<ceo@sales.example>',
+      'RCPT TO:<ceo@sales.example>',
+    ]);
+    expect(transactionLine(logs).recipients.map((x) => [x.address, x.result, x.rewrittenTo])).toEqual([
+      ['bob+a@sales.example', 'accepted', 'bob@mail.internal.example'],
+      ['Bob+b@sales.example', 'accepted', 'Bob@mail.internal.example'],
+      ['ceo@sales.example', 'accepted', undefined],
+      ['ceo@sales.example', 'accepted', undefined],
+    ]);
+  });
+
   it('names the original recipient in the Received header (as Postfix does)', async () => {
     const sink = await kit.sink();
     const { port } = await kit.relayWith(config(sink.port, '${user}@mail.internal.example'));

@@ -153,6 +153,8 @@ class Transaction {
   /** Fires when the client made no progress (accepted RCPT, DATA) for the hold time while holding an upstream. */
   holdTimer: NodeJS.Timeout | undefined;
   lastProgressAt = 0;
+  /** Lower-cased RCPT TO addresses the upstream accepted (duplicates after rewriting are dropped). */
+  readonly forwarded = new Set<string>();
   firstTenant = '';
   firstRoute = '';
   upstreamKey: string | undefined;
@@ -400,7 +402,11 @@ export class SmtpHandlers {
     }
 
     let reply: SmtpReply;
-    if (!t.utx) {
+    if (d.rewrittenTo !== undefined && t.utx && t.forwarded.has(forward.toLowerCase())) {
+      // another recipient already reached this mailbox upstream in this transaction: like Postfix's
+      // cleanup, drop the duplicate (the upstream's 250 for that address stands for both)
+      reply = { code: 250, text: 'duplicate of an accepted recipient', lines: [] };
+    } else if (!t.utx) {
       const shares = this.deps.upstreamShares;
       if (shares && !t.releaseShare) {
         const share = shares.take(t.clientIp, tenant.name);
@@ -457,6 +463,7 @@ export class SmtpHandlers {
       );
     }
     t.upstreamKey = d.upstreamKey;
+    t.forwarded.add(forward.toLowerCase());
     if (!t.tenants.has(tenant.name)) t.tenants.set(tenant.name, tenant);
     t.routes.add(route);
     if (!t.firstTenant) {
