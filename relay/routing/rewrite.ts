@@ -150,7 +150,14 @@ export function parseRewriteTemplate(input: string): ParseResult<RewriteTemplate
     domain = domain.map((p) => (p.kind === 'text' ? { kind: 'text', text: p.text.toLowerCase() } : p));
   }
   const text = `${local.map(partText).join('')}@${domain.map(partText).join('')}`;
-  return { ok: true, value: { text, local, domain } };
+  const template: RewriteTemplate = { text, local, domain };
+  // refused here rather than recipient by recipient at RCPT: a template that breaks ordinary
+  // addresses, with or without a +tag ('.${local}', '${user}.${tag}' for an untagged one)
+  for (const sample of ['user+tag@example.com', 'user@example.com']) {
+    const r = expandChecked(template, sample);
+    if (r.why !== undefined) return bad(`for ${sample} it gives "${r.address}", which ${r.why}`);
+  }
+  return { ok: true, value: template };
 }
 
 /** The parts of a recipient as received: local part, +tag split (a leading '+' is no tag), domain. */
@@ -190,16 +197,22 @@ const QUOTED_STRING = /^"([\x20\x21\x23-\x5b\x5d-\x7e\u0080-\u{10ffff}]|\\[\x20-
  * (RFC 5321: a local part of at most 64 octets, a domain, 254 octets in all).
  */
 export function expandRewrite(template: RewriteTemplate, recipient: string): ParseResult<string> {
+  const r = expandChecked(template, recipient);
+  return r.why === undefined
+    ? { ok: true, value: r.address }
+    : { ok: false, error: `"${r.address}" ${r.why}` };
+}
+
+function expandChecked(template: RewriteTemplate, recipient: string): { address: string; why?: string } {
   const values = recipientParts(recipient);
   const local = expandParts(template.local, values);
   const domain = expandParts(template.domain, values);
   const address = `${local}@${domain}`;
   const octets = (s: string) => Buffer.byteLength(s, 'utf8');
-  if (!DOT_STRING.test(local) && !QUOTED_STRING.test(local)) {
-    return { ok: false, error: `"${address}" has an invalid local part` };
-  }
-  if (octets(local) > 64) return { ok: false, error: `"${address}" has a local part over 64 octets` };
-  if (!normalizeDomain(domain).ok) return { ok: false, error: `"${address}" has an invalid domain` };
-  if (octets(address) > 254) return { ok: false, error: `"${address}" is longer than 254 octets` };
-  return { ok: true, value: address };
+  if (!DOT_STRING.test(local) && !QUOTED_STRING.test(local))
+    return { address, why: 'has an invalid local part' };
+  if (octets(local) > 64) return { address, why: 'has a local part over 64 octets' };
+  if (!normalizeDomain(domain).ok) return { address, why: 'has an invalid domain' };
+  if (octets(address) > 254) return { address, why: 'is longer than 254 octets' };
+  return { address };
 }
