@@ -3,6 +3,7 @@
 // a real SMTP sink. The upstream gets the rewritten RCPT TO; the log line, the message trace and the
 // Received header keep the recipient as the client sent it; another route's recipients in the same
 // transaction (same upstream set) are forwarded untouched.
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +16,7 @@ import { ScriptedServer } from '../upstream/testing/scripted-server.ts';
 import { forward, RawClient, relayConfig, splitReceived, tenant } from './testing/harness.ts';
 import { type Cleanups, relayKit } from './testing/relay-kit.ts';
 
+const root = join(import.meta.dirname, '..', '..');
 const cleanups: Cleanups = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
@@ -116,6 +118,26 @@ describe('recipient rewriting over SMTP', () => {
       const found = await store.query({ addresses: addressForms(a, [], undefined) });
       expect(found.map((e) => e.tenant)).toEqual(['sales']);
     }
+    const cli = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        [
+          join(root, 'bin', 'mailplus.js'),
+          'trace',
+          '--store',
+          `sqlite:${traceFile}`,
+          '--address',
+          'bob+news@mail.internal.example',
+        ],
+        { cwd: root, env: { ...process.env, MAILPLUS_TRACE_STORE: '' }, timeout: 30_000 },
+        (err, stdout, stderr) =>
+          resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      );
+    });
+    expect(cli.code, cli.stderr).toBe(0);
+    expect(cli.stdout).toContain(
+      'Bob+News@sales.example->Bob+News@mail.internal.example(250),ceo@sales.example(250)',
+    );
   });
 
   it('logs the rewritten address in the pseudonym form of a tenant that asked for pseudonyms', async () => {
