@@ -35,6 +35,13 @@ describe('examples/', () => {
     };
     expect(route('anyone@support.example.com')).toBe('support/helpdesk');
     expect(route('escalations+urgent@support.example.com')).toBe('support/escalations');
+    const rewritten = (to: string) =>
+      explainEnvelope(table, { to: [to], from: '', clientIp: '127.0.0.1' }).recipients[0].rewrittenTo;
+    expect(rewritten('escalations+urgent@support.example.com')).toBe(
+      'helpdesk+escalation-urgent@support.example.com',
+    );
+    expect(rewritten('Escalations@support.example.com')).toBe('helpdesk+escalation@support.example.com');
+    expect(rewritten('anyone@support.example.com')).toBe(undefined);
     expect(route('noreply@support.example.com')).toBe(
       '550 5.7.1 This address does not accept mail, write to help@help.example.com',
     );

@@ -14,8 +14,9 @@ const help = `Usage: mailplus route -f PATH [-f PATH...] --to ADDR [--to ADDR...
        mailplus route --cluster [--kubeconfig FILE] [--configmap NS/NAME] --to ADDR ...
 
 Explains what the relay would do with an envelope, like exim -bt or postmap -q: for each
-recipient the owning tenant, the route that wins and its upstreams in the order they are tried,
-or the exact SMTP reply the relay would give. Recipients that route to a different upstream set
+recipient the owning tenant, the route that wins, the address it is forwarded as when the route
+rewrites recipients (forward.rewrite), and its upstreams in the order they are tried, or the exact
+SMTP reply the relay would give. Recipients that route to a different upstream set
 than the first accepted one are shown with the 452 the relay answers (they go in their own
 transaction). Rate limits are per client and time, so they are not simulated.
 

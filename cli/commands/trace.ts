@@ -108,7 +108,9 @@ export function renderTable(entries: StoredTraceEntry[]): string {
     e.sender,
     e.recipients
       .map((r) =>
-        r.omitted !== undefined ? `+${r.omitted} not recorded(${r.code})` : `${r.address}(${r.code})`,
+        r.omitted !== undefined
+          ? `+${r.omitted} not recorded(${r.code})`
+          : `${r.address}${r.rewrittenTo ? `->${r.rewrittenTo}` : ''}(${r.code})`,
       )
       .join(','),
     String(e.size),

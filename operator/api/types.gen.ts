@@ -194,6 +194,15 @@ export interface MailRouteSpec {
    */
   forward?: {
     /**
+     * Rewrite this route's recipients before they go to the upstream (like Postfix's virtual/canonical maps). Routing, domain ownership, limits, the log and the message trace use the recipient as received.
+     */
+    rewrite?: {
+      /**
+       * The RCPT TO address sent upstream, a template with exactly one '@': ${local} (the whole local part as received, +tag included), ${user} (without the +tag), ${tag} (the tag, '' when none), ${domain} (the domain as received; the only variable allowed after '@'), ${NAME?TEXT} (TEXT when NAME is not empty), ${NAME:TEXT} (TEXT when it is empty), $$ (a literal '$'). Example: '${local}@mail.internal.example'. It must give a valid address for user@example.com and user+tag@example.com; a recipient it cannot rewrite gets 553 5.1.3.
+       */
+      recipient: string;
+    };
+    /**
      * @minItems 1
      * @maxItems 8
      *

@@ -1,3 +1,4 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: recipient templates use ${…}
 import { describe, expect, it } from 'vitest';
 import { parseRelayConfig } from '../../relay/config/load.ts';
 import { decideRecipient } from '../../relay/routing/decide.ts';
@@ -505,5 +506,59 @@ describe('compile: order and determinism', () => {
     const table = buildRoutingTable(r.config);
     const d = decideRecipient(table, { recipient: 'u42+x@t77.org', sender: '' });
     expect(d.action === 'relay' && d.route.name).toBe('t77/r42');
+  });
+});
+
+describe('compile: recipient rewriting', () => {
+  it('carries the normalised template to the route that declares it, and only there', () => {
+    const r = run({
+      tenantPolicies: [tp('sales', ['sales.org'])],
+      mailRoutes: [
+        mr('sales', 'inbox', {
+          recipients: ['*@sales.org'],
+          forward: {
+            rewrite: { recipient: '${local}@Mail.Bücher.example' },
+            upstreams: [{ host: 'mx.example.net' }],
+          },
+        }),
+        mr('sales', 'ceo', { recipients: ['ceo@sales.org'] }),
+      ],
+    });
+    expect(cond(r, 'MailRoute/sales/inbox')).toBe('True/Accepted');
+    const routes = Object.fromEntries(r.config.tenants[0].routes.map((x) => [x.name, x.action]));
+    expect(routes['sales/inbox']).toEqual({
+      forward: {
+        rewrite: { recipient: '${local}@mail.xn--bcher-kva.example' },
+        upstreams: [{ host: 'mx.example.net', port: 25, tls: 'opportunistic', verify: true }],
+      },
+    });
+    expect(routes['sales/ceo']).toEqual({
+      forward: { upstreams: [{ host: 'mx.example.net', port: 25, tls: 'opportunistic', verify: true }] },
+    });
+    // the relay loads it and forwards bob as bob@… while ceo stays ceo@sales.org
+    const table = buildRoutingTable(parseRelayConfig(renderRelayConfig(r.config), 'test'));
+    const bob = decideRecipient(table, { recipient: 'bob@sales.org', sender: '' });
+    expect(bob.action === 'relay' && bob.rewrittenTo).toBe('bob@mail.xn--bcher-kva.example');
+    const ceo = decideRecipient(table, { recipient: 'ceo@sales.org', sender: '' });
+    expect(ceo.action === 'relay' && ceo.rewrittenTo).toBe(undefined);
+  });
+
+  it('refuses a template that cannot give an address: InvalidSpec naming the field', () => {
+    const r = run({
+      tenantPolicies: [tp('sales', ['sales.org'])],
+      mailRoutes: [
+        mr('sales', 'inbox', {
+          forward: {
+            rewrite: { recipient: '${local}@${tag}.example' },
+            upstreams: [{ host: 'mx.example.net' }],
+          },
+        }),
+      ],
+    });
+    expect(cond(r, 'MailRoute/sales/inbox')).toBe('False/InvalidSpec');
+    expect(r.statuses.get('MailRoute/sales/inbox')?.conditions[0].message).toBe(
+      'spec.forward.rewrite.recipient: invalid recipient template "${local}@${tag}.example": only ${domain} may appear after "@" (found ${tag})',
+    );
+    expect(r.config.tenants[0].routes).toEqual([]);
   });
 });

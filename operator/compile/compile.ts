@@ -7,6 +7,7 @@ import { canonicalJson, hashConfig } from '../../relay/config/hash.ts';
 import type { Limits, RelayConfig, Route, Tenant, Upstream } from '../../relay/config/types.gen.ts';
 import { parseCidr } from '../../relay/routing/cidr.ts';
 import { normalizeDomainClaim, type Pattern, parsePattern } from '../../relay/routing/match.ts';
+import { parseRewriteTemplate } from '../../relay/routing/rewrite.ts';
 import { parseRetention } from '../../relay/trace/retention.ts';
 import type { MailRoute, MailRouteSpec, TenantPolicy } from '../api/types.gen.ts';
 import { resourceKey, resourceLabel, type Service } from '../resources/types.ts';
@@ -670,9 +671,12 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
                 : `; meanwhile recipients of this route get ${UNRESOLVED_REPLY.code} ${UNRESOLVED_REPLY.enhancedCode}`),
           };
         }
+        // validated already: the template parses; its normalised text is what relays load
+        const template = e.spec.forward?.rewrite && parseRewriteTemplate(e.spec.forward.rewrite.recipient);
+        const rewrite = template?.ok ? { rewrite: { recipient: template.value.text } } : {};
         action =
           resolved.upstreams.length > 0
-            ? { forward: { upstreams: resolved.upstreams } }
+            ? { forward: { ...rewrite, upstreams: resolved.upstreams } }
             : { reject: { ...UNRESOLVED_REPLY } };
       }
       const recipients = e.recipients.map((r) => r.pattern).sort(bySpecificity);

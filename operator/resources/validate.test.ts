@@ -1,3 +1,4 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: recipient templates use ${…}
 import { describe, expect, it } from 'vitest';
 import { validateMailRoute, validateTenantPolicy } from './validate.ts';
 
@@ -179,5 +180,45 @@ describe('validateMailRoute', () => {
         ),
       ).toEqual([]);
     }
+  });
+});
+
+describe('validateMailRoute: forward.rewrite.recipient', () => {
+  const withTemplate = (recipient: unknown) =>
+    mr({
+      match: { recipients: ['a@a.org'] },
+      forward: { rewrite: { recipient }, upstreams: [{ host: 'mx' }] },
+    });
+  it('accepts the documented grammar', () => {
+    for (const t of [
+      '${local}@mail.internal.example',
+      '${user}${tag?+}${tag}@${domain}.internal',
+      'a$$b@x.example',
+    ])
+      expect(fields(validateMailRoute(withTemplate(t)))).toEqual([]);
+  });
+  it.each([
+    ['${lokal}@x.example', 'unknown variable "${lokal}": use ${local}, ${user}, ${tag} or ${domain}'],
+    ['${local}@${user}.example', 'only ${domain} may appear after "@"'],
+    // the schema's pattern refuses these too; the message from code says more
+    ['${local}', 'expected exactly one "@" outside ${…}'],
+    ['a@b@x.example', 'expected exactly one "@" outside ${…}'],
+  ])('%s names resource and field', (template, message) => {
+    const errors = validateMailRoute(withTemplate(template)).errors;
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatchObject({
+      resource: 'MailRoute team-a/r',
+      field: 'spec.forward.rewrite.recipient',
+    });
+    expect(errors[0].message).toContain(message);
+  });
+  it('is a forward setting: unknown under reject, required inside rewrite', () => {
+    expect(
+      fields(
+        validateMailRoute(
+          mr({ match: { recipients: ['a@a.org'] }, forward: { rewrite: {}, upstreams: [{ host: 'mx' }] } }),
+        ),
+      ),
+    ).toEqual(['spec.forward.rewrite.recipient: required field is missing']);
   });
 });

@@ -5,6 +5,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { parseCidr, parseIp } from '../../relay/routing/cidr.ts';
 import { normalizeDomain, normalizeDomainClaim, parsePattern } from '../../relay/routing/match.ts';
+import { parseRewriteTemplate } from '../../relay/routing/rewrite.ts';
 import { crdSchemas } from '../api/schemas.gen.ts';
 import type { MailRoute, TenantPolicy } from '../api/types.gen.ts';
 import { type LoadedResource, type ResourceError, resourceLabel } from './types.ts';
@@ -253,6 +254,14 @@ function mailRouteSemantics(spec: Obj): Array<{ field: string; message: string }
         out.push({ field: `${at}.service.port`, message: 'must be a port number 1-65535 or a port name' });
       }
     });
+  }
+  if (
+    isObj(spec.forward) &&
+    isObj(spec.forward.rewrite) &&
+    typeof spec.forward.rewrite.recipient === 'string'
+  ) {
+    const r = parseRewriteTemplate(spec.forward.rewrite.recipient);
+    if (!r.ok) out.push({ field: 'spec.forward.rewrite.recipient', message: r.error });
   }
   if (isObj(spec.reject)) {
     const code = typeof spec.reject.code === 'number' ? spec.reject.code : 550;

@@ -153,6 +153,15 @@ export interface Route {
 export interface ForwardAction {
   forward: {
     /**
+     * Recipient rewriting (MailRoute spec.forward.rewrite): each recipient of this route is sent upstream as recipient, expanded per recipient (relay/routing/rewrite.ts). Routing, limits, the log and the trace keep the recipient as received.
+     */
+    rewrite?: {
+      /**
+       * Normalised template: ${local}, ${user}, ${tag}, ${domain}, ${NAME?TEXT}, ${NAME:TEXT}, $$; exactly one '@'.
+       */
+      recipient: string;
+    };
+    /**
      * Tried in order; the relay opens one upstream transaction per distinct upstream list.
      *
      * @minItems 1

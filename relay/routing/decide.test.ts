@@ -1,7 +1,8 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: recipient templates use ${…}
 import { describe, expect, it } from 'vitest';
 import { hashConfig } from '../config/hash.ts';
 import type { RelayConfig, Route, Tenant, Upstream } from '../config/types.gen.ts';
-import { decideRecipient, explainEnvelope, formatExplanation } from './decide.ts';
+import { decideRecipient, explainEnvelope, formatExplanation, formatReply } from './decide.ts';
 import { buildRoutingTable } from './table.ts';
 
 const up = (host: string, port = 25): Upstream => ({ host, port, tls: 'opportunistic', verify: true });
@@ -313,6 +314,75 @@ describe('explainEnvelope', () => {
         'u@b.org: reject 550 5.7.1 Relay access denied: b.org is not served here [relay_denied]',
         '',
       ].join('\n'),
+    );
+  });
+});
+
+describe('recipient rewriting', () => {
+  const rewriting = (name: string, recipients: string[], template: string, upstreams = [up('mx.a.org')]) =>
+    fwd(name, recipients, { action: { forward: { rewrite: { recipient: template }, upstreams } } });
+  const t = table(
+    tenant(
+      'a',
+      ['a.org', 'xn--bcher-kva.example'],
+      [
+        rewriting('a/sales', ['*@a.org'], '${local}@mail.internal.example'),
+        rewriting('a/archive', ['*@xn--bcher-kva.example'], '${user}.archive@${domain}'),
+        fwd('a/ceo', ['ceo@a.org'], {}, [up('mx.a.org')]),
+      ],
+    ),
+  );
+  it('rewrites only the recipients of the rewriting route; routing uses the original', () => {
+    const d = decideRecipient(t, { recipient: 'Bob+News@A.org', sender: '' });
+    expect(d.action === 'relay' && [d.route.name, d.pattern, d.rewrittenTo]).toEqual([
+      'a/sales',
+      '*@a.org',
+      'Bob+News@mail.internal.example',
+    ]);
+    const ceo = decideRecipient(t, { recipient: 'ceo@a.org', sender: '' });
+    expect(ceo.action === 'relay' && [ceo.route.name, ceo.rewrittenTo]).toEqual(['a/ceo', undefined]);
+    // the rewritten domain is nobody's: it only names the mailbox at the route's upstream
+    expect(winner(t, 'bob@mail.internal.example')).toBe(
+      '550 5.7.1 Relay access denied: mail.internal.example is not served here',
+    );
+  });
+  it('keeps both spellings of an internationalised domain as received', () => {
+    const a = decideRecipient(t, { recipient: 'kunde@xn--bcher-kva.example', sender: '' });
+    const u = decideRecipient(t, { recipient: 'kunde+x@bücher.example', sender: '' });
+    expect(a.action === 'relay' && a.rewrittenTo).toBe('kunde.archive@xn--bcher-kva.example');
+    expect(u.action === 'relay' && u.rewrittenTo).toBe('kunde.archive@bücher.example');
+  });
+  it('refuses a recipient whose rewriting is not a valid address (553 5.1.3)', () => {
+    const long = `${'b'.repeat(60)}@xn--bcher-kva.example`;
+    const d = decideRecipient(t, { recipient: long, sender: '' });
+    expect(d.action === 'reject' && [d.reason, formatReply(d), d.route?.name]).toEqual([
+      'rewrite_invalid',
+      `553 5.1.3 Recipient address ${long} cannot be rewritten to a valid address`,
+      'a/archive',
+    ]);
+  });
+  it('explains the rewriting (mailplus route)', () => {
+    const e = explainEnvelope(t, { from: '', to: ['bob@a.org', 'ceo@a.org'] });
+    expect(e.recipients.map((r) => [r.rewrittenTo, r.rewriteTemplate])).toEqual([
+      ['bob@mail.internal.example', '${local}@mail.internal.example'],
+      [undefined, undefined],
+    ]);
+    // the same upstreams: one transaction may carry both
+    expect(e.recipients[0].upstreamKey).toBe(e.recipients[1].upstreamKey);
+    expect(formatExplanation(e)).toBe(
+      [
+        'bob@a.org: relay via route a/sales (tenant a, pattern *@a.org)',
+        '  rewritten to bob@mail.internal.example (template ${local}@mail.internal.example)',
+        '  1. mx.a.org:25 (tls opportunistic)',
+        'ceo@a.org: relay via route a/ceo (tenant a, pattern ceo@a.org)',
+        '  1. mx.a.org:25 (tls opportunistic)',
+        '',
+      ].join('\n'),
+    );
+  });
+  it('refuses a relay config with a broken template', () => {
+    expect(() => table(tenant('a', ['a.org'], [rewriting('a/x', ['*@a.org'], '${nope}@x.example')]))).toThrow(
+      'relay config: route a/x: forward.rewrite.recipient: invalid recipient template "${nope}@x.example": unknown variable',
     );
   });
 });

@@ -3,6 +3,7 @@
 import type { Route, Tenant, Upstream } from '../config/types.gen.ts';
 import { cidrContains, parseIp } from './cidr.ts';
 import { type Address, matchesPattern, parseAddress } from './match.ts';
+import { expandRewrite } from './rewrite.ts';
 import { type Candidate, candidateLists, findOwner, type RouteEntry, type RoutingTable } from './table.ts';
 
 export type RejectReason =
@@ -10,7 +11,8 @@ export type RejectReason =
   | 'no_route'
   | 'route_reject'
   | 'client_not_allowed'
-  | 'tls_required';
+  | 'tls_required'
+  | 'rewrite_invalid';
 
 export type RecipientDecision =
   | {
@@ -22,6 +24,8 @@ export type RecipientDecision =
       upstreamKey: string;
       /** The recipient pattern of the route that matched. */
       pattern: string;
+      /** The address sent upstream in RCPT TO when the route rewrites recipients. */
+      rewrittenTo?: string;
     }
   | {
       action: 'reject';
@@ -62,6 +66,12 @@ export const REPLIES = {
     message: `Client address not permitted to send to ${domain}`,
   }),
   tlsRequired: () => ({ code: 530, enhancedCode: '5.7.0', message: 'Must issue a STARTTLS command first' }),
+  // the rewritten address is the tenant's internal business: the reply names only the original
+  rewriteInvalid: (recipient: string) => ({
+    code: 553,
+    enhancedCode: '5.1.3',
+    message: `Recipient address ${recipient} cannot be rewritten to a valid address`,
+  }),
 } as const;
 
 function senderMatches(entry: RouteEntry, sender: Address): boolean {
@@ -131,7 +141,7 @@ export function decideRecipient(table: RoutingTable, query: RecipientQuery): Rec
       pattern: best.pattern.text,
     };
   }
-  return {
+  const relay: RecipientDecision = {
     action: 'relay',
     tenant,
     route,
@@ -139,6 +149,21 @@ export function decideRecipient(table: RoutingTable, query: RecipientQuery): Rec
     upstreamKey: best.entry.upstreamKey,
     pattern: best.pattern.text,
   };
+  if (best.entry.rewrite) {
+    const r = expandRewrite(best.entry.rewrite, rcpt.original);
+    if (!r.ok) {
+      return {
+        action: 'reject',
+        reason: 'rewrite_invalid',
+        tenant,
+        route,
+        pattern: best.pattern.text,
+        ...REPLIES.rewriteInvalid(rcpt.original),
+      };
+    }
+    relay.rewrittenTo = r.value;
+  }
+  return relay;
 }
 
 export interface EnvelopeQuery {
@@ -156,6 +181,10 @@ export interface RecipientExplanation {
   pattern?: string;
   upstreams?: Upstream[];
   upstreamKey?: string;
+  /** The address sent upstream in RCPT TO, when the route rewrites recipients. */
+  rewrittenTo?: string;
+  /** The route's template (forward.rewrite.recipient) that produced rewrittenTo, or failed to. */
+  rewriteTemplate?: string;
   /** The exact SMTP reply for rejected recipients: 'code enhanced text'. */
   reply?: string;
   reason?: RejectReason;
@@ -180,6 +209,8 @@ export function explainEnvelope(table: RoutingTable, query: EnvelopeQuery): Enve
       clientIp: query.clientIp,
       tls: query.tls,
     });
+    const template =
+      d.route && 'forward' in d.route.action ? d.route.action.forward.rewrite?.recipient : undefined;
     if (d.action === 'relay') {
       return {
         recipient,
@@ -187,6 +218,7 @@ export function explainEnvelope(table: RoutingTable, query: EnvelopeQuery): Enve
         tenant: d.tenant.name,
         route: d.route.name,
         pattern: d.pattern,
+        ...(d.rewrittenTo !== undefined ? { rewrittenTo: d.rewrittenTo, rewriteTemplate: template } : {}),
         upstreams: d.upstreams,
         upstreamKey: d.upstreamKey,
       };
@@ -200,6 +232,7 @@ export function explainEnvelope(table: RoutingTable, query: EnvelopeQuery): Enve
     if (d.tenant) out.tenant = d.tenant.name;
     if (d.route) out.route = d.route.name;
     if (d.pattern) out.pattern = d.pattern;
+    if (d.reason === 'rewrite_invalid') out.rewriteTemplate = template;
     return out;
   });
   return { from: query.from, configHash: table.hash, recipients };
@@ -217,6 +250,9 @@ export function formatExplanation(e: EnvelopeExplanation): string {
   for (const r of e.recipients) {
     if (r.action === 'relay') {
       lines.push(`${r.recipient}: relay via route ${r.route} (tenant ${r.tenant}, pattern ${r.pattern})`);
+      if (r.rewrittenTo !== undefined) {
+        lines.push(`  rewritten to ${r.rewrittenTo} (template ${r.rewriteTemplate})`);
+      }
       r.upstreams?.forEach((u, i) => {
         lines.push(`  ${i + 1}. ${formatUpstream(u)}`);
       });

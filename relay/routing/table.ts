@@ -4,6 +4,7 @@
 import type { RelayConfig, Route, Tenant } from '../config/types.gen.ts';
 import { type Cidr, parseCidr } from './cidr.ts';
 import { type Address, type Pattern, parsePattern } from './match.ts';
+import { parseRewriteTemplate, type RewriteTemplate } from './rewrite.ts';
 
 export interface RouteEntry {
   route: Route;
@@ -13,6 +14,8 @@ export interface RouteEntry {
   senders: Pattern[];
   /** Stable identity of the upstream list ('' for reject routes). */
   upstreamKey: string;
+  /** The route's recipient rewriting (forward.rewrite.recipient), parsed once per config. */
+  rewrite?: RewriteTemplate;
 }
 
 /** A route reachable through one of its patterns; lists are sorted by (priority, index). */
@@ -77,6 +80,12 @@ function indexTenant(tenant: Tenant): TenantIndex {
       return p.value;
     });
     const entry: RouteEntry = { route, index: i, senders, upstreamKey: upstreamKeyOf(route) };
+    const template = 'forward' in route.action ? route.action.forward.rewrite?.recipient : undefined;
+    if (template !== undefined) {
+      const t = parseRewriteTemplate(template);
+      if (!t.ok) throw new Error(`relay config: route ${route.name}: forward.rewrite.recipient: ${t.error}`);
+      entry.rewrite = t.value;
+    }
     for (const text of route.recipients) {
       const p = parsePattern(text);
       if (!p.ok) throw new Error(`relay config: route ${route.name}: recipients: ${p.error}`);

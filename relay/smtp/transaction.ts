@@ -95,10 +95,20 @@ function isProtocolError(err: unknown): boolean {
   return err instanceof UpstreamError && err.kind === 'protocol';
 }
 
-function upstreamRefusal(r: SmtpReply): SmtpError {
+/**
+ * The upstream's refusal for the client. An upstream that names the rewritten recipient is shown
+ * naming the one the client sent: the rewritten address is the tenant's internal business.
+ */
+function upstreamRefusal(r: SmtpReply, recipient?: string, rewrittenTo?: string): SmtpError {
   const enhanced = r.enhancedCode ?? `${Math.floor(r.code / 100)}.0.0`;
-  return smtpError(r.code, enhanced, `upstream: ${r.text}`);
+  const text =
+    recipient !== undefined && rewrittenTo !== undefined
+      ? r.text.replace(new RegExp(escapeRegExp(rewrittenTo), 'gi'), recipient)
+      : r.text;
+  return smtpError(r.code, enhanced, `upstream: ${text}`);
 }
+
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 type RecipientResult = 'accepted' | 'rejected' | 'deferred';
 type MessageResult = 'relayed' | 'rejected' | 'deferred' | 'failed' | 'abandoned';
@@ -111,6 +121,8 @@ interface RecipientLog {
   /** For the trace and per-tenant pseudonyms; not logged ('' when no tenant holds the domain). */
   tenant: string;
   route: string;
+  /** The RCPT TO the upstream was given, when the route rewrites recipients (forward.rewrite). */
+  rewrittenTo?: string;
 }
 
 /** Refused recipients past the recorded limit: counted per tenant and result, addresses dropped. */
@@ -141,6 +153,8 @@ class Transaction {
   /** Fires when the client made no progress (accepted RCPT, DATA) for the hold time while holding an upstream. */
   holdTimer: NodeJS.Timeout | undefined;
   lastProgressAt = 0;
+  /** Lower-cased RCPT TO addresses the upstream accepted (duplicates after rewriting are dropped). */
+  readonly forwarded = new Set<string>();
   firstTenant = '';
   firstRoute = '';
   upstreamKey: string | undefined;
@@ -284,6 +298,7 @@ export class SmtpHandlers {
     reason: string,
     tenant: string,
     route: string,
+    rewrittenTo?: string,
   ): void {
     this.deps.metrics.recipientsTotal.inc({ tenant, route, result, reason });
     if (result === 'accepted') t.acceptedCount++;
@@ -297,7 +312,15 @@ export class SmtpHandlers {
       this.deps.metrics.limitHitsTotal.inc({ limit: 'recorded_recipients' });
       return;
     }
-    t.recipients.push({ address, result, code, ...(result === 'accepted' ? {} : { reason }), tenant, route });
+    t.recipients.push({
+      address,
+      result,
+      code,
+      ...(result === 'accepted' ? {} : { reason }),
+      tenant,
+      route,
+      ...(rewrittenTo !== undefined ? { rewrittenTo } : {}),
+    });
   }
 
   /** (Re)starts the hold clock of a transaction that holds an upstream, from its last progress. */
@@ -339,6 +362,8 @@ export class SmtpHandlers {
     }
     const tenant = d.tenant;
     const route = d.route.name;
+    // what the upstream is given; routing, limits, the log and the trace keep `address`
+    const forward = d.rewrittenTo ?? address;
     const refuse = (err: SmtpError, reason: string) => {
       this.recordRecipient(
         t,
@@ -348,6 +373,7 @@ export class SmtpHandlers {
         reason,
         tenant.name,
         route,
+        d.rewrittenTo,
       );
       return err;
     };
@@ -376,7 +402,11 @@ export class SmtpHandlers {
     }
 
     let reply: SmtpReply;
-    if (!t.utx) {
+    if (d.rewrittenTo !== undefined && t.utx && t.forwarded.has(forward.toLowerCase())) {
+      // another recipient already reached this mailbox upstream in this transaction: like Postfix's
+      // cleanup, drop the duplicate (the upstream's 250 for that address stands for both)
+      reply = { code: 250, text: 'duplicate of an accepted recipient', lines: [] };
+    } else if (!t.utx) {
       const shares = this.deps.upstreamShares;
       if (shares && !t.releaseShare) {
         const share = shares.take(t.clientIp, tenant.name);
@@ -390,7 +420,7 @@ export class SmtpHandlers {
         }
         t.releaseShare = share.release;
       }
-      const opened = await this.open(t, d.upstreams, address, tenant.name);
+      const opened = await this.open(t, d.upstreams, forward, address, tenant.name);
       if (t.done) {
         // the session went away while the upstream was being opened
         opened.tx?.release();
@@ -400,7 +430,7 @@ export class SmtpHandlers {
         t.releaseShare?.();
         t.releaseShare = undefined;
         if (opened.reply) {
-          const err = upstreamRefusal(opened.reply);
+          const err = upstreamRefusal(opened.reply, address, d.rewrittenTo);
           return refuse(err, opened.reply.code < 500 ? 'upstream_deferred' : 'upstream_rejected');
         }
         if (opened.loop) return refuse(REPLY.loop(address), 'mail_loop');
@@ -413,7 +443,7 @@ export class SmtpHandlers {
       reply = opened.reply as SmtpReply;
     } else {
       try {
-        reply = await t.utx.rcpt(address);
+        reply = await t.utx.rcpt(forward);
       } catch (err) {
         t.broken = true;
         t.utx?.abort();
@@ -427,9 +457,13 @@ export class SmtpHandlers {
       if (t.done) return undefined;
     }
     if (reply.code >= 300) {
-      return refuse(upstreamRefusal(reply), reply.code < 500 ? 'upstream_deferred' : 'upstream_rejected');
+      return refuse(
+        upstreamRefusal(reply, address, d.rewrittenTo),
+        reply.code < 500 ? 'upstream_deferred' : 'upstream_rejected',
+      );
     }
     t.upstreamKey = d.upstreamKey;
+    t.forwarded.add(forward.toLowerCase());
     if (!t.tenants.has(tenant.name)) t.tenants.set(tenant.name, tenant);
     t.routes.add(route);
     if (!t.firstTenant) {
@@ -438,7 +472,7 @@ export class SmtpHandlers {
     }
     t.acceptedPerTenant.set(tenant.name, (t.acceptedPerTenant.get(tenant.name) ?? 0) + 1);
     t.lastProgressAt = performance.now();
-    this.recordRecipient(t, address, 'accepted', 250, '', tenant.name, route);
+    this.recordRecipient(t, address, 'accepted', 250, '', tenant.name, route, d.rewrittenTo);
     return undefined;
   }
 
@@ -450,6 +484,8 @@ export class SmtpHandlers {
     t: Transaction,
     upstreams: Upstream[],
     firstRecipient: string,
+    /** As received: the Received header's `for` clause (what SIZE is grown by). */
+    receivedRecipient: string,
     tenant: string,
   ): Promise<{ tx?: UpstreamTx; reply?: SmtpReply; label: string; protocolError?: boolean; loop?: boolean }> {
     const m = this.deps.metrics;
@@ -459,7 +495,7 @@ export class SmtpHandlers {
       const label = targetLabel(target);
       const started = performance.now();
       try {
-        const begun = await this.deps.pool.begin(target, t.sender, this.upstreamParams(t, firstRecipient));
+        const begun = await this.deps.pool.begin(target, t.sender, this.upstreamParams(t, receivedRecipient));
         m.upstreamLatency.observe(
           { upstream: label, phase: 'connect' },
           (performance.now() - started) / 1000,
@@ -776,6 +812,16 @@ export class SmtpHandlers {
     const shown = privacy
       ? privacy.logAddresses(config, t.sender, t.recipients)
       : { sender: p(t.sender), recipients: t.recipients.map((r) => p(r.address)) };
+    // the rewritten addresses in the same form as the originals (a pseudonymising tenant's pseudonym)
+    const rewritten = t.recipients.some((r) => r.rewrittenTo !== undefined)
+      ? privacy
+        ? privacy.logAddresses(
+            config,
+            t.sender,
+            t.recipients.map((r) => ({ address: r.rewrittenTo ?? '', tenant: r.tenant })),
+          ).recipients
+        : t.recipients.map((r) => p(r.rewrittenTo ?? ''))
+      : undefined;
     const durationMs = Math.round(performance.now() - t.startedAt);
     this.deps.logger.info('transaction', {
       txid: t.id,
@@ -791,6 +837,7 @@ export class SmtpHandlers {
         result: r.result,
         code: r.code,
         ...(r.reason !== undefined ? { reason: r.reason } : {}),
+        ...(r.rewrittenTo !== undefined && rewritten ? { rewrittenTo: rewritten[i] } : {}),
       })),
       ...(t.notRecorded.size > 0
         ? {

@@ -15,6 +15,11 @@ export interface TraceRecipient {
    * with this result were counted but not recorded (the relay's recorded-recipients limit).
    */
   omitted?: number;
+  /**
+   * The address the route rewrote it to for the upstream (MailRoute forward.rewrite), in the same
+   * form as address; absent when the route does not rewrite.
+   */
+  rewrittenTo?: string;
 }
 
 export interface TraceEntry {
@@ -65,7 +70,11 @@ export function entryAddresses(e: TraceEntry): Array<{ address: string; role: 's
     out.push({ address: lower, role });
   };
   add(e.sender, 'sender');
-  for (const r of e.recipients) add(r.address, 'recipient');
+  for (const r of e.recipients) {
+    add(r.address, 'recipient');
+    // access and erasure requests find an entry by the rewritten address too
+    if (r.rewrittenTo !== undefined) add(r.rewrittenTo, 'recipient');
+  }
   return out;
 }
 

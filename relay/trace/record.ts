@@ -88,6 +88,7 @@ export function traceEntries(tx: FinishedTransaction, policy: AddressPolicy): Tr
         code: r.code,
         ...(r.reason !== undefined && r.reason !== '' ? { reason: r.reason } : {}),
         ...(r.omitted !== undefined ? { omitted: r.omitted } : {}),
+        ...(r.rewrittenTo !== undefined ? { rewrittenTo: form(r.rewrittenTo) } : {}),
       })),
       size: tx.size,
       upstream: tx.upstream,

@@ -1,6 +1,6 @@
 // The file-based commands as a user runs them: real processes, real files, exit codes.
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -239,6 +239,68 @@ spec:
     const r = await mailplus(['route', '-f', file, '--to', 'a@acme.test', '--to', 'b@acme.test']);
     expect(r.stdout).toContain('a@acme.test: relay via route acme/a');
     expect(r.stdout).toContain('b@acme.test: reject 452 4.5.3 Recipient routes elsewhere');
+  });
+
+  it('shows the address a rewriting route forwards a recipient as (text and json)', async () => {
+    const user = '$' + '{user}'; // the template variable, not a JS placeholder
+    const file = join(dir, 'rewrite.yaml');
+    const upstreams = '{upstreams: [{host: mx.acme.test}]';
+    await writeFile(
+      file,
+      `${tenant}---
+apiVersion: mailplus.io/v1alpha1
+kind: MailRoute
+metadata: {name: inbox, namespace: acme}
+spec:
+  match: {recipients: ["*@acme.test"]}
+  forward: ${upstreams}, rewrite: {recipient: "\${user}@mail.internal.example"}}
+---
+apiVersion: mailplus.io/v1alpha1
+kind: MailRoute
+metadata: {name: ceo, namespace: acme}
+spec:
+  match: {recipients: ["ceo@acme.test"]}
+  forward: ${upstreams}}
+`,
+    );
+    const args = [
+      'route',
+      '-f',
+      file,
+      '--from',
+      's@example.org',
+      '--to',
+      'Bob+x@acme.test',
+      '--to',
+      'ceo@acme.test',
+    ];
+    const text = await mailplus(args);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toBe(
+      [
+        'Bob+x@acme.test: relay via route acme/inbox (tenant acme, pattern *@acme.test)',
+        `  rewritten to Bob@mail.internal.example (template ${user}@mail.internal.example)`,
+        '  1. mx.acme.test:25 (tls opportunistic)',
+        'ceo@acme.test: relay via route acme/ceo (tenant acme, pattern ceo@acme.test)',
+        '  1. mx.acme.test:25 (tls opportunistic)',
+        '',
+      ].join('\n'),
+    );
+    const json = JSON.parse((await mailplus([...args, '-o', 'json'])).stdout);
+    expect(
+      json.recipients.map((r: Record<string, unknown>) => [r.recipient, r.rewrittenTo, r.rewriteTemplate]),
+    ).toEqual([
+      ['Bob+x@acme.test', 'Bob@mail.internal.example', `${user}@mail.internal.example`],
+      ['ceo@acme.test', undefined, undefined],
+    ]);
+
+    // a template that cannot give an address is refused by validate, naming file, resource and field
+    await writeFile(file, (await readFile(file, 'utf8')).replace(`${user}@`, `${user}@$` + '{tag}.'));
+    const v = await mailplus(['validate', '-f', file]);
+    expect(v.code).toBe(1);
+    expect(v.stdout + v.stderr).toContain(
+      `${file}: MailRoute acme/inbox: spec.forward.rewrite.recipient: invalid recipient template "\${user}@\${tag}.mail.internal.example": only \${domain} may appear after "@" (found \${tag})`,
+    );
   });
 });
 

@@ -104,6 +104,20 @@ describe('operator end to end (real API server)', () => {
     expect(msg.rcptTo).toEqual(['alerts@eng.example.com']);
   }, 60_000);
 
+  it("keeps a route's forward.rewrite through the API server: the upstream gets the rewritten RCPT", async () => {
+    const o = await waitForStatus(kc, 'mailroutes', 'support', 'escalations', ready);
+    expect((o.spec as { forward?: { rewrite?: unknown } }).forward?.rewrite).toEqual({
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a recipient template, not JS
+      recipient: 'helpdesk+escalation${tag?-}${tag}@support.example.com',
+    });
+    const before = sink.messages.length;
+    const to = 'escalations+urgent@support.example.com';
+    const r = await runSwaks({ port: relay.smtpPort, to, from: 'customer@example.org' });
+    expect(r.exitCode, r.transcript).toBe(0);
+    const msgs = await sink.waitForMessages(before + 1, 10_000);
+    expect(msgs[before].rcptTo).toEqual(['helpdesk+escalation-urgent@support.example.com']);
+  }, 60_000);
+
   it('writes Accepted, ResolvedRefs, Programmed and Ready with observedGeneration, and Events', async () => {
     const o = await waitForStatus(kc, 'mailroutes', 'engineering', 'alerts', ready);
     for (const type of ['Accepted', 'ResolvedRefs', 'Programmed', 'Ready']) {
@@ -362,6 +376,7 @@ spec:
           `--kubeconfig=${cp.kubeconfigFor('relay')}`,
           `--configmap=${OPERATOR_NAMESPACE}/${CONFIGMAP}`,
           '--to=alerts@eng.example.com',
+          '--to=escalations@support.example.com',
           '--to=nobody@nowhere.example',
         ],
         { timeout: 30_000 },
@@ -369,6 +384,7 @@ spec:
       );
     });
     expect(out.stdout).toContain('engineering/alerts');
+    expect(out.stdout).toContain('rewritten to helpdesk+escalation@support.example.com');
     expect(out.stdout).toContain('5.7.1');
     expect(out.code).toBe(1);
   }, 40_000);

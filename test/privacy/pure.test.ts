@@ -229,6 +229,33 @@ describe('trace entries', () => {
       { address: 'q@nobody.example', result: 'rejected', code: 550, reason: 'relay_denied' },
     ]);
   });
+  it('a rewritten recipient (route forward.rewrite) is kept beside the original, in the same form', () => {
+    const rewritten: FinishedTransaction = {
+      ...TX,
+      recipients: [
+        { ...TX.recipients[0], rewrittenTo: 'x@mail.internal.example' },
+        { ...TX.recipients[1], rewrittenTo: 'y@mail.internal.example' },
+      ],
+    };
+    const [a, p] = traceEntries(rewritten, policy(KEY));
+    expect(a.recipients).toEqual([
+      { address: 'x@a.example', result: 'accepted', code: 250, rewrittenTo: 'x@mail.internal.example' },
+    ]);
+    expect(p.recipients).toEqual([
+      {
+        address: tenantPseudonym(KEY, 'p', 'y@p.example'),
+        result: 'accepted',
+        code: 250,
+        rewrittenTo: tenantPseudonym(KEY, 'p', 'y@mail.internal.example'),
+      },
+    ]);
+    // found (and erased) by either address
+    expect(entryAddresses(a).map((x) => x.address)).toEqual([
+      'sender@outside.example',
+      'x@a.example',
+      'x@mail.internal.example',
+    ]);
+  });
   it('without a master key a pseudonymising tenant’s addresses are redacted (fail closed)', () => {
     const p = traceEntries(TX, policy(undefined))[1];
     expect(p.sender).toBe('redacted@outside.example');
