@@ -172,7 +172,8 @@ function splitOutsideBrackets(s: string, sep: string): string[] {
 }
 
 export function dnsblZoneError(zone: string): string | undefined {
-  if (zone.length > 200 || !/^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]*[a-z0-9])?$/i.test(zone)) {
+  const name = zone.endsWith('.') ? zone.slice(0, -1) : zone;
+  if (name.length > 200 || !/^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]*[a-z0-9])?$/i.test(name)) {
     return `"${zone}" is not a DNS zone name; use e.g. zen.spamhaus.org`;
   }
   return undefined;
