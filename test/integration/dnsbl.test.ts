@@ -23,7 +23,14 @@ let proxy: DnsProxy;
 beforeAll(async () => {
   dns = await startDnsServer({
     zones: [
-      { zone: 'zen.example', records: [listing(LISTED, '127.0.0.2'), listing(OTHER_CODE, '127.0.0.4')] },
+      {
+        zone: 'zen.example',
+        records: [
+          listing(LISTED, '127.0.0.2'),
+          listing(OTHER_CODE, '127.0.0.4'),
+          listing('::1', '127.0.0.2'),
+        ],
+      },
       { zone: 'weak.example', records: [listing(LISTED), listing(WEAK_ONLY)] },
     ],
   });
@@ -163,6 +170,24 @@ describe('relay-wide DNSBL at connect (--dnsbl-site)', () => {
     expect(await metric(closed.relay, 'mailplus_relay_dnsbl_verdicts_total')).toContain(
       'verdict="tempfail"} 1',
     );
+  });
+
+  it('IPv6 clients are looked up by reversed nibbles', async () => {
+    const { port } = await relayWith(undefined, {
+      dns: DNS(),
+      dnsbl: policy({}),
+      listen: { host: '::1', port: 0 },
+    });
+    const socket = await new Promise<net.Socket>((resolve, reject) => {
+      const s = net.connect({ port, host: '::1' }, () => resolve(s));
+      s.once('error', reject);
+    });
+    const c = new RawClient(socket);
+    cleanups.push(() => c.close());
+    expect(line(await c.read())).toBe(
+      '554 5.7.1 Service unavailable; client [::1] blocked using zen.example',
+    );
+    expect(proxy.queries).toContain(`1.${'0.'.repeat(31)}zen.example`);
   });
 
   it('TTL cache: a second session within the TTL asks no DNS server again', async () => {
