@@ -190,6 +190,20 @@ describe('relay-wide DNSBL at connect (--dnsbl-site)', () => {
     expect(proxy.queries).toContain(`1.${'0.'.repeat(31)}zen.example`);
   });
 
+  it('a server that refuses the query (NSD does not serve the zone) fails like a timeout, and is not cached', async () => {
+    const unserved = [{ zone: 'unserved.example', weight: 1 }];
+    const { relay, port } = await relayWith(undefined, {
+      dns: DNS(),
+      dnsbl: policy({ zones: unserved, failClosed: true }),
+    });
+    for (let i = 0; i < 2; i++) {
+      expect((await connectFrom(port, CLEAN)).greeting).toMatch(/^421 4\.7\.1 /);
+    }
+    const queries = await metric(relay, 'mailplus_relay_dns_queries_total');
+    expect(queries).toContain('type="A",result="refused"} 2');
+    expect(await metric(relay, 'mailplus_relay_dnsbl_verdicts_total')).toContain('verdict="tempfail"} 2');
+  });
+
   it('TTL cache: a second session within the TTL asks no DNS server again', async () => {
     const { relay, port } = await relayWith(undefined, { dns: DNS(), dnsbl: policy({}) });
     const name = '9.0.0.127.zen.example';
