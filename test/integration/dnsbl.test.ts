@@ -1,6 +1,7 @@
 // DNS blocklists over real SMTP and real DNS: NSD serves the blocklist zones on loopback
 // (test/support/dns.ts), a counting UDP forwarder in front of it (test/support/dns-proxy.ts) counts
-// the queries and never answers the zone silent.example (a timeout). Clients connect from distinct
+// the queries, never answers the zone silent.example (a timeout) and answers SERVFAIL for
+// servfail.example; NSD refuses unserved.example. Clients connect from distinct
 // loopback addresses (127.0.0.2 is listed, 127.0.0.9 is not), as a remote MTA would.
 import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -34,7 +35,11 @@ beforeAll(async () => {
       { zone: 'weak.example', records: [listing(LISTED), listing(WEAK_ONLY)] },
     ],
   });
-  proxy = await startDnsProxy({ upstream: dns.server, silent: (name) => name.endsWith('silent.example') });
+  proxy = await startDnsProxy({
+    upstream: dns.server,
+    silent: (name) => name.endsWith('silent.example'),
+    servfail: (name) => name.endsWith('servfail.example'),
+  });
 }, 30_000);
 afterAll(async () => {
   await proxy?.close();
@@ -202,6 +207,18 @@ describe('relay-wide DNSBL at connect (--dnsbl-site)', () => {
     const queries = await metric(relay, 'mailplus_relay_dns_queries_total');
     expect(queries).toContain('type="A",result="refused"} 2');
     expect(await metric(relay, 'mailplus_relay_dnsbl_verdicts_total')).toContain('verdict="tempfail"} 2');
+  });
+
+  it('SERVFAIL fails open by default: the client is let in and the failure counted', async () => {
+    const { relay, port } = await relayWith(undefined, {
+      dns: DNS(),
+      dnsbl: policy({ zones: [{ zone: 'servfail.example', weight: 1 }] }),
+    });
+    expect((await connectFrom(port, LISTED)).greeting).toMatch(/^220 /);
+    expect(await metric(relay, 'mailplus_relay_dns_queries_total')).toContain(
+      'type="A",result="servfail"} 1',
+    );
+    expect(await metric(relay, 'mailplus_relay_dnsbl_verdicts_total')).toContain('verdict="failed_open"} 1');
   });
 
   it('TTL cache: a second session within the TTL asks no DNS server again', async () => {

@@ -29,11 +29,20 @@ export function questionName(msg: Buffer): string | undefined {
   return undefined;
 }
 
+/** Bytes of the first question (QNAME, QTYPE, QCLASS). */
+function questionLength(msg: Buffer): number {
+  let off = 12;
+  while (off < msg.length && msg[off] !== 0) off += 1 + msg[off];
+  return off + 1 + 4 - 12;
+}
+
 export async function startDnsProxy(opts: {
   /** The real server, 'HOST:PORT'. */
   upstream: string;
   /** Names for which no answer is ever sent (the query is still counted). */
   silent?: (name: string) => boolean;
+  /** Names answered SERVFAIL (RCODE 2) by the forwarder itself, as a broken recursive resolver would. */
+  servfail?: (name: string) => boolean;
 }): Promise<DnsProxy> {
   const [upHost, upPort] = [
     opts.upstream.slice(0, opts.upstream.lastIndexOf(':')),
@@ -47,6 +56,17 @@ export async function startDnsProxy(opts: {
     const name = questionName(msg) ?? '?';
     queries.push(name);
     if (opts.silent?.(name)) return;
+    if (opts.servfail?.(name)) {
+      // the query with QR set and RCODE 2: the question section stays, no answers
+      const reply = Buffer.from(msg);
+      reply[2] |= 0x80;
+      reply[3] = (reply[3] & 0xf0) | 0x80 | 2;
+      reply.writeUInt16BE(0, 6);
+      reply.writeUInt16BE(0, 8);
+      reply.writeUInt16BE(0, 10);
+      front.send(reply.subarray(0, 12 + questionLength(msg)), from.port, from.address);
+      return;
+    }
     const up = createSocket('udp4');
     inflight.add(up);
     const done = () => {
