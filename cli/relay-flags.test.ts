@@ -84,3 +84,54 @@ describe('relay fairness flags', () => {
     );
   });
 });
+
+describe('relay flags: --dns-server, --dnsbl-*', () => {
+  it('defaults: the system resolver, 2 s, 2 tries, no blocklist', () => {
+    expect(readRelayFlags({}).dns).toEqual({ servers: [], timeoutMs: 2000, tries: 2 });
+    expect(readRelayFlags({}).dnsbl).toBeUndefined();
+  });
+
+  it('takes repeated and comma-listed servers, IPv6 in brackets, port 53 by default', () => {
+    const f = readRelayFlags({ 'dns-server': ['127.0.0.1:5353,10.0.0.10', '[::1]:53', '2001:db8::1'] });
+    expect(f.dns.servers).toEqual(['127.0.0.1:5353', '10.0.0.10:53', '[::1]:53', '[2001:db8::1]:53']);
+  });
+
+  it('reads postscreen-style sites, threshold, allow-list and failure mode', () => {
+    const f = readRelayFlags({
+      'dnsbl-site': ['zen.example*3', 'wl.example*-2'],
+      'dnsbl-threshold': '3',
+      'dnsbl-allow': ['192.0.2.0/24,2001:db8::/32'],
+      'dnsbl-fail': 'closed',
+    });
+    expect(f.dnsbl).toEqual({
+      zones: [
+        { zone: 'zen.example', weight: 3 },
+        { zone: 'wl.example', weight: -2 },
+      ],
+      threshold: 3,
+      allow: ['192.0.2.0/24', '2001:db8::/32'],
+      failClosed: true,
+    });
+  });
+
+  it('refuses bad values with the flag named', () => {
+    expect(() => readRelayFlags({ 'dns-server': 'dns.example:53' })).toThrow(
+      /--dns-server: "dns.example:53" is not a DNS server address/,
+    );
+    expect(() => readRelayFlags({ 'dns-server': '10.0.0.1:99999' })).toThrow(
+      /--dns-server: .*port must be 1-65535/,
+    );
+    expect(() => readRelayFlags({ 'dns-tries': '0' })).toThrow(/--dns-tries must be/);
+    expect(() => readRelayFlags({ 'dnsbl-site': 'zen example' })).toThrow(
+      /--dnsbl-site: "zen example" is not a DNSBL site/,
+    );
+    expect(() => readRelayFlags({ 'dnsbl-site': 'wl.example*-1' })).toThrow(
+      /at least one zone needs a positive weight/,
+    );
+    expect(() => readRelayFlags({ 'dnsbl-threshold': '0' })).toThrow(/--dnsbl-threshold must be/);
+    expect(() => readRelayFlags({ 'dnsbl-allow': '10.0.0.0/33' })).toThrow(/--dnsbl-allow: .*10.0.0.0\/33/);
+    expect(() => readRelayFlags({ 'dnsbl-fail': 'maybe' })).toThrow(
+      /--dnsbl-fail: "maybe" must be open or closed/,
+    );
+  });
+});

@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { parseDnsServer } from '../relay/dns/resolver.ts';
+import { type DnsblPolicy, parseDnsblSite } from '../relay/dnsbl/policy.ts';
 import { cidrMatcher } from '../relay/smtp/cidr.ts';
 import { DEFAULT_FAIRNESS, type FairnessLimits } from '../relay/smtp/fairness.ts';
 import { CliError } from './errors.ts';
@@ -36,6 +38,13 @@ export const relayFlagSpec = {
   'hard-error-limit': { type: 'string' },
   'error-sleep': { type: 'string' },
   'trace-buffer-size': { type: 'string' },
+  'dns-server': { type: 'string', multiple: true },
+  'dns-timeout': { type: 'string' },
+  'dns-tries': { type: 'string' },
+  'dnsbl-site': { type: 'string', multiple: true },
+  'dnsbl-threshold': { type: 'string' },
+  'dnsbl-allow': { type: 'string', multiple: true },
+  'dnsbl-fail': { type: 'string' },
 } as const;
 
 export const relayFlagHelp = `Relay options:
@@ -60,6 +69,16 @@ export const relayFlagHelp = `Relay options:
   --fleet-id ID                 the same on every relay of a fleet: shown in the greeting, so a route back
                                 into the fleet is refused as a mail loop (554 5.4.6) at RCPT
   --max-hops N                  Received header fields that make a message a loop (default 50)
+  --dns-server IP[:PORT]        DNS server for every lookup the relay makes (repeatable or comma list;
+                                default: the system resolver, /etc/resolv.conf)
+  --dns-timeout DURATION        per-try DNS timeout (default 2s)
+  --dns-tries N                 tries per DNS query, the first included (default 2)
+  --dnsbl-site ZONE[=CODES][*WEIGHT]
+                                DNS blocklist checked at connect, Postfix postscreen_dnsbl_sites syntax:
+                                zen.example*2, bl.example=127.0.0.[2..11], wl.example*-2 (repeatable)
+  --dnsbl-threshold N           refuse (554 5.7.1) when the listed zones' weights reach N (default 1)
+  --dnsbl-allow CIDR            clients never checked (repeatable or comma list)
+  --dnsbl-fail open|closed      a failed lookup lets the client in (open, default) or gets 421 4.7.1 (closed)
   --trace-store STORE           message trace and consented captures: sqlite:PATH or postgres://USER@HOST/DB
                                 (default: env MAILPLUS_TRACE_STORE; unset: no trace, no captures)
   --trace-buffer-size SIZE      memory for trace entries while the store is unreachable; past it
@@ -106,6 +125,9 @@ export interface RelayFlags {
   postmaster?: string;
   fleetId?: string;
   maxHops: number;
+  dns: { servers: string[]; timeoutMs: number; tries: number };
+  /** Relay-wide DNS blocklists; undefined without --dnsbl-site. */
+  dnsbl?: DnsblPolicy;
   /** sqlite:PATH or postgres://…; from --trace-store or MAILPLUS_TRACE_STORE. */
   traceStore?: string;
   traceBufferBytes: number;
@@ -146,6 +168,8 @@ export function readRelayFlags(values: Record<string, string | boolean | string[
   const maxHops = Number(str(values['max-hops']) ?? '50');
   if (!Number.isInteger(maxHops) || maxHops < 1) throw new CliError('--max-hops must be a whole number ≥ 1');
   return {
+    dns: readDnsFlags(values),
+    dnsbl: readDnsblFlags(values),
     postmaster,
     fleetId,
     maxHops,
@@ -208,6 +232,60 @@ function readFairnessFlags(values: Record<string, string | boolean | string[] | 
   };
   if (f.recipientsPerTransaction < 1) throw new CliError('--max-recipients must be a whole number ≥ 1');
   return f;
+}
+
+function commaList(v: string | boolean | string[] | undefined): string[] {
+  return list(v)
+    .flatMap((s) => s.split(','))
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+export function readDnsFlags(
+  values: Record<string, string | boolean | string[] | undefined>,
+): RelayFlags['dns'] {
+  const servers = commaList(values['dns-server']).map((v) => {
+    try {
+      return parseDnsServer(v);
+    } catch (err) {
+      throw new CliError(`--dns-server: ${(err as Error).message}`);
+    }
+  });
+  const timeoutMs = parseDurationMs(str(values['dns-timeout']) ?? '2s', '--dns-timeout');
+  if (timeoutMs < 1) throw new CliError('--dns-timeout must be at least 1ms');
+  const tries = Number(str(values['dns-tries']) ?? '2');
+  if (!Number.isInteger(tries) || tries < 1 || tries > 10)
+    throw new CliError('--dns-tries must be a whole number 1-10');
+  return { servers, timeoutMs, tries };
+}
+
+function readDnsblFlags(
+  values: Record<string, string | boolean | string[] | undefined>,
+): DnsblPolicy | undefined {
+  const sites = list(values['dnsbl-site']);
+  const threshold = Number(str(values['dnsbl-threshold']) ?? '1');
+  if (!Number.isInteger(threshold) || threshold < 1)
+    throw new CliError('--dnsbl-threshold must be a whole number ≥ 1');
+  const fail = str(values['dnsbl-fail']) ?? 'open';
+  if (fail !== 'open' && fail !== 'closed')
+    throw new CliError(`--dnsbl-fail: "${fail}" must be open or closed`);
+  const allow = commaList(values['dnsbl-allow']);
+  try {
+    cidrMatcher(allow);
+  } catch (err) {
+    throw new CliError(`--dnsbl-allow: ${(err as Error).message}`);
+  }
+  if (sites.length === 0) return undefined;
+  const zones = sites.map((s) => {
+    try {
+      return parseDnsblSite(s);
+    } catch (err) {
+      throw new CliError(`--dnsbl-site: ${(err as Error).message}`);
+    }
+  });
+  if (!zones.some((z) => z.weight > 0))
+    throw new CliError('--dnsbl-site: at least one zone needs a positive weight');
+  return { zones, threshold, allow, failClosed: fail === 'closed' };
 }
 
 /** --trace-store, else the MAILPLUS_TRACE_STORE environment variable (the chart sets it from a Secret). */

@@ -25,6 +25,8 @@ export async function startRelayFromFlags(flags: RelayFlags): Promise<Relay> {
       traceWriter: { maxBufferBytes: flags.traceBufferBytes },
       fairness: flags.fairness,
       fairnessExempt: flags.clientLimitExempt,
+      dns: flags.dns,
+      dnsbl: flags.dnsbl,
       upstream: flags.upstreamCaFile ? { caFile: flags.upstreamCaFile } : undefined,
     });
   } catch (err) {

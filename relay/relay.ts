@@ -7,6 +7,10 @@ import { CaptureRecorder } from './capture/recorder.ts';
 import { verifyRelayConfig } from './config/load.ts';
 import type { RelayConfig } from './config/types.gen.ts';
 import type { FileWatcher } from './config-file-watch.ts';
+import { createDnsLookup, type DnsLookup, type DnsOptions } from './dns/resolver.ts';
+import { DnsblChecker } from './dnsbl/check.ts';
+import { dnsblConnectGate } from './dnsbl/connect-gate.ts';
+import type { DnsblPolicy } from './dnsbl/policy.ts';
 import { createLogger, createPseudonymizer, type Logger, type LogSink } from './observability/log.ts';
 import { RelayMetrics } from './observability/metrics.ts';
 import { buildRoutingTable } from './routing/table.ts';
@@ -104,6 +108,14 @@ export interface RelayOptions {
   };
   /** The clock for consent expiry and trace times (tests). Default Date.now. */
   now?: () => number;
+  /** DNS servers, per-try timeout and tries for every lookup the relay makes (default: the system resolver). */
+  dns?: DnsOptions;
+  /** Relay-wide DNS blocklists, checked at connect before the greeting (tenants add theirs at RCPT). */
+  dnsbl?: DnsblPolicy;
+  /** DNSBL answer cache bounds (tests shorten them). */
+  dnsblCache?: { maxEntries?: number; minTtlS?: number; maxTtlS?: number };
+  /** Replace the DNS lookup (unit tests of the wiring; integration tests use a real server via dns). */
+  dnsLookup?: DnsLookup;
 }
 
 export type ApplyResult = { ok: true; hash: string; generation: number } | { ok: false; error: string };
@@ -154,6 +166,7 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
   const metrics = new RelayMetrics();
   const pseudonymize = createPseudonymizer(opts.pseudonymizeKey);
   const trusted = cidrMatcher(opts.trustedProxies ?? []);
+  if (opts.dnsbl) cidrMatcher(opts.dnsbl.allow); // a bad allow-list entry fails at start-up
   const proxyTimeout = opts.proxyHeaderTimeoutMs ?? 5000;
   const watchers: FileWatcher[] = [];
 
@@ -215,10 +228,28 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
     now,
   });
 
+  const dnsLookup =
+    opts.dnsLookup ??
+    createDnsLookup(opts.dns, (result) => metrics.dnsQueriesTotal.inc({ type: 'A', result }));
+  const dnsbl = new DnsblChecker({
+    lookup: dnsLookup,
+    now,
+    cacheEntries: opts.dnsblCache?.maxEntries,
+    minTtlS: opts.dnsblCache?.minTtlS,
+    maxTtlS: opts.dnsblCache?.maxTtlS,
+    metrics: {
+      verdict: (scope, tenant, verdict) => metrics.dnsblVerdictsTotal.inc({ scope, tenant, verdict }),
+      lookup: (zone, result, source) => metrics.dnsblLookupsTotal.inc({ zone, result, source }),
+      cacheEntries: (n) => metrics.dnsblCacheEntries.set(n),
+    },
+  });
+  const connectGate = opts.dnsbl?.zones.length ? dnsblConnectGate(dnsbl, opts.dnsbl, logger) : undefined;
+
   const fairness: FairnessLimits = { ...DEFAULT_FAIRNESS, ...opts.fairness };
   const exempt = cidrMatcher(opts.fairnessExempt ?? []);
   const connectionLimiter = new ConnectionLimiter(fairness, exempt);
   const handlers = new SmtpHandlers({
+    dnsbl,
     fairness,
     upstreamShares: new UpstreamShares(fairness, exempt),
     endSession: (sessionId) => {
@@ -340,6 +371,18 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
       return;
     }
     socket.once('close', admitted.release);
+    if (!connectGate) return startSession(socket, remote);
+    connectGate(socket, client).then(
+      (ok) => {
+        if (ok && !socket.destroyed) startSession(socket, remote);
+      },
+      (err: Error) => {
+        logger.error('dnsbl check failed', { error: err.message });
+        if (!socket.destroyed) startSession(socket, remote);
+      },
+    );
+  };
+  const startSession = (socket: net.Socket, remote?: { address: string; port: number }) => {
     metrics.sessionsTotal.inc();
     metrics.sessionsActive.inc();
     smtp.connect(socket, remote ? { remoteAddress: remote.address, remotePort: remote.port } : {});

@@ -9,6 +9,7 @@
 #   prometheus  promtool, to unit-test the shipped alerting rules (test/monitoring)
 #   lua5.4   runs the Argo CD health check against sample statuses (test/argocd)
 #   postgresql  a real PostgreSQL for the fleet message-trace store (test/support/postgres.ts)
+#   nsd      an authoritative DNS server serving test zones on loopback (test/support/dns.ts)
 #
 # Idempotent: when every command is already present it exits without touching apt
 # (a second run takes about a second). Installing postfix never leaves a system
@@ -32,6 +33,7 @@ declare -A NEEDED=(
   [promtool]=prometheus
   [lua5.4]=lua5.4
   [initdb]=postgresql
+  [nsd]=nsd
 )
 
 # smtp-sink/smtp-source/postfix live in /usr/sbin, which is not always on PATH.
@@ -56,7 +58,7 @@ for cmd in "${!NEEDED[@]}"; do
 done
 
 if ((${#missing_pkgs[@]} == 0)); then
-  log "all present: swaks postfix(smtp-sink, smtp-source) openssl prometheus(promtool) lua5.4 postgresql ${EXTRA_PKGS[*]}"
+  log "all present: swaks postfix(smtp-sink, smtp-source) openssl prometheus(promtool) lua5.4 postgresql nsd ${EXTRA_PKGS[*]}"
   exit 0
 fi
 
@@ -99,6 +101,10 @@ if [[ " ${missing_pkgs[*]} " == *" prometheus "* ]]; then
 fi
 if [[ " ${missing_pkgs[*]} " == *" postgresql "* ]]; then
   "${SUDO[@]}" service postgresql stop >/dev/null 2>&1 || true
+fi
+# nsd's package may start a system nsd on :53; the tests start their own on a free loopback port.
+if [[ " ${missing_pkgs[*]} " == *" nsd "* ]]; then
+  "${SUDO[@]}" service nsd stop >/dev/null 2>&1 || true
 fi
 
 for cmd in "${!NEEDED[@]}"; do

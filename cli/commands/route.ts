@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { formatResourceError } from '../../operator/resources/types.ts';
 import type { RelayConfig } from '../../relay/config/types.gen.ts';
+import { parseDnsServer } from '../../relay/dns/resolver.ts';
 import { type EnvelopeExplanation, explainEnvelope, formatExplanation } from '../../relay/routing/decide.ts';
 import { normalizeDomain } from '../../relay/routing/match.ts';
 import { buildRoutingTable } from '../../relay/routing/table.ts';
@@ -8,9 +9,10 @@ import { REPLY } from '../../relay/smtp/transaction.ts';
 import { compileFiles } from '../compile-files.ts';
 import { CliError } from '../errors.ts';
 import { list, parseFlags, str } from '../flags.ts';
+import { explainDnsbl, formatDnsbl } from '../route-dnsbl.ts';
 
 const help = `Usage: mailplus route -f PATH [-f PATH...] --to ADDR [--to ADDR...] [--from ADDR]
-                     [--client-ip IP] [--tls] [-o text|json]
+                     [--client-ip IP [--dns-server IP[:PORT]]] [--tls] [-o text|json]
        mailplus route --cluster [--kubeconfig FILE] [--configmap NS/NAME] --to ADDR ...
 
 Explains what the relay would do with an envelope, like exim -bt or postmap -q: for each
@@ -30,6 +32,11 @@ Options:
   --from ADDR           envelope sender, or <> (default: the null sender <>, said in the output)
   --client-ip IP        the client's address, checked against the tenant's clientCIDRs
                         (default: not checked)
+  --dns-server IP[:PORT]
+                        with --client-ip: look the client up in the tenants' DNS blocklists
+                        (TenantPolicy spec.dnsbl) through this server, as the relay would at RCPT
+                        (repeatable; default: the checks are listed, not queried). Relay-wide
+                        blocklists (relay --dnsbl-site) are relay flags and not shown
   --tls                 the session uses TLS (default: plaintext, checked against requireTLS)
   -o, --output FORMAT   text (default) or json
 `;
@@ -139,6 +146,7 @@ export async function runRoute(argv: string[]): Promise<number> {
       to: { type: 'string', multiple: true },
       from: { type: 'string' },
       'client-ip': { type: 'string' },
+      'dns-server': { type: 'string', multiple: true },
       tls: { type: 'boolean' },
       output: { type: 'string', short: 'o' },
     },
@@ -154,6 +162,19 @@ export async function runRoute(argv: string[]): Promise<number> {
   const clientIp = str(values['client-ip']);
   if (clientIp !== undefined && isIP(clientIp) === 0)
     throw new CliError(`--client-ip: "${clientIp}" is not an IP address`);
+  const dnsServers = list(values['dns-server'])
+    .flatMap((v) => v.split(','))
+    .filter(Boolean)
+    .map((v) => {
+      try {
+        return parseDnsServer(v);
+      } catch (err) {
+        throw new CliError(`--dns-server: ${(err as Error).message}`);
+      }
+    });
+  if (dnsServers.length > 0 && clientIp === undefined) {
+    throw new CliError('--dns-server needs --client-ip (the address to look up)');
+  }
   const format = str(values.output) ?? 'text';
   if (format !== 'text' && format !== 'json') throw new CliError(`-o ${format}: use text or json`);
 
@@ -171,8 +192,10 @@ export async function runRoute(argv: string[]): Promise<number> {
   const table = buildRoutingTable(config);
   const rawFrom = givenFrom ?? '';
   const from = rawFrom === '<>' ? '' : rawFrom;
-  const explanation = applyTransactionRule(
-    explainEnvelope(table, { to, from, clientIp, tls: values.tls === true }),
+  const explanation = await explainDnsbl(
+    applyTransactionRule(explainEnvelope(table, { to, from, clientIp, tls: values.tls === true })),
+    config,
+    { clientIp, dnsServers },
   );
   // A silent default would make a route with sender patterns look broken: say what was assumed.
   const defaultedFrom = givenFrom === undefined;
@@ -181,7 +204,10 @@ export async function runRoute(argv: string[]): Promise<number> {
     process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
   } else {
     if (defaultedFrom) process.stdout.write(`${NULL_SENDER_NOTE}\n`);
-    process.stdout.write(formatExplanation(explanation));
+    for (const r of explanation.recipients) {
+      process.stdout.write(formatExplanation({ ...explanation, recipients: [r] }));
+      if (r.dnsbl) process.stdout.write(`${formatDnsbl(r.dnsbl, dnsServers.length > 0).join('\n')}\n`);
+    }
   }
   // Scripts can test a route with the exit code: 0 when every recipient would be relayed.
   return explanation.recipients.every((r) => r.action === 'relay') ? 0 : 1;

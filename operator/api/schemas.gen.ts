@@ -115,6 +115,73 @@ export const crdSchemas: {
               },
             },
           },
+          dnsbl: {
+            description:
+              'DNS blocklists checked at RCPT for this tenant\'s recipients, with Postfix postscreen semantics: the client address is looked up in every zone (reversed IPv4 octets or IPv6 nibbles), the weights of the zones that list it are added up, and when the sum reaches threshold the recipient is refused with 550 5.7.1 "Service unavailable; client [IP] blocked using ZONE". Answers are cached for their TTL. Relay-wide blocklists (checked at connect) are set on the relay.',
+            type: 'object',
+            required: ['zones'],
+            properties: {
+              zones: {
+                type: 'array',
+                minItems: 1,
+                maxItems: 16,
+                items: {
+                  type: 'object',
+                  required: ['zone'],
+                  properties: {
+                    zone: {
+                      description: "The blocklist's DNS zone, e.g. zen.spamhaus.org.",
+                      type: 'string',
+                      minLength: 1,
+                      maxLength: 200,
+                    },
+                    weight: {
+                      description:
+                        'Added to the score when this zone lists the client. Negative for an allow-list zone (DNSWL) that offsets listings. Default 1.',
+                      type: 'integer',
+                      minimum: -100,
+                      maximum: 100,
+                      default: 1,
+                    },
+                    match: {
+                      description:
+                        "Return codes that count (postscreen's filter): 127.0.0.2, 127.0.0.[2..11] (a range), 127.0.0.[2;4] (a list). Absent: any answer in 127.0.0.0/8 counts.",
+                      type: 'array',
+                      maxItems: 16,
+                      items: { type: 'string', maxLength: 64 },
+                    },
+                  },
+                },
+              },
+              threshold: {
+                description: 'Score at which a recipient is refused. Default 1.',
+                type: 'integer',
+                minimum: 1,
+                maximum: 1000,
+                default: 1,
+              },
+              allow: {
+                description: "Client networks (CIDRs) never looked up, e.g. partners' outbound MTAs.",
+                type: 'array',
+                maxItems: 64,
+                'x-kubernetes-list-type': 'set',
+                items: {
+                  type: 'string',
+                  minLength: 3,
+                  maxLength: 49,
+                  pattern: '^[0-9A-Fa-f:.]+/[0-9]{1,3}$',
+                  format: 'cidr',
+                },
+              },
+              onLookupFailure: {
+                description:
+                  'When a lookup times out or fails (SERVFAIL) and its zone could have decided the verdict: Accept lets the recipient through (fail open, the default), Defer answers 451 4.7.1 so the sender retries later (fail closed).',
+                type: 'string',
+                enum: ['Accept', 'Defer'],
+                default: 'Accept',
+              },
+            },
+          },
           troubleshooting: {
             description:
               'Consent to a time-boxed troubleshooting capture: relays store copies of the messages whose recipients all match scope, encrypted to publicKey (the platform cannot read them), until expiresAt, at most maxMessages. Without a complete, current consent nothing is captured (Accepted=False, reason ConsentInvalid).',

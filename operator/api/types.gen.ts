@@ -95,6 +95,45 @@ export interface TenantPolicySpec {
     pseudonymize?: boolean;
   };
   /**
+   * DNS blocklists checked at RCPT for this tenant's recipients, with Postfix postscreen semantics: the client address is looked up in every zone (reversed IPv4 octets or IPv6 nibbles), the weights of the zones that list it are added up, and when the sum reaches threshold the recipient is refused with 550 5.7.1 "Service unavailable; client [IP] blocked using ZONE". Answers are cached for their TTL. Relay-wide blocklists (checked at connect) are set on the relay.
+   */
+  dnsbl?: {
+    /**
+     * @minItems 1
+     * @maxItems 16
+     */
+    zones: {
+      /**
+       * The blocklist's DNS zone, e.g. zen.spamhaus.org.
+       */
+      zone: string;
+      /**
+       * Added to the score when this zone lists the client. Negative for an allow-list zone (DNSWL) that offsets listings. Default 1.
+       */
+      weight?: number;
+      /**
+       * Return codes that count (postscreen's filter): 127.0.0.2, 127.0.0.[2..11] (a range), 127.0.0.[2;4] (a list). Absent: any answer in 127.0.0.0/8 counts.
+       *
+       * @maxItems 16
+       */
+      match?: string[];
+    }[];
+    /**
+     * Score at which a recipient is refused. Default 1.
+     */
+    threshold?: number;
+    /**
+     * Client networks (CIDRs) never looked up, e.g. partners' outbound MTAs.
+     *
+     * @maxItems 64
+     */
+    allow?: string[];
+    /**
+     * When a lookup times out or fails (SERVFAIL) and its zone could have decided the verdict: Accept lets the recipient through (fail open, the default), Defer answers 451 4.7.1 so the sender retries later (fail closed).
+     */
+    onLookupFailure?: 'Accept' | 'Defer';
+  };
+  /**
    * Consent to a time-boxed troubleshooting capture: relays store copies of the messages whose recipients all match scope, encrypted to publicKey (the platform cannot read them), until expiresAt, at most maxMessages. Without a complete, current consent nothing is captured (Accepted=False, reason ConsentInvalid).
    */
   troubleshooting?: {

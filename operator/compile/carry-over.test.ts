@@ -78,6 +78,23 @@ describe('compile: an invalid generation keeps the last valid version in force',
     expect(p.message).toContain('relays keep serving generation 1');
   });
 
+  it("an invalid edit keeps the tenant's DNS blocklists in force, not the broken ones", () => {
+    const dnsbl = { zones: [{ zone: 'zen.example', weight: 2 }], threshold: 2 };
+    const good = tp('a', 1, 1, { domains: ['a.example'], dnsbl });
+    const first = run({ tenantPolicies: [good], mailRoutes: [routeA] });
+    const broken = tp('a', 1, 2, { domains: ['a.example'], dnsbl: { ...dnsbl, allow: ['10.0.0.0/33'] } });
+    const after = run({ tenantPolicies: [broken], mailRoutes: [routeA] }, first.config);
+    expect(accepted(after, 'TenantPolicy/a/policy')).toMatch(
+      /^False\/InvalidSpec: spec\.dnsbl\.allow\[0\]: /,
+    );
+    expect(after.config.tenants[0].dnsbl).toEqual({
+      zones: [{ zone: 'zen.example', weight: 2 }],
+      threshold: 2,
+      allow: [],
+      failClosed: false,
+    });
+  });
+
   it('survives a restart (the previous config read back from its published text) and later edits', () => {
     const published = parseRelayConfig(renderRelayConfig(before.config), 'configmap');
     const r1 = run({ tenantPolicies: [brokenA, claimB], mailRoutes: [routeA, routeB] }, published);

@@ -227,6 +227,35 @@ describe('compile: tenants', () => {
   });
 });
 
+describe('compile: tenant DNSBL (spec.dnsbl)', () => {
+  it('compiles to the relay form with defaults, normalised zones and CIDRs; no field without dnsbl', () => {
+    const r = run({
+      tenantPolicies: [
+        tp('acme', ['acme.org'], {
+          dnsbl: {
+            zones: [{ zone: 'Zen.Example.', weight: 2, match: ['127.0.0.2'] }, { zone: 'b.example' }],
+            allow: ['192.0.2.7/24', '10.0.0.0/8'],
+            onLookupFailure: 'Defer',
+          },
+        }),
+        tp('plain', ['plain.org']),
+      ],
+    });
+    const [acme, plain] = r.config.tenants;
+    expect(acme.dnsbl).toEqual({
+      zones: [
+        { zone: 'zen.example', weight: 2, match: ['127.0.0.2'] },
+        { zone: 'b.example', weight: 1 },
+      ],
+      threshold: 1,
+      allow: ['10.0.0.0/8', '192.0.2.7/24'],
+      failClosed: true,
+    });
+    expect(plain).not.toHaveProperty('dnsbl');
+    expect(() => parseRelayConfig(renderRelayConfig(r.config), 'compiled')).not.toThrow();
+  });
+});
+
 describe('compile: route statuses', () => {
   it('InvalidSpec names the fields', () => {
     const bad = mr('a', 'bad', { recipients: ['nope'] });

@@ -4,7 +4,14 @@
 
 import { checkConsent, type TroubleshootingSpec } from '../../relay/capture/consent.ts';
 import { canonicalJson, hashConfig } from '../../relay/config/hash.ts';
-import type { Limits, RelayConfig, Route, Tenant, Upstream } from '../../relay/config/types.gen.ts';
+import type {
+  Limits,
+  RelayConfig,
+  Route,
+  Tenant,
+  TenantDnsbl,
+  Upstream,
+} from '../../relay/config/types.gen.ts';
 import { parseCidr } from '../../relay/routing/cidr.ts';
 import { normalizeDomainClaim, type Pattern, parsePattern } from '../../relay/routing/match.ts';
 import { parseRewriteTemplate } from '../../relay/routing/rewrite.ts';
@@ -293,20 +300,48 @@ const bySpecificity = (a: Pattern, b: Pattern): number => a.rank - b.rank || cmp
  * Client networks, TLS, limits and privacy: from the valid spec, else from the last valid
  * generation in force; a policy that only reserves its domains has no routes, so none apply.
  */
-function tenantSettings(p: PolicyEntry): Pick<Tenant, 'clientCIDRs' | 'requireTLS' | 'limits' | 'privacy'> {
+function tenantSettings(
+  p: PolicyEntry,
+): Pick<Tenant, 'clientCIDRs' | 'requireTLS' | 'limits' | 'privacy' | 'dnsbl'> {
   if (!p.spec) {
     const prev = p.invalid?.inForce?.tenant;
     if (!prev) return { clientCIDRs: [], requireTLS: false, limits: {} };
-    const { clientCIDRs, requireTLS, limits, privacy } = prev;
-    return privacy ? { clientCIDRs, requireTLS, limits, privacy } : { clientCIDRs, requireTLS, limits };
+    const { clientCIDRs, requireTLS, limits, privacy, dnsbl } = prev;
+    return {
+      clientCIDRs,
+      requireTLS,
+      limits,
+      ...(privacy ? { privacy } : {}),
+      ...(dnsbl ? { dnsbl } : {}),
+    };
   }
   const cidrs = (p.spec.clientCIDRs ?? []).map(
     (c) => (parseCidr(c) as { ok: true; value: { text: string } }).value.text,
   );
+  const dnsbl = compileDnsbl(p.spec.dnsbl);
   return {
     clientCIDRs: [...new Set(cidrs)].sort(),
     requireTLS: p.spec.requireTLS ?? false,
     limits: compileLimits(p.spec),
+    ...(dnsbl ? { dnsbl } : {}),
+  };
+}
+
+/** spec.dnsbl (already validated) in the relay's form: defaults filled in, names and CIDRs normalised. */
+function compileDnsbl(d: NonNullable<TenantPolicy['spec']['dnsbl']> | undefined): TenantDnsbl | undefined {
+  if (!d) return undefined;
+  const allow = (d.allow ?? []).map(
+    (c) => (parseCidr(c) as { ok: true; value: { text: string } }).value.text,
+  );
+  return {
+    zones: d.zones.map((z) => ({
+      zone: z.zone.toLowerCase().replace(/\.$/, ''),
+      weight: z.weight ?? 1,
+      ...(z.match?.length ? { match: z.match } : {}),
+    })),
+    threshold: d.threshold ?? 1,
+    allow: [...new Set(allow)].sort(),
+    failClosed: d.onLookupFailure === 'Defer',
   };
 }
 

@@ -222,3 +222,52 @@ describe('validateMailRoute: forward.rewrite.recipient', () => {
     ).toEqual(['spec.forward.rewrite.recipient: required field is missing']);
   });
 });
+
+describe('validateTenantPolicy: spec.dnsbl', () => {
+  it('accepts a postscreen-style policy and fills the defaults', () => {
+    const r = validateTenantPolicy(
+      tp({
+        domains: ['a.org'],
+        dnsbl: {
+          zones: [
+            { zone: 'zen.example', weight: 2, match: ['127.0.0.[2..11]'] },
+            { zone: 'wl.example', weight: -1 },
+            { zone: 'b.example' },
+          ],
+          allow: ['192.0.2.0/24'],
+        },
+      }),
+    );
+    expect(r.errors).toEqual([]);
+    expect(r.value?.spec.dnsbl).toMatchObject({
+      threshold: 1,
+      onLookupFailure: 'Accept',
+      zones: [{}, {}, { weight: 1 }],
+    });
+  });
+  it('names each bad field: zone, duplicate, return-code pattern, CIDR, only negative weights', () => {
+    expect(
+      fields(
+        validateTenantPolicy(
+          tp({
+            domains: ['a.org'],
+            dnsbl: {
+              zones: [
+                { zone: 'not a zone', weight: -1 },
+                { zone: 'wl.example', weight: -1, match: ['127.0.0'] },
+                { zone: 'WL.example', weight: -2 },
+              ],
+              allow: ['10.0.0.0/33'],
+            },
+          }),
+        ),
+      ),
+    ).toEqual([
+      'spec.dnsbl.zones[0].zone: "not a zone" is not a DNS zone name; use e.g. zen.spamhaus.org',
+      'spec.dnsbl.zones[1].match[0]: "127.0.0" is not a return-code pattern; use e.g. 127.0.0.2, 127.0.0.[2..11] or 127.0.0.[2;4]',
+      'spec.dnsbl.zones[2].zone: duplicate of spec.dnsbl.zones[1] (wl.example); list each zone once',
+      'spec.dnsbl.zones: every zone has a negative weight, so nothing can ever be refused; give a blocklist a positive weight',
+      'spec.dnsbl.allow[0]: invalid CIDR "10.0.0.0/33": prefix longer than 32',
+    ]);
+  });
+});

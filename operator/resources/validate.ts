@@ -3,6 +3,7 @@
 // and `mailplus validate` cannot rely on CEL), then the address/domain grammar. Pure.
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
+import { dnsblZoneError, matchPatternError } from '../../relay/dnsbl/policy.ts';
 import { parseCidr, parseIp } from '../../relay/routing/cidr.ts';
 import { normalizeDomain, normalizeDomainClaim, parsePattern } from '../../relay/routing/match.ts';
 import { parseRewriteTemplate } from '../../relay/routing/rewrite.ts';
@@ -166,6 +167,7 @@ function tenantPolicySemantics(spec: Obj): Array<{ field: string; message: strin
       if (!r.ok) out.push({ field: `spec.clientCIDRs[${i}]`, message: `${r.error}` });
     });
   }
+  if (isObj(spec.dnsbl)) out.push(...dnsblSemantics(spec.dnsbl));
   const limits = spec.limits;
   if (isObj(limits)) {
     const size = limits.maxMessageSize;
@@ -177,6 +179,53 @@ function tenantPolicySemantics(spec: Obj): Array<{ field: string; message: strin
       const r = parseDurationSeconds(limits.rate.per);
       if (!r.ok) out.push({ field: 'spec.limits.rate.per', message: r.error });
     }
+  }
+  return out;
+}
+
+/** spec.dnsbl: zone names, return-code patterns, allow-list CIDRs, a zone that can refuse at all. */
+function dnsblSemantics(dnsbl: Obj): Array<{ field: string; message: string }> {
+  const out: Array<{ field: string; message: string }> = [];
+  const zones = Array.isArray(dnsbl.zones) ? dnsbl.zones : [];
+  const seen = new Map<string, number>();
+  let positive = 0;
+  zones.forEach((z, i) => {
+    if (!isObj(z)) return;
+    const f = `spec.dnsbl.zones[${i}]`;
+    if (typeof z.zone === 'string') {
+      const err = dnsblZoneError(z.zone);
+      if (err) out.push({ field: `${f}.zone`, message: err });
+      const key = z.zone.toLowerCase().replace(/\.$/, '');
+      const first = seen.get(key);
+      if (first !== undefined) {
+        out.push({
+          field: `${f}.zone`,
+          message: `duplicate of spec.dnsbl.zones[${first}] (${key}); list each zone once`,
+        });
+      } else seen.set(key, i);
+    }
+    if ((typeof z.weight === 'number' ? z.weight : 1) > 0) positive++;
+    if (Array.isArray(z.match)) {
+      z.match.forEach((m, j) => {
+        if (typeof m !== 'string') return;
+        const err = matchPatternError(m);
+        if (err) out.push({ field: `${f}.match[${j}]`, message: err });
+      });
+    }
+  });
+  if (zones.length > 0 && positive === 0) {
+    out.push({
+      field: 'spec.dnsbl.zones',
+      message:
+        'every zone has a negative weight, so nothing can ever be refused; give a blocklist a positive weight',
+    });
+  }
+  if (Array.isArray(dnsbl.allow)) {
+    dnsbl.allow.forEach((c, i) => {
+      if (typeof c !== 'string') return;
+      const r = parseCidr(c);
+      if (!r.ok) out.push({ field: `spec.dnsbl.allow[${i}]`, message: r.error });
+    });
   }
   return out;
 }

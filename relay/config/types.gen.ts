@@ -59,6 +59,7 @@ export interface Tenant {
   limits: Limits;
   privacy?: Privacy;
   capture?: Capture;
+  dnsbl?: TenantDnsbl;
   /**
    * Routes sorted by priority, then age (oldest first), then namespace/name. For a recipient the relay considers every route whose recipients match (and whose senders match the envelope sender) and picks the lowest priority, then the most specific matching pattern (see route.recipients), then the earliest position in this list.
    */
@@ -123,6 +124,34 @@ export interface Capture {
    * The tenant's public key (PEM, X25519 or RSA ≥ 2048 bits).
    */
   publicKey: string;
+}
+/**
+ * From TenantPolicy.spec.dnsbl: DNS blocklists checked at RCPT for this tenant's recipients (postscreen semantics: the weights of the zones listing the client are summed; the recipient is refused with 550 5.7.1 when the sum reaches threshold).
+ *
+ * This interface was referenced by `RelayConfig`'s JSON-Schema
+ * via the `definition` "tenantDnsbl".
+ */
+export interface TenantDnsbl {
+  /**
+   * @minItems 1
+   */
+  zones: {
+    zone: string;
+    weight: number;
+    /**
+     * Return codes that count ('127.0.0.2', '127.0.0.[2..11]', '127.0.0.[2;4]'); absent: any 127.0.0.0/8 answer.
+     */
+    match?: string[];
+  }[];
+  threshold: number;
+  /**
+   * Client CIDRs never checked.
+   */
+  allow: string[];
+  /**
+   * A failed lookup (timeout, SERVFAIL) that could decide the verdict defers the recipient (451 4.7.1) instead of letting it through.
+   */
+  failClosed: boolean;
 }
 /**
  * This interface was referenced by `RelayConfig`'s JSON-Schema

@@ -34,6 +34,10 @@ export class RelayMetrics {
   readonly traceBufferEntries: Gauge<string>;
   readonly capturesTotal: Counter<'tenant' | 'result'>;
   readonly limitHitsTotal: Counter<'limit'>;
+  readonly dnsQueriesTotal: Counter<'type' | 'result'>;
+  readonly dnsblVerdictsTotal: Counter<'scope' | 'tenant' | 'verdict'>;
+  readonly dnsblLookupsTotal: Counter<'zone' | 'result' | 'source'>;
+  readonly dnsblCacheEntries: Gauge<string>;
 
   constructor() {
     const registers = [this.registry];
@@ -179,6 +183,32 @@ export class RelayMetrics {
       registers,
     });
     for (const limit of LIMIT_NAMES) this.limitHitsTotal.inc({ limit }, 0);
+    this.dnsQueriesTotal = new Counter({
+      name: `${p}dns_queries_total`,
+      help: 'DNS queries the relay made (result: ok | nxdomain | nodata are answers; timeout | servfail | refused | error are resolver failures)',
+      labelNames: ['type', 'result'],
+      registers,
+    });
+    // at 0, so that a failure ratio has a denominator before the first query
+    this.dnsQueriesTotal.inc({ type: 'A', result: 'ok' }, 0);
+    this.dnsQueriesTotal.inc({ type: 'A', result: 'timeout' }, 0);
+    this.dnsblVerdictsTotal = new Counter({
+      name: `${p}dnsbl_verdicts_total`,
+      help: 'DNS blocklist decisions (scope: relay at connect | tenant at RCPT; verdict: pass | reject | allowlisted | tempfail | failed_open)',
+      labelNames: ['scope', 'tenant', 'verdict'],
+      registers,
+    });
+    this.dnsblLookupsTotal = new Counter({
+      name: `${p}dnsbl_lookups_total`,
+      help: 'DNS blocklist answers per configured zone (result: listed | not_listed | error; source: dns | cache)',
+      labelNames: ['zone', 'result', 'source'],
+      registers,
+    });
+    this.dnsblCacheEntries = new Gauge({
+      name: `${p}dnsbl_cache_entries`,
+      help: 'DNS blocklist answers cached (bounded; kept for their TTL)',
+      registers,
+    });
   }
 
   setConfig(hash: string, generation: number): void {

@@ -78,6 +78,32 @@ describe('domain ownership', () => {
   });
 });
 
+describe('tenant DNSBL settings in a hand-written config', () => {
+  const dnsbl = (over: Partial<NonNullable<Tenant['dnsbl']>>): Partial<Tenant> => ({
+    dnsbl: {
+      zones: [{ zone: 'zen.example', weight: 1 }],
+      threshold: 1,
+      allow: [],
+      failClosed: false,
+      ...over,
+    },
+  });
+  it('are refused at load, naming tenant and entry', () => {
+    expect(() => table(tenant('a', ['x.org'], [], dnsbl({})))).not.toThrow();
+    expect(() => table(tenant('a', ['x.org'], [], dnsbl({ allow: ['10.0.0.0/33'] })))).toThrow(
+      /tenant a: dnsbl: allow: invalid CIDR "10.0.0.0\/33"/,
+    );
+    expect(() =>
+      table(
+        tenant('a', ['x.org'], [], dnsbl({ zones: [{ zone: 'zen.example', weight: 1, match: ['127.0'] }] })),
+      ),
+    ).toThrow(/tenant a: dnsbl: zen.example: "127.0" is not a return-code pattern/);
+    expect(() =>
+      table(tenant('a', ['x.org'], [], dnsbl({ zones: [{ zone: 'bad zone', weight: 1 }] }))),
+    ).toThrow(/tenant a: dnsbl: "bad zone" is not a DNS zone name/);
+  });
+});
+
 describe('tenant checks', () => {
   const t = table(
     tenant('a', ['a.org'], [fwd('a/r', ['*@a.org'])], {

@@ -1,7 +1,9 @@
 // Indexes over a RelayConfig so that a recipient decision costs O(labels of the domain), not
 // O(routes): domain -> tenant (exact map, then a walk over wildcard suffixes, longest first), and
 // per tenant the routes by exact address, by tagged address, by domain and by subdomain suffix.
+
 import type { RelayConfig, Route, Tenant } from '../config/types.gen.ts';
+import { dnsblZoneError, matchPatternError } from '../dnsbl/policy.ts';
 import { type Cidr, parseCidr } from './cidr.ts';
 import { type Address, type Pattern, parsePattern } from './match.ts';
 import { parseRewriteTemplate, type RewriteTemplate } from './rewrite.ts';
@@ -73,6 +75,7 @@ function indexTenant(tenant: Tenant): TenantIndex {
     if (!c.ok) throw new Error(`relay config: tenant ${tenant.name}: clientCIDRs: ${c.error}`);
     index.cidrs.push(c.value);
   }
+  if (tenant.dnsbl) checkTenantDnsbl(tenant.name, tenant.dnsbl);
   tenant.routes.forEach((route, i) => {
     const senders = route.senders.map((s) => {
       const p = parsePattern(s, { allowNull: true });
@@ -170,4 +173,21 @@ export function candidateLists(index: TenantIndex, rcpt: Address): Candidate[][]
     add(index.bySuffix.get(rcpt.domain.slice(dot + 1)));
   }
   return lists;
+}
+
+/** A hand-written config with a bad blocklist entry is refused at load, not at the first RCPT. */
+function checkTenantDnsbl(tenant: string, d: NonNullable<Tenant['dnsbl']>): void {
+  const where = `relay config: tenant ${tenant}: dnsbl`;
+  for (const z of d.zones) {
+    const err = dnsblZoneError(z.zone);
+    if (err) throw new Error(`${where}: ${err}`);
+    for (const m of z.match ?? []) {
+      const e = matchPatternError(m);
+      if (e) throw new Error(`${where}: ${z.zone}: ${e}`);
+    }
+  }
+  for (const text of d.allow) {
+    const c = parseCidr(text);
+    if (!c.ok) throw new Error(`${where}: allow: ${c.error}`);
+  }
 }

@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import type { SMTPServerAddress, SMTPServerSession } from 'smtp-server';
 import type { CaptureTee } from '../capture/recorder.ts';
 import type { Tenant, Upstream } from '../config/types.gen.ts';
+import type { DnsblChecker } from '../dnsbl/check.ts';
+import { tenantDnsblRefusal } from '../dnsbl/rcpt.ts';
 import type { Logger } from '../observability/log.ts';
 import type { RelayMetrics } from '../observability/metrics.ts';
 import { decideRecipient } from '../routing/decide.ts';
@@ -55,6 +57,8 @@ export interface TransactionDeps {
   upstreamShares?: UpstreamShares;
   /** Closes a client session with 421 (its upstream hold time ran out). */
   endSession?(sessionId: string): void;
+  /** Tenant DNS blocklists (TenantPolicy spec.dnsbl) are checked at RCPT through this. */
+  dnsbl?: DnsblChecker;
 }
 
 export interface SmtpError extends Error {
@@ -155,6 +159,8 @@ class Transaction {
   lastProgressAt = 0;
   /** Lower-cased RCPT TO addresses the upstream accepted (duplicates after rewriting are dropped). */
   readonly forwarded = new Set<string>();
+  /** A tenant's DNSBL refusal (or undefined: passed), decided once per transaction. */
+  readonly dnsblChecked = new Map<string, SmtpError | undefined>();
   firstTenant = '';
   firstRoute = '';
   upstreamKey: string | undefined;
@@ -380,6 +386,21 @@ export class SmtpHandlers {
     if (t.acceptedCount >= this.limits.recipientsPerTransaction) {
       this.deps.metrics.limitHitsTotal.inc({ limit: 'recipients_per_transaction' });
       return refuse(FAIRNESS_REPLY.tooManyRecipients(), 'too_many_recipients');
+    }
+    if (tenant.dnsbl && this.deps.dnsbl) {
+      if (!t.dnsblChecked.has(tenant.name)) {
+        const refusal = await tenantDnsblRefusal(
+          this.deps.dnsbl,
+          tenant.name,
+          tenant.dnsbl,
+          session.remoteAddress,
+          this.deps.logger,
+        );
+        if (t.done) return undefined;
+        t.dnsblChecked.set(tenant.name, refusal && smtpError(refusal.code, refusal.enhanced, refusal.text));
+      }
+      const refusal = t.dnsblChecked.get(tenant.name);
+      if (refusal) return refuse(refusal, refusal.responseCode < 500 ? 'dnsbl_tempfail' : 'dnsbl_listed');
     }
     const max = tenant.limits.maxRecipients;
     if (max !== undefined && (t.acceptedPerTenant.get(tenant.name) ?? 0) >= max) {

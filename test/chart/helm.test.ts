@@ -10,8 +10,10 @@ import { execFile } from 'node:child_process';
 import { accessSync, constants, readdirSync, readFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments, stringify } from 'yaml';
+import { readRelayFlags, relayFlagSpec } from '../../cli/relay-flags.ts';
 import {
   type ControlPlane,
   kubectl,
@@ -267,6 +269,38 @@ describe.skipIf(!helm)('helm chart charts/mail-plus (with a real helm)', () => {
       ]),
     );
     await expect(render(undefined, ['operator.configShards=0'])).rejects.toThrow(/configShards/);
+  }, 60_000);
+
+  it('DNS and DNSBL values become relay flags the relay itself accepts', async () => {
+    const objs = await render('full-values.yaml');
+    const relay = find(objs, 'Deployment', '-relay');
+    const args = podSpec(relay as K8sObject).containers[0].args.filter((a) => a.startsWith('--dns'));
+    expect(args).toEqual([
+      '--dns-server=10.96.0.10:53',
+      '--dns-timeout=1500ms',
+      '--dns-tries=3',
+      '--dnsbl-site=zen.example*2',
+      '--dnsbl-site=bl.example=127.0.0.[2..11]',
+      '--dnsbl-threshold=2',
+      '--dnsbl-allow=192.0.2.0/24',
+      '--dnsbl-fail=closed',
+    ]);
+    const { values } = parseArgs({ args, options: relayFlagSpec, strict: true });
+    const flags = readRelayFlags(values);
+    expect(flags.dns).toEqual({ servers: ['10.96.0.10:53'], timeoutMs: 1500, tries: 3 });
+    expect(flags.dnsbl).toEqual({
+      zones: [
+        { zone: 'zen.example', weight: 2 },
+        { zone: 'bl.example', weight: 1, match: ['127.0.0.[2..11]'] },
+      ],
+      threshold: 2,
+      allow: ['192.0.2.0/24'],
+      failClosed: true,
+    });
+    // defaults: no blocklist flags at all
+    const plain = podSpec(find(await render(undefined), 'Deployment', '-relay') as K8sObject).containers[0]
+      .args;
+    expect(plain.filter((a) => a.startsWith('--dnsbl') || a.startsWith('--dns-server'))).toEqual([]);
   }, 60_000);
 
   it('helm template fails clearly on contradictory values', async () => {

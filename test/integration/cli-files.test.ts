@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseRelayConfig } from '../../relay/config/load.ts';
+import { listing, startDnsServer } from '../support/dns.ts';
 import { freePort, startProcess } from '../support/processes.ts';
 
 const run = promisify(execFile);
@@ -188,6 +189,77 @@ describe('mailplus route', () => {
     expect(r.code).toBe(1);
     expect(r.stdout).toContain('550 5.7.1 Client address not permitted');
   });
+
+  it('shows the tenant DNSBL checks, and with --dns-server looks the client up (real DNS)', async () => {
+    const dns = await startDnsServer({ zones: [{ zone: 'zen.example', records: [listing('127.0.0.2')] }] });
+    try {
+      const file = join(dir, 'dnsbl.yaml');
+      await writeFile(
+        file,
+        `apiVersion: mailplus.io/v1alpha1
+kind: TenantPolicy
+metadata: {name: acme, namespace: acme}
+spec:
+  domains: [acme.test]
+  dnsbl:
+    zones: [{zone: zen.example, weight: 2, match: ["127.0.0.[2..3]"]}]
+    threshold: 2
+    allow: [192.0.2.0/24]
+---
+apiVersion: mailplus.io/v1alpha1
+kind: MailRoute
+metadata: {name: all, namespace: acme}
+spec:
+  match: {recipients: ["*@acme.test"]}
+  forward: {upstreams: [{host: mx.acme.test}]}
+`,
+      );
+      const listed = await mailplus(['route', '-f', file, '--to', 'a@acme.test', '--client-ip', '127.0.0.2']);
+      expect(listed.code).toBe(0);
+      expect(listed.stdout).toContain(
+        '  dnsbl at RCPT: zen.example (weight 2, codes 127.0.0.[2..3]); refuse at score 2; allow 192.0.2.0/24; lookup failure: accept',
+      );
+      expect(listed.stdout).toContain('(not looked up: give --client-ip and --dns-server');
+      const queried = await mailplus([
+        'route',
+        '-f',
+        file,
+        '--to',
+        'a@acme.test',
+        '--client-ip',
+        '127.0.0.2',
+        '--dns-server',
+        dns.server,
+      ]);
+      expect(queried.code).toBe(1);
+      expect(queried.stdout).toContain(
+        'a@acme.test: reject 550 5.7.1 Service unavailable; client [127.0.0.2] blocked using zen.example [dnsbl_listed]',
+      );
+      const clean = await mailplus([
+        'route',
+        '-f',
+        file,
+        '--to',
+        'a@acme.test',
+        '--client-ip',
+        '127.0.0.9',
+        '--dns-server',
+        dns.server,
+        '-o',
+        'json',
+      ]);
+      expect(clean.code).toBe(0);
+      expect(JSON.parse(clean.stdout).recipients[0]).toMatchObject({
+        action: 'relay',
+        dnsbl: { lookup: { clientIp: '127.0.0.9', verdict: 'pass' }, checks: { threshold: 2 } },
+      });
+      const usage = await mailplus(['route', '-f', file, '--to', 'a@acme.test', '--dns-server', dns.server]);
+      expect(usage.code).toBe(2);
+      expect(usage.stderr).toContain('--dns-server needs --client-ip');
+    } finally {
+      await dns.stop();
+    }
+  }, 60_000);
 
   it('refuses a --to or --from that is not an address (usage error, exit 2)', async () => {
     const r = await mailplus(['route', '-f', 'examples/', '--to', 'notanaddress']);

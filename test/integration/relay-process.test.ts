@@ -10,6 +10,7 @@ import type { MailRoute, TenantPolicy } from '../../operator/api/types.gen.ts';
 import { compile, renderRelayConfig } from '../../operator/compile/compile.ts';
 import { type CaptureSink, startCaptureSink } from '../support/capture-sink.ts';
 import { createTestPki, type TestPki } from '../support/certs.ts';
+import { listing, startDnsServer } from '../support/dns.ts';
 import { freePort, type Managed, startProcess } from '../support/processes.ts';
 import { startSmtpSink } from '../support/smtp-sink.ts';
 import { runSwaks } from '../support/swaks.ts';
@@ -256,4 +257,53 @@ describe('mailplus relay --config', () => {
     expect(await proc.exited).toBe(0);
     expect(slow.messages).toHaveLength(1);
   });
+});
+
+describe('mailplus relay --dns-server --dnsbl-site (real DNS)', () => {
+  const greetingFrom = (port: number, localAddress: string) =>
+    new Promise<string>((resolve, reject) => {
+      const s = connect({ port, host: '127.0.0.1', localAddress });
+      let buf = '';
+      s.on('data', (d) => {
+        buf += d.toString();
+        if (buf.includes('\r\n')) {
+          s.destroy();
+          resolve(buf.split('\r\n')[0]);
+        }
+      });
+      s.on('error', reject);
+    });
+
+  it('refuses a client listed with enough weight at connect; swaks from a clean address relays', async () => {
+    const dns = await startDnsServer({
+      zones: [
+        { zone: 'zen.example', records: [listing('127.0.0.2')] },
+        { zone: 'weak.example', records: [listing('127.0.0.2'), listing('127.0.0.3')] },
+      ],
+    });
+    cleanups.push(() => dns.stop());
+    const up = await captureSink();
+    const { port, adminPort } = await startRelayProcess(configFor([{ port: up.port }]), [
+      '--dns-server',
+      dns.server,
+      '--dnsbl-site',
+      'zen.example*2',
+      '--dnsbl-site',
+      'weak.example',
+      '--dnsbl-threshold',
+      '2',
+    ]);
+    expect(await greetingFrom(port, '127.0.0.2')).toBe(
+      '554 5.7.1 Service unavailable; client [127.0.0.2] blocked using zen.example',
+    );
+    expect(await greetingFrom(port, '127.0.0.3')).toMatch(/^220 /); // weight 1 < 2
+    const r = await runSwaks({ port, to: 'ops@acme.test' });
+    expect(r.exitCode, r.transcript).toBe(0);
+    await up.waitForMessages(1);
+    expect((await metric(adminPort, 'mailplus_relay_dnsbl_verdicts_total')).sort()).toEqual([
+      // 127.0.0.3, swaks, and the start-up port probe (127.0.0.1)
+      'mailplus_relay_dnsbl_verdicts_total{scope="relay",tenant="",verdict="pass"} 3',
+      'mailplus_relay_dnsbl_verdicts_total{scope="relay",tenant="",verdict="reject"} 1',
+    ]);
+  }, 60_000);
 });
