@@ -174,6 +174,22 @@ export async function serve(
   port: number,
   records: () => Records,
 ): Promise<{ close(): Promise<void>; port: number }> {
+  // Port 0: the UDP socket picks a free port, and TCP must get the same number, which another
+  // process may hold; pick again rather than fail.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await serveOn(host, port, records);
+    } catch (err) {
+      if (port !== 0 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 20) throw err;
+    }
+  }
+}
+
+async function serveOn(
+  host: string,
+  port: number,
+  records: () => Records,
+): Promise<{ close(): Promise<void>; port: number }> {
   const udp = createSocket(host.includes(':') ? 'udp6' : 'udp4');
   udp.on('message', (msg, rinfo) => {
     const out = respond(msg, records());
@@ -202,7 +218,10 @@ export async function serve(
     });
   });
   await new Promise<void>((res, rej) => {
-    tcp.once('error', rej);
+    tcp.once('error', (err) => {
+      udp.close();
+      rej(err);
+    });
     tcp.listen(boundPort, host, () => res());
   });
   return {
