@@ -232,14 +232,23 @@ describe('mailplus relay --config', () => {
   });
 
   it('SIGTERM drains: the transaction in flight gets its 250, late clients get 421, exit 0', async () => {
-    const slow = await captureSink({ behaviour: { delayMs: { data: 1500 } } });
+    // The upstream holds its final reply until the test lets it go: the message is in flight
+    // for as long as the drain is being checked, however slow the machine.
+    let reached = () => {};
+    const atFinalDot = new Promise<void>((r) => {
+      reached = r;
+    });
+    let release = () => {};
+    const released = new Promise<void>((r) => {
+      release = r;
+    });
+    const slow = await captureSink({ behaviour: { holdData: { reached, release: released } } });
     const { proc, port } = await startRelayProcess(configFor([{ port: slow.port }]), [
       '--drain-timeout',
       '10s',
     ]);
     const inFlight = runSwaks({ port, to: 'ops@acme.test', body: 'drain me' });
-    // the upstream holds the final reply for 1.5 s: by now the message is in flight
-    await new Promise((r) => setTimeout(r, 500));
+    await atFinalDot;
     process.kill(proc.pid, 'SIGTERM');
     await proc.waitForLine((l) => l.json?.msg === 'draining', 5000);
     const greeting = await new Promise<string>((resolve, reject) => {
@@ -251,6 +260,7 @@ describe('mailplus relay --config', () => {
       s.once('error', reject);
     });
     expect(greeting).toMatch(/^421 4\.3\.2 /);
+    release();
     const r = await inFlight;
     expect(r.exitCode, r.transcript).toBe(0);
     expect(r.last.END?.code).toBe(250);

@@ -80,9 +80,16 @@ describe('operator end to end (real API server)', () => {
 
   it('publishes the config compiled from kubectl apply -f examples/ to the ConfigMap, with only its own labels', async () => {
     await kubectl(cp, ['apply', '-f', examples, '-f', join(examples, 'routes')]);
-    const cm = await eventually('ConfigMap with 3 tenants', async () => {
+    // kubectl creates the resources one by one: wait for a config that holds every one of them,
+    // not for the first one that names the three tenants.
+    const applied = await kubectl(cp, ['get', 'mailroutes,tenantpolicies', '-A', '-o', 'json']);
+    const keys = (JSON.parse(applied).items as k8s.KubernetesObject[]).map(
+      (o) => `${o.kind}/${o.metadata?.namespace}/${o.metadata?.name}`,
+    );
+    const cm = await eventually('ConfigMap with every applied resource', async () => {
       const c = await readConfigMap().catch(() => undefined);
-      return c && decodeRelayConfigMap(c).tenants.length === 3 ? c : undefined;
+      const sources = c && decodeRelayConfigMap(c).sources;
+      return sources && keys.every((k) => k in sources) ? c : undefined;
     });
     const config = decodeRelayConfigMap(cm);
     expect(config.tenants.map((t) => t.name)).toEqual(['engineering', 'sales', 'support']);

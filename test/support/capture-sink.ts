@@ -25,6 +25,8 @@ export interface SinkBehaviour {
   data?: Reply;
   /** Milliseconds to wait before replying in each phase ('connect' delays the greeting further). */
   delayMs?: Partial<Record<Phase, number>>;
+  /** At the final dot, call `reached` and hold the final reply until `release` settles. */
+  holdData?: { reached(): void; release: Promise<unknown> };
   /** Destroy the connection once this many bytes of DATA content have arrived. */
   dropAfterDataBytes?: number;
   /** Nothing listens on the returned port (connections are refused). */
@@ -181,7 +183,8 @@ export async function startCaptureSink(opts: CaptureSinkOptions = {}): Promise<C
       stream.on('end', () => {
         if (dropped) return;
         const rec = record(session, Buffer.concat(chunks));
-        sleep(b.delayMs?.data).then(() => {
+        b.holdData?.reached();
+        Promise.all([sleep(b.delayMs?.data), b.holdData?.release]).then(() => {
           if (b.data && b.data.code >= 400) return cb(replyError(b.data));
           messages.push(rec);
           notify();

@@ -2,6 +2,7 @@
 // parsed), wait for a line or a listening port, stop by PID (SIGTERM, then SIGKILL).
 // Every process started here is killed when this process exits, even on a crash.
 import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { connect, createServer } from 'node:net';
 
 export interface OutputLine {
@@ -211,18 +212,44 @@ export function canConnect(port: number, host = '127.0.0.1', timeoutMs = 1000): 
   });
 }
 
-/** An ephemeral port that was free a moment ago (bind to :0, read, close). */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
+/*
+ * Test ports come from below the kernel's ephemeral range (32768-60999 by default), in a slice of
+ * their own for each test worker. A port taken from the ephemeral range and released could be
+ * handed to any outgoing connection of a parallel test before our server binds it (seen as
+ * EADDRINUSE under load); a port below that range is only ever taken by an explicit bind.
+ */
+const PORT_FLOOR = 20_000;
+const PORT_SLICE = 1_000;
+const PORT_SLICES = 12;
+const worker = Number(process.env.VITEST_POOL_ID ?? process.env.VITEST_WORKER_ID ?? process.pid);
+const sliceBase = PORT_FLOOR + (worker % PORT_SLICES) * PORT_SLICE;
+let nextOffset = (process.pid * 7) % PORT_SLICE;
+
+/** Free for TCP and for UDP (the DNS rig serves both on one port). */
+function bindable(port: number, host: string): Promise<boolean> {
+  const tcp = new Promise<boolean>((resolve) => {
     const srv = createServer();
     srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, host, () => srv.close(() => resolve(true)));
   });
+  const udp = new Promise<boolean>((resolve) => {
+    const sock = createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    sock.unref();
+    sock.once('error', () => resolve(false));
+    sock.bind(port, host, () => sock.close(() => resolve(true)));
+  });
+  return Promise.all([tcp, udp]).then(([a, b]) => a && b);
+}
+
+/** A port that was free a moment ago, from this worker's slice below the ephemeral range. */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  for (let tries = 0; tries < PORT_SLICE; tries++) {
+    const port = sliceBase + nextOffset;
+    nextOffset = (nextOffset + 1) % PORT_SLICE;
+    if (await bindable(port, host)) return port;
+  }
+  throw new Error(`no free port in ${sliceBase}-${sliceBase + PORT_SLICE - 1} on ${host}`);
 }
 
 /**
