@@ -31,7 +31,7 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     out: { type: 'string' },
     'abuse-only': { type: 'boolean', default: false },
-    /** Quiet/abuse pairs in the abuse cell (default ABUSE_PAIRS). */
+    /** Quiet/abuse pairs in the abuse cell (default ABUSE_PAIRS; 0: no abuse cell). */
     'abuse-pairs': { type: 'string' },
     /** Leave out the abuse cell's last run (limits off: ~60 s, the relay grows to 300+ MiB). */
     'skip-limits-off': { type: 'boolean', default: false },
@@ -595,11 +595,12 @@ async function main(): Promise<number> {
   const only = args.only?.split(',').map((s) => s.trim());
   const suts = args['abuse-only'] ? [] : ALL_SUTS.filter((s) => !only || only.includes(s.name));
   const plan = cells(args.quick ?? false);
-  const withAbuse = (!only || only.includes('mailplus')) && !mailplus.unavailable();
   const pairs = Number(args['abuse-pairs'] ?? ABUSE_PAIRS);
-  if (!Number.isInteger(pairs) || pairs < 1 || pairs > 20) {
-    throw new Error(`--abuse-pairs must be a whole number from 1 to 20, got "${args['abuse-pairs']}"`);
+  if (!Number.isInteger(pairs) || pairs < 0 || pairs > 20) {
+    throw new Error(`--abuse-pairs must be a whole number from 0 to 20, got "${args['abuse-pairs']}"`);
   }
+  // --abuse-pairs 0: the comparison cells only
+  const withAbuse = (!only || only.includes('mailplus')) && !mailplus.unavailable() && pairs > 0;
   let abuse: AbuseRun[] = [];
   const sink = await startSinkProcess();
   const results: CellResult[] = [];
