@@ -9,28 +9,29 @@ if (major < 24) {
   );
   process.exit(2);
 }
-// Long-running relay commands cap V8's young generation. Left alone it grows to 2 x 32 MB
-// semi-spaces under mail load (per-message garbage is high), which alone was ~35-60 MB of RSS
-// with 50 sessions of small messages; 4 MB semi-spaces cost no measurable throughput. The
-// limit is fixed when the heap is set up (v8.setFlagsFromString is too late), so the process
-// re-executes itself once with the flag: same PID, same stdio, nothing has run yet. Flags given
-// by the operator (command line or NODE_OPTIONS) win; without process.execve (Windows) it runs as is.
-const RELAY_V8_FLAGS = ['--max-semi-space-size=4'];
-if (
-  (process.argv[2] === 'relay' || process.argv[2] === 'dev') &&
-  typeof process.execve === 'function' &&
-  ![...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) =>
-    a.startsWith('--max-semi-space-size'),
-  )
-) {
-  const { fileURLToPath } = await import('node:url');
-  process.execve(process.execPath, [
-    process.execPath,
-    ...RELAY_V8_FLAGS,
-    ...process.execArgv,
-    fileURLToPath(import.meta.url),
-    ...process.argv.slice(2),
-  ]);
+// Long-running relay commands run with V8 heap limits sized for a relay (bin/relay-v8-flags.js says
+// which and why). The limits are fixed when the heap is set up (v8.setFlagsFromString is too late),
+// so the process re-executes itself once with the flags: same PID, same stdio, nothing has run yet.
+// Flags given by the operator (command line or NODE_OPTIONS) win; without process.execve (Windows)
+// it runs as is.
+if ((process.argv[2] === 'relay' || process.argv[2] === 'dev') && typeof process.execve === 'function') {
+  const { relayV8Flags } = await import('./relay-v8-flags.js');
+  const flags = relayV8Flags({
+    execArgv: process.execArgv,
+    nodeOptions: process.env.NODE_OPTIONS,
+    constrainedMemory: process.constrainedMemory?.() ?? 0,
+    totalMemory: (await import('node:os')).totalmem(),
+  });
+  if (flags.length > 0) {
+    const { fileURLToPath } = await import('node:url');
+    process.execve(process.execPath, [
+      process.execPath,
+      ...flags,
+      ...process.execArgv,
+      fileURLToPath(import.meta.url),
+      ...process.argv.slice(2),
+    ]);
+  }
 }
 // On-disk compile cache (NODE_COMPILE_CACHE, else <tmpdir>/node-compile-cache; best effort, a
 // read-only file system just disables it): besides V8 code it keeps the type-stripped source of

@@ -3,7 +3,7 @@
 // runs one extra sequential session alongside. See docs/benchmarks.md.
 //
 //   node test/bench/relay-bench.ts [--quick] [--only mailplus,postfix,haraka,ceiling] [--out results.json]
-//                                  [--abuse-only]
+//                                  [--abuse-only] [--abuse-pairs N] [--skip-limits-off]
 //
 // The abuse cell (mailplus only) runs the same normal load on fresh relays: quiet and beside hostile
 // clients (test/bench/hostile.ts) in alternating pairs, then beside them with the limits switched off.
@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
+import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { FastSinkStats } from '../support/fast-sink.ts';
@@ -30,6 +31,10 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     out: { type: 'string' },
     'abuse-only': { type: 'boolean', default: false },
+    /** Quiet/abuse pairs in the abuse cell (default ABUSE_PAIRS; 0: no abuse cell). */
+    'abuse-pairs': { type: 'string' },
+    /** Leave out the abuse cell's last run (limits off: ~60 s, the relay grows to 300+ MiB). */
+    'skip-limits-off': { type: 'boolean', default: false },
   },
 });
 
@@ -435,6 +440,8 @@ interface AbuseRun {
   hostile?: HostileStats;
   /** mailplus_relay_limit_hits_total by limit, at the end of the run (non-zero ones). */
   limitHits: Record<string, number>;
+  /** The machine's 1-minute load average at the end of the run (the machine may be shared). */
+  load: number;
 }
 
 function abuseCell(quick: boolean): Cell {
@@ -452,13 +459,20 @@ async function limitHits(admin: number | undefined): Promise<Record<string, numb
   return out;
 }
 
-async function runAbuse(sink: SinkProc, quick: boolean): Promise<AbuseRun[]> {
+async function runAbuse(
+  sink: SinkProc,
+  quick: boolean,
+  pairs: number,
+  limitsOff: boolean,
+): Promise<AbuseRun[]> {
   const cell = abuseCell(quick);
   const plan: Array<[string, AbuseKind, string[], boolean]> = [];
-  for (let i = 1; i <= ABUSE_PAIRS; i++) {
+  for (let i = 1; i <= pairs; i++) {
     plan.push([`quiet ${i}`, 'quiet', TRACE_DOWN, false], [`abuse ${i}`, 'abuse', TRACE_DOWN, true]);
   }
-  plan.push(['abuse, limits off', 'abuse, limits off', [...TRACE_DOWN, ...LIMITS_OFF], true]);
+  if (limitsOff) {
+    plan.push(['abuse, limits off', 'abuse, limits off', [...TRACE_DOWN, ...LIMITS_OFF], true]);
+  }
   const out: AbuseRun[] = [];
   for (const [run, kind, relayArgs, hostileOn] of plan) {
     const running = await mailplus.start(sink.port, relayArgs);
@@ -487,12 +501,13 @@ async function runAbuse(sink: SinkProc, quick: boolean): Promise<AbuseRun[]> {
       );
       const stats = hostile ? await hostile.stop() : undefined;
       const hits = await limitHits(running.admin);
-      out.push({ run, kind, result, hostile: stats, limitHits: hits });
+      const load = loadavg()[0];
+      out.push({ run, kind, result, hostile: stats, limitHits: hits, load });
       console.error(
         `abuse     ${run.padEnd(20)} ${result.ok ? `${result.msgsPerSec.toFixed(1)} msg/s` : result.error}` +
           ` p99=${fmt(result.p99Ms)}ms rss=${fmt(result.peakRssMiB)}MiB delivered=${result.delivered}/${result.acked}` +
           `${result.exactlyOnce ? '' : ' NOT-EXACTLY-ONCE'}${stats ? ` hostile=${JSON.stringify(stats)}` : ''}` +
-          ` limits=${JSON.stringify(hits)}`,
+          ` limits=${JSON.stringify(hits)} load=${load.toFixed(1)}`,
       );
     } finally {
       await hostile?.stop();
@@ -524,12 +539,12 @@ function abuseReport(runs: AbuseRun[]): string {
   const rows = [
     `Abuse cell: normal load ${cell ? label(cell) : ''} from 127.0.0.1 (+ probe); hostile from ${HOSTILE_FROM}: ${HOLDERS} idle holders (MAIL + RCPT, then NOOP every second, reconnecting) and ${JUNK} junk senders (MAIL + ${JUNK_RCPTS} RCPTs to unserved domains, RSET, again, reconnecting); trace store unreachable throughout.`,
     '',
-    '| run | normal msg/s | vs quiet | p99 ms | vs quiet | peak RSS MiB | delivered/acked | exactly once | hostile clients: what the relay did | limit hits | target |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- |',
+    '| run | normal msg/s | vs quiet | p99 ms | vs quiet | peak RSS MiB | delivered/acked | exactly once | hostile clients: what the relay did | limit hits | load | target |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | --- |',
   ];
   const pass = (b: boolean) => (b ? 'PASS' : 'FAIL');
   const rssOk = (r: CellResult) => r.peakRssMiB !== undefined && r.peakRssMiB * MiB < 150e6;
-  for (const [i, { run, kind, result: r, hostile, limitHits: hits }] of runs.entries()) {
+  for (const [i, { run, kind, result: r, hostile, limitHits: hits, load }] of runs.entries()) {
     const { tput, p99 } = kind === 'quiet' ? { tput: 1, p99: 1 } : ratios(i);
     const target = kind === 'abuse' ? `RSS<150MB ${pass(rssOk(r))}` : '';
     const h = hostile
@@ -555,7 +570,7 @@ function abuseReport(runs: AbuseRun[]): string {
         : 'NO'
       : `${r.missing + r.duplicates === 0 ? 'yes' : 'NO'} (acked ones)`;
     rows.push(
-      `| ${run} | ${r.ok ? fmt(r.msgsPerSec) : ended} | ${tput === undefined ? '-' : `${tput.toFixed(2)}x`} | ${fmt(r.p99Ms)} | ${p99 === undefined ? '-' : `${p99.toFixed(2)}x`} | ${fmt(r.peakRssMiB)} | ${r.delivered}/${r.acked} | ${once} | ${h} | ${limits || '-'} | ${target} |`,
+      `| ${run} | ${r.ok ? fmt(r.msgsPerSec) : ended} | ${tput === undefined ? '-' : `${tput.toFixed(2)}x`} | ${fmt(r.p99Ms)} | ${p99 === undefined ? '-' : `${p99.toFixed(2)}x`} | ${fmt(r.peakRssMiB)} | ${r.delivered}/${r.acked} | ${once} | ${h} | ${limits || '-'} | ${load.toFixed(1)} | ${target} |`,
     );
   }
   const abused = [...runs.entries()].filter(([, x]) => x.kind === 'abuse');
@@ -580,7 +595,12 @@ async function main(): Promise<number> {
   const only = args.only?.split(',').map((s) => s.trim());
   const suts = args['abuse-only'] ? [] : ALL_SUTS.filter((s) => !only || only.includes(s.name));
   const plan = cells(args.quick ?? false);
-  const withAbuse = (!only || only.includes('mailplus')) && !mailplus.unavailable();
+  const pairs = Number(args['abuse-pairs'] ?? ABUSE_PAIRS);
+  if (!Number.isInteger(pairs) || pairs < 0 || pairs > 20) {
+    throw new Error(`--abuse-pairs must be a whole number from 0 to 20, got "${args['abuse-pairs']}"`);
+  }
+  // --abuse-pairs 0: the comparison cells only
+  const withAbuse = (!only || only.includes('mailplus')) && !mailplus.unavailable() && pairs > 0;
   let abuse: AbuseRun[] = [];
   const sink = await startSinkProcess();
   const results: CellResult[] = [];
@@ -611,7 +631,7 @@ async function main(): Promise<number> {
         }
       }
     }
-    if (withAbuse) abuse = await runAbuse(sink, args.quick ?? false);
+    if (withAbuse) abuse = await runAbuse(sink, args.quick ?? false, pairs, !args['skip-limits-off']);
   } finally {
     await sink.stop();
   }

@@ -1,0 +1,37 @@
+// V8 flags for the long-running relay commands (`relay`, `dev`). Pure: bin/mailplus.js passes in
+// what it knows about the process and re-executes itself once with the flags returned here.
+//
+// Young generation: left alone it grows to 2 x 32 MB semi-spaces under mail load (per-message
+// garbage is high), which alone was ~35-60 MB of RSS with 50 sessions of small messages; 4 MB
+// semi-spaces cost no measurable throughput.
+//
+// Old generation: V8 lets the old generation grow to up to 4x its live size before a full GC when
+// the heap limit is large (its growing factor scales from 1.3 at a 256 MB old-generation limit to 4
+// at 2 GB and more, without pointer compression), and Node sizes that limit from the memory it may
+// use: the cgroup limit in a container, else the machine's RAM. In the chart's pod (512 MiB memory
+// limit) the limit is 256 MB, factor 1.3. On a host without a memory limit (a VM, a developer
+// machine, the benchmark) it is 4 GB, factor 4: sessions that survive two young-generation GCs
+// (frequent when the CPU is busy: a session then lasts longer than the GC interval) are promoted,
+// die in the old generation and pile up, measured 20 -> 60-80 MB of old space with ~20 MB live and
+// RSS 110 -> 150-195 MiB under 1 KiB messages at 10 sessions. Without a memory limit, the relay
+// therefore runs with the old-generation limit its default pod gets.
+
+/** Old-generation limit (MB) Node derives for the chart's default 512 MiB pod: what we use without a limit. */
+export const UNCONSTRAINED_OLD_SPACE_MB = 256;
+
+/**
+ * @param {{ execArgv: readonly string[], nodeOptions: string | undefined, constrainedMemory: number, totalMemory: number }} p
+ *   constrainedMemory: process.constrainedMemory() (0 or more than the machine has: no limit)
+ * @returns {string[]} flags to add; empty when the operator already set them (their flags win)
+ */
+export function relayV8Flags({ execArgv, nodeOptions, constrainedMemory, totalMemory }) {
+  const given = [...execArgv, ...(nodeOptions ?? '').split(/\s+/)];
+  const has = (...names) => given.some((a) => names.some((n) => a === n || a.startsWith(`${n}=`)));
+  const flags = [];
+  if (!has('--max-semi-space-size')) flags.push('--max-semi-space-size=4');
+  const limited = constrainedMemory > 0 && constrainedMemory < totalMemory;
+  if (!limited && !has('--max-old-space-size', '--max-old-space-size-percentage', '--max-heap-size')) {
+    flags.push(`--max-old-space-size=${UNCONSTRAINED_OLD_SPACE_MB}`);
+  }
+  return flags;
+}

@@ -1,0 +1,46 @@
+// The V8 flags `mailplus relay` re-executes itself with (bin/relay-v8-flags.js): pure selection.
+import { describe, expect, it } from 'vitest';
+import { relayV8Flags } from '../bin/relay-v8-flags.js';
+
+const GiB = 1024 ** 3;
+const host = { execArgv: [], nodeOptions: undefined, totalMemory: 24 * GiB };
+
+describe('relay V8 flags', () => {
+  it('without a memory limit: 4 MB semi-spaces and the old-generation limit of the default pod', () => {
+    expect(relayV8Flags({ ...host, constrainedMemory: 0 })).toEqual([
+      '--max-semi-space-size=4',
+      '--max-old-space-size=256',
+    ]);
+    // what process.constrainedMemory() gives under a cgroup without a limit (cgroup v2 "max", v1)
+    expect(relayV8Flags({ ...host, constrainedMemory: 2 ** 64 })).toContain('--max-old-space-size=256');
+    expect(relayV8Flags({ ...host, constrainedMemory: 2 ** 63 })).toContain('--max-old-space-size=256');
+  });
+
+  it('under a memory limit (a pod): Node sizes the old generation from it, only the semi-spaces are set', () => {
+    expect(relayV8Flags({ ...host, constrainedMemory: 512 * 1024 ** 2 })).toEqual([
+      '--max-semi-space-size=4',
+    ]);
+    expect(relayV8Flags({ ...host, constrainedMemory: 4 * GiB })).toEqual(['--max-semi-space-size=4']);
+  });
+
+  it("the operator's flags win, from the command line or NODE_OPTIONS", () => {
+    expect(relayV8Flags({ ...host, constrainedMemory: 0, execArgv: ['--max-old-space-size=1024'] })).toEqual([
+      '--max-semi-space-size=4',
+    ]);
+    expect(
+      relayV8Flags({
+        ...host,
+        constrainedMemory: 0,
+        nodeOptions: '--max-semi-space-size=16 --max-heap-size=2048',
+      }),
+    ).toEqual([]);
+    expect(
+      relayV8Flags({ ...host, constrainedMemory: 0, execArgv: ['--max-old-space-size-percentage=50'] }),
+    ).toEqual(['--max-semi-space-size=4']);
+  });
+
+  it('once re-executed with its own flags, the process is not re-executed again', () => {
+    const first = relayV8Flags({ ...host, constrainedMemory: 0 });
+    expect(relayV8Flags({ ...host, constrainedMemory: 0, execArgv: first })).toEqual([]);
+  });
+});
