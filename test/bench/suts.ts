@@ -6,6 +6,7 @@ import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { findNsd, startDnsServer, txt } from '../support/dns.ts';
 import { canConnect, freePort, killOnExit, startProcess } from '../support/processes.ts';
 import { findBinary } from '../support/smtp-sink.ts';
 import { benchRelayConfig } from './relay-config.ts';
@@ -34,48 +35,83 @@ export interface Sut {
 }
 
 // ---------------------------------------------------------------- Mail-Plus relay
-export const mailplus: Sut = {
-  name: 'mailplus',
-  unavailable: () => (existsSync(join(REPO, 'bin/mailplus.js')) ? undefined : 'bin/mailplus.js not found'),
-  async start(sinkPort, relayArgs = []) {
-    const dir = await mkdtemp(join(tmpdir(), 'mailplus-bench-relay-'));
-    const config = join(dir, 'relay-config.json');
-    await writeFile(config, JSON.stringify(benchRelayConfig(sinkPort), null, 2));
-    const port = await freePort();
-    const admin = await freePort();
-    const proc = startProcess(
-      NODE,
-      [
-        'bin/mailplus.js',
-        'relay',
-        '--config',
-        config,
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--admin-listen',
-        `127.0.0.1:${admin}`,
-        // the load generator (smtp-source, the probe: 127.0.0.1) is our own sender, exempt from the
-        // per-client fairness limits as Postfix exempts $mynetworks; the abuse cell's hostile
-        // clients connect from other loopback addresses, to which the limits apply
-        '--client-limit-exempt',
-        '127.0.0.1/32',
-        ...relayArgs,
-      ],
-      { cwd: REPO, name: 'mailplus relay', env: { ...process.env, MAILPLUS_LOG_LEVEL: 'warn' } },
-    );
-    await proc.waitForPort(port, '127.0.0.1', 15_000);
-    return {
-      port,
-      pid: proc.pid,
-      queueing: false,
-      admin,
-      async stop() {
-        await proc.stop(5000);
-        await rm(dir, { recursive: true, force: true });
-      },
-    };
-  },
-};
+export const mailplus: Sut = relaySut('mailplus');
+
+/**
+ * The relay with sender authentication on for the bench tenant (SPF, DKIM, ARC, DMARC per message,
+ * against NSD on loopback serving the load's sender domain: SPF pass for 127.0.0.0/8, DMARC
+ * p=reject). smtp-source's messages are unsigned, so DKIM finds nothing to verify: the cost measured
+ * is the lookups, the hashing pass and holding messages up to holdBytes.
+ */
+export const mailplusAnnotate: Sut = relaySut('mailplus-annotate', 'annotate');
+export const mailplusEnforce: Sut = relaySut('mailplus-enforce', 'enforce');
+
+function relaySut(name: string, authMode?: 'annotate' | 'enforce'): Sut {
+  return {
+    name,
+    unavailable: () => {
+      if (!existsSync(join(REPO, 'bin/mailplus.js'))) return 'bin/mailplus.js not found';
+      if (authMode && !findNsd()) return 'nsd not found (scripts/ci-deps.sh installs it)';
+      return undefined;
+    },
+    start: (sinkPort, relayArgs = []) => startRelaySut(sinkPort, relayArgs, authMode),
+  };
+}
+
+async function startRelaySut(
+  sinkPort: number,
+  extraArgs: string[],
+  authMode: 'annotate' | 'enforce' | undefined,
+): Promise<RunningSut> {
+  const dir = await mkdtemp(join(tmpdir(), 'mailplus-bench-relay-'));
+  const config = join(dir, 'relay-config.json');
+  const dns = authMode ? await startDnsServer({ zones: [SOURCE_ZONE] }) : undefined;
+  const authentication = authMode
+    ? {
+        mode: authMode,
+        authservId: 'relay.bench.test',
+        holdBytes: 262_144,
+        rejectQuarantine: false,
+        deferOnLookupFailure: true,
+      }
+    : undefined;
+  await writeFile(config, JSON.stringify(benchRelayConfig(sinkPort, '127.0.0.1', authentication), null, 2));
+  const relayArgs = dns ? [...extraArgs, '--dns-server', dns.server] : extraArgs;
+  const port = await freePort();
+  const admin = await freePort();
+  const proc = startProcess(
+    NODE,
+    [
+      'bin/mailplus.js',
+      'relay',
+      '--config',
+      config,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--admin-listen',
+      `127.0.0.1:${admin}`,
+      // the load generator (smtp-source, the probe: 127.0.0.1) is our own sender, exempt from the
+      // per-client fairness limits as Postfix exempts $mynetworks; the abuse cell's hostile
+      // clients connect from other loopback addresses, to which the limits apply
+      '--client-limit-exempt',
+      '127.0.0.1/32',
+      ...relayArgs,
+    ],
+    { cwd: REPO, name: 'mailplus relay', env: { ...process.env, MAILPLUS_LOG_LEVEL: 'warn' } },
+  );
+  await proc.waitForPort(port, '127.0.0.1', 15_000);
+  return {
+    port,
+    pid: proc.pid,
+    queueing: false,
+    admin,
+    async stop() {
+      await proc.stop(5000);
+      await dns?.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
 
 // ---------------------------------------------------------------- Postfix
 const POSTFIX_SERVICES = `
@@ -233,49 +269,82 @@ function harakaBin(): string | undefined {
   return candidates.find((c): c is string => !!c && existsSync(c));
 }
 
-export const haraka: Sut = {
-  name: 'haraka',
-  unavailable: () =>
-    harakaBin()
-      ? undefined
-      : 'Haraka not installed (devDependency `Haraka`, or set HARAKA_BIN=<path>/bin/haraka)',
-  async start(sinkPort) {
-    const bin = harakaBin()!;
-    const dir = await mkdtemp(join(tmpdir(), 'mailplus-bench-haraka-'));
-    const port = await freePort();
-    await mkdir(join(dir, 'config'), { recursive: true });
-    await mkdir(join(dir, 'plugins'), { recursive: true });
-    const files: Record<string, string> = {
-      // nodes=0: one process, no cluster (like one relay pod process)
-      'config/smtp.ini': `listen=127.0.0.1:${port}\nnodes=0\ninactivity_timeout=60\n`,
-      'config/plugins': 'bench_no_rdns\nrcpt_to.in_host_list\nqueue/smtp_forward\n',
-      'config/host_list': 'bench.test\n',
-      'config/me': 'haraka-sut.test\n',
-      'config/smtp_forward.ini': `host=127.0.0.1\nport=${sinkPort}\nenable_tls=false\n`,
-      'config/log.ini': '[main]\nlevel=warn\n',
-      // Haraka reads its defaults from this file (greeting...): start from its own copy
-      'config/connection.ini': readFileSync(join(dirname(bin), '../config/connection.ini'), 'utf8').replace(
-        /^bytes=\d+/m,
-        'bytes=67108864',
-      ),
-      // no DNS on connect: answer the rDNS hook ourselves
-      'plugins/bench_no_rdns.js': "exports.hook_lookup_rdns = function (next) { next(OK, 'localhost'); };\n",
-      'package.json': '{"name":"haraka-bench","private":true}\n',
-    };
-    for (const [f, text] of Object.entries(files)) await writeFile(join(dir, f), text);
-    const proc = startProcess(NODE, [bin, '-c', dir], { name: 'haraka' });
-    await proc.waitForPort(port, '127.0.0.1', 20_000);
-    return {
-      port,
-      pid: proc.pid,
-      queueing: false,
-      async stop() {
-        await proc.stop(5000);
-        await rm(dir, { recursive: true, force: true });
-      },
-    };
-  },
+export const haraka: Sut = harakaSut('haraka', false);
+
+/**
+ * Haraka verifying senders with its own plugins, the counterpart of mailplus-annotate: `spf` (MAIL
+ * FROM and HELO, Received-SPF header; no rejections, its default) and `dkim` (verify, its default;
+ * Authentication-Results). Haraka has no DMARC plugin of its own. Both plugins ask node:dns's
+ * default resolver, which a 1-line plugin points at the same NSD as our relay's --dns-server.
+ */
+export const harakaVerify: Sut = harakaSut('haraka-verify', true);
+
+/** The load's sender domain as the verification cells' NSD serves it. */
+export const SOURCE_ZONE = {
+  zone: 'source.test',
+  records: [txt('@', 'v=spf1 ip4:127.0.0.0/8 -all'), txt('_dmarc', 'v=DMARC1; p=reject')],
 };
+
+function harakaSut(name: string, verify: boolean): Sut {
+  return {
+    name,
+    unavailable: () => {
+      if (!harakaBin())
+        return 'Haraka not installed (devDependency `Haraka`, or set HARAKA_BIN=<path>/bin/haraka)';
+      if (verify && !findNsd()) return 'nsd not found (scripts/ci-deps.sh installs it)';
+      return undefined;
+    },
+    start: (sinkPort) => startHaraka(sinkPort, verify),
+  };
+}
+
+async function startHaraka(sinkPort: number, verify: boolean): Promise<RunningSut> {
+  const bin = harakaBin()!;
+  const dns = verify ? await startDnsServer({ zones: [SOURCE_ZONE] }) : undefined;
+  const dir = await mkdtemp(join(tmpdir(), 'mailplus-bench-haraka-'));
+  const port = await freePort();
+  await mkdir(join(dir, 'config'), { recursive: true });
+  await mkdir(join(dir, 'plugins'), { recursive: true });
+  const files: Record<string, string> = {
+    // nodes=0: one process, no cluster (like one relay pod process)
+    'config/smtp.ini': `listen=127.0.0.1:${port}\nnodes=0\ninactivity_timeout=60\n`,
+    'config/plugins': `${dns ? 'bench_dns\n' : ''}bench_no_rdns\n${dns ? 'spf\ndkim\n' : ''}rcpt_to.in_host_list\nqueue/smtp_forward\n`,
+    ...(dns
+      ? {
+          // the load comes from loopback, which the spf plugin skips as private address space:
+          // checked like a public client, as our relay checks it
+          'plugins/bench_dns.js':
+            `exports.register = function () { const dns = require('node:dns'); dns.setServers(['${dns.server}']); dns.promises.setServers(['${dns.server}']); };\n` +
+            'exports.hook_connect_init = function (next, connection) { connection.remote.is_private = false; next(); };\n',
+        }
+      : {}),
+    'config/host_list': 'bench.test\n',
+    'config/me': 'haraka-sut.test\n',
+    'config/smtp_forward.ini': `host=127.0.0.1\nport=${sinkPort}\nenable_tls=false\n`,
+    'config/log.ini': '[main]\nlevel=warn\n',
+    // Haraka reads its defaults from this file (greeting...): start from its own copy
+    'config/connection.ini': readFileSync(join(dirname(bin), '../config/connection.ini'), 'utf8').replace(
+      /^bytes=\d+/m,
+      'bytes=67108864',
+    ),
+    // no DNS on connect: answer the rDNS hook ourselves
+    'plugins/bench_no_rdns.js': "exports.hook_lookup_rdns = function (next) { next(OK, 'localhost'); };\n",
+    'package.json': '{"name":"haraka-bench","private":true}\n',
+  };
+  for (const [f, text] of Object.entries(files)) await writeFile(join(dir, f), text);
+  const proc = startProcess(NODE, [bin, '-c', dir], { name: 'haraka' });
+  await proc.waitForPort(port, '127.0.0.1', 20_000);
+  return {
+    port,
+    pid: proc.pid,
+    queueing: false,
+    async stop() {
+      await proc.stop(5000);
+      await dns?.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
 
 // ---------------------------------------------------------------- ceiling
 /** No system under test: the load goes straight into the sink. */
@@ -287,4 +356,12 @@ export const ceiling: Sut = {
   },
 };
 
-export const ALL_SUTS: Sut[] = [mailplus, postfix, haraka, ceiling];
+export const ALL_SUTS: Sut[] = [
+  mailplus,
+  mailplusAnnotate,
+  mailplusEnforce,
+  postfix,
+  haraka,
+  harakaVerify,
+  ceiling,
+];
