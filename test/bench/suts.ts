@@ -6,8 +6,9 @@ import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { canConnect, freePort, killOnExit, startProcess } from '../support/processes.ts';
+import { canConnect, freePort, killOnExit, type Managed, startProcess } from '../support/processes.ts';
 import { findBinary } from '../support/smtp-sink.ts';
+import { type AuthSetup, inResolvNamespace } from './auth-setup.ts';
 import { benchRelayConfig } from './relay-config.ts';
 
 const run = promisify(execFile);
@@ -18,6 +19,8 @@ export interface RunningSut {
   port: number;
   /** Root PID (the process tree under it is measured). */
   pid: number;
+  /** Further processes of the system outside that tree (Postfix's milters), measured with it. */
+  otherPids?: number[];
   /** Queueing MTA: an acknowledged message may not have reached the sink yet. */
   queueing: boolean;
   /** The relay's admin port (/metrics), for mailplus. */
@@ -29,18 +32,24 @@ export interface Sut {
   name: string;
   /** Why it cannot run here (missing binary...), or undefined. */
   unavailable(): string | undefined;
-  /** `relayArgs`: extra `mailplus relay` flags (the abuse cell's limits); other systems ignore them. */
-  start(sinkPort: number, relayArgs?: string[]): Promise<RunningSut>;
+  /**
+   * `relayArgs`: extra `mailplus relay` flags (the abuse cell's limits); other systems ignore them.
+   * `auth`: verify SPF/DKIM/DMARC against the run's DNS server, annotating or enforcing.
+   */
+  start(sinkPort: number, relayArgs?: string[], auth?: AuthSetup): Promise<RunningSut>;
+  /** Why it cannot verify sender authentication here, or undefined. */
+  authUnavailable?(): string | undefined;
 }
 
 // ---------------------------------------------------------------- Mail-Plus relay
 export const mailplus: Sut = {
   name: 'mailplus',
   unavailable: () => (existsSync(join(REPO, 'bin/mailplus.js')) ? undefined : 'bin/mailplus.js not found'),
-  async start(sinkPort, relayArgs = []) {
+  authUnavailable: () => undefined,
+  async start(sinkPort, relayArgs = [], auth) {
     const dir = await mkdtemp(join(tmpdir(), 'mailplus-bench-relay-'));
     const config = join(dir, 'relay-config.json');
-    await writeFile(config, JSON.stringify(benchRelayConfig(sinkPort), null, 2));
+    await writeFile(config, JSON.stringify(benchRelayConfig(sinkPort, '127.0.0.1', auth?.mode), null, 2));
     const port = await freePort();
     const admin = await freePort();
     const proc = startProcess(
@@ -59,6 +68,7 @@ export const mailplus: Sut = {
         // clients connect from other loopback addresses, to which the limits apply
         '--client-limit-exempt',
         '127.0.0.1/32',
+        ...(auth ? ['--dns-server', auth.dns.server] : []),
         ...relayArgs,
       ],
       { cwd: REPO, name: 'mailplus relay', env: { ...process.env, MAILPLUS_LOG_LEVEL: 'warn' } },
@@ -109,11 +119,23 @@ export const postfix: Sut = {
       return (e as Error).message;
     }
   },
-  async start(sinkPort) {
+  authUnavailable() {
+    if (process.getuid?.() !== 0) return 'the milters run in a private mount namespace: needs root';
+    for (const [bin, pkg] of AUTH_TOOLS) {
+      try {
+        findBinary(bin);
+      } catch {
+        return `${bin} not found: install the Debian package ${pkg} (scripts/ci-deps.sh)`;
+      }
+    }
+    return undefined;
+  },
+  async start(sinkPort, _relayArgs, auth) {
     const bin = findBinary('postfix');
     const dir = await mkdtemp(join(tmpdir(), 'mailplus-bench-postfix-'));
     await chmod(dir, 0o755);
     const port = await freePort();
+    const milters = auth ? await startMilters(dir, auth) : undefined;
     const mainCf = `
 compatibility_level = 3.6
 config_directory = ${dir}
@@ -133,7 +155,8 @@ mynetworks = 127.0.0.0/8
 relay_domains = bench.test
 transport_maps = inline:{ bench.test=smtp:[127.0.0.1]:${sinkPort} }
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_recipient_restrictions =
+smtpd_recipient_restrictions =${milters ? ' check_policy_service unix:private/policy-spf' : ''}
+${milters ? postfixAuthMainCf(milters.ports) : ''}
 smtpd_peername_lookup = no
 smtp_host_lookup = native
 smtp_dns_support_level = disabled
@@ -158,7 +181,7 @@ syslog_name = postfix-bench
     await writeFile(join(dir, 'main.cf'), mainCf);
     await writeFile(
       join(dir, 'master.cf'),
-      `127.0.0.1:${port} inet n - n - - smtpd\n${POSTFIX_SERVICES.trimStart()}`,
+      `127.0.0.1:${port} inet n - n - - smtpd\n${POSTFIX_SERVICES.trimStart()}${milters ? POLICYD_SPF_SERVICE(dir) : ''}`,
     );
     const pf = async (...args: string[]) => {
       try {
@@ -175,7 +198,15 @@ syslog_name = postfix-bench
     await mkdir(join(dir, 'data'));
     await run('chown', ['postfix', join(dir, 'data')]);
     await pf('check').catch(() => undefined); // warns (exit 1) about queue dir owners; harmless here
-    await pf('start');
+    if (auth) {
+      // master and every child it spawns (policyd-spf) resolve through the run's DNS server
+      const [cmd, args] = inResolvNamespace(auth.dns.resolvConf, [bin, '-c', dir, 'start']);
+      await run(cmd, args, { timeout: 60_000 }).catch((e) => {
+        throw new Error(`postfix -c <dir> start (auth) failed: ${(e as { stderr?: string }).stderr || e}`);
+      });
+    } else {
+      await pf('start');
+    }
     const pidText = readFileSync(join(dir, 'queue/pid/master.pid'), 'utf8');
     const pid = Number(pidText.trim());
     const forget = killOnExit(pid);
@@ -183,6 +214,7 @@ syslog_name = postfix-bench
     return {
       port,
       pid,
+      otherPids: milters?.procs.map((p) => p.pid),
       queueing: true,
       async stop() {
         try {
@@ -196,11 +228,128 @@ syslog_name = postfix-bench
           // gone
         }
         forget();
+        for (const m of milters?.procs ?? []) await m.stop(3000);
         await rm(dir, { recursive: true, force: true });
       },
     };
   },
 };
+
+// ---------------------------------------------------------------- Postfix's sender authentication
+/** Programs of the verifying Postfix and the Debian packages that ship them. */
+const AUTH_TOOLS: Array<[string, string]> = [
+  ['opendkim', 'opendkim'],
+  ['opendmarc', 'opendmarc'],
+  ['policyd-spf', 'postfix-policyd-spf-python'],
+  ['unshare', 'util-linux'],
+];
+
+const POSTFIX_AUTHSERV_ID = 'postfix-sut.test';
+
+/** policyd-spf as Debian's README sets it up: a spawn service, one process per smtpd connection. */
+const POLICYD_SPF_SERVICE = (dir: string) =>
+  `policy-spf unix - n n - 0 spawn user=policyd-spf argv=${findBinary('policyd-spf')} ${dir}/policyd-spf.conf\n`;
+
+function postfixAuthMainCf(ports: { opendkim: number; opendmarc: number }): string {
+  return `policy-spf_time_limit = 3600s
+# opendkim first: opendmarc reads its Authentication-Results (and policyd-spf's) from the header
+smtpd_milters = inet:127.0.0.1:${ports.opendkim}, inet:127.0.0.1:${ports.opendmarc}
+non_smtpd_milters =
+milter_default_action = tempfail
+milter_protocol = 6`;
+}
+
+/**
+ * opendkim (verify only) and opendmarc, each in the foreground in a mount namespace that resolves
+ * through the run's DNS server, listening on loopback TCP for this Postfix. Neither skips the load
+ * generator's 127.0.0.1 (their default InternalHosts / IgnoreHosts), and policyd-spf checks it too
+ * (its default skip_addresses is loopback): the bench's sender is a stranger to them, as to us.
+ */
+async function startMilters(
+  dir: string,
+  auth: AuthSetup,
+): Promise<{ ports: { opendkim: number; opendmarc: number }; procs: Managed[] }> {
+  const ports = { opendkim: await freePort(), opendmarc: await freePort() };
+  const enforce = auth.mode === 'enforce';
+  const noHosts = join(dir, 'no-hosts');
+  // TEST-NET-1: nothing here connects from it
+  await writeFile(noHosts, '192.0.2.255\n');
+  await writeFile(
+    join(dir, 'opendkim.conf'),
+    `Syslog no
+Mode v
+Socket inet:${ports.opendkim}@127.0.0.1
+UserID opendkim
+AuthservID ${POSTFIX_AUTHSERV_ID}
+AlwaysAddARHeader yes
+InternalHosts ${noHosts}
+ResolverConfiguration ${join(dir, 'unbound.conf')}
+`,
+  );
+  // opendkim resolves with libunbound, which recurses from the root unless told to forward, never
+  // queries loopback addresses and answers NXDOMAIN for the special-use .test itself by default;
+  // no DNSSEC validation (the test zone is unsigned)
+  await writeFile(
+    join(dir, 'unbound.conf'),
+    `server:
+  do-ip6: no
+  do-not-query-localhost: no
+  module-config: "iterator"
+  local-zone: "test." nodefault
+forward-zone:
+  name: "."
+  forward-addr: ${auth.dns.host}@53
+`,
+  );
+  await writeFile(
+    join(dir, 'opendmarc.conf'),
+    `Syslog false
+Socket inet:${ports.opendmarc}@127.0.0.1
+UserID opendmarc
+AuthservID ${POSTFIX_AUTHSERV_ID}
+TrustedAuthservIDs ${POSTFIX_AUTHSERV_ID}
+IgnoreHosts ${noHosts}
+RejectFailures ${enforce}
+SPFSelfValidate true
+RequiredHeaders false
+FailureReports false
+PublicSuffixList /usr/share/publicsuffix/public_suffix_list.dat
+`,
+  );
+  await writeFile(
+    join(dir, 'policyd-spf.conf'),
+    `debugLevel = 0
+TestOnly = 1
+HELO_reject = ${enforce ? 'Fail' : 'False'}
+Mail_From_reject = ${enforce ? 'Fail' : 'False'}
+PermError_reject = False
+TempError_Defer = ${enforce ? 'True' : 'False'}
+skip_addresses = 192.0.2.255/32
+Header_Type = AR
+Authserv_Id = ${POSTFIX_AUTHSERV_ID}
+`,
+  );
+  const procs: Managed[] = [];
+  try {
+    for (const [name, argv, port] of [
+      ['opendkim', [findBinary('opendkim'), '-f', '-x', join(dir, 'opendkim.conf')], ports.opendkim],
+      ['opendmarc', [findBinary('opendmarc'), '-f', '-c', join(dir, 'opendmarc.conf')], ports.opendmarc],
+    ] as const) {
+      const [cmd, args] = inResolvNamespace(auth.dns.resolvConf, [...argv]);
+      const proc = startProcess(cmd, args, { name });
+      procs.push(proc);
+      await proc.waitForPort(port, '127.0.0.1', 10_000).catch((e) => {
+        throw new Error(
+          `${name} did not listen: ${(e as Error).message}\n${proc.lines.map((l) => l.text).join('\n')}`,
+        );
+      });
+    }
+  } catch (e) {
+    for (const p of procs) await p.stop(2000);
+    throw e;
+  }
+  return { ports, procs };
+}
 
 async function waitForListener(port: number, host: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -239,7 +388,14 @@ export const haraka: Sut = {
     harakaBin()
       ? undefined
       : 'Haraka not installed (devDependency `Haraka`, or set HARAKA_BIN=<path>/bin/haraka)',
-  async start(sinkPort) {
+  authUnavailable() {
+    for (const plugin of ['haraka-plugin-spf', 'haraka-plugin-dkim']) {
+      if (!existsSync(join(REPO, 'node_modules', plugin)))
+        return `${plugin} not installed (an optional dependency of the Haraka devDependency)`;
+    }
+    return undefined;
+  },
+  async start(sinkPort, _relayArgs, auth) {
     const bin = harakaBin()!;
     const dir = await mkdtemp(join(tmpdir(), 'mailplus-bench-haraka-'));
     const port = await freePort();
@@ -248,7 +404,9 @@ export const haraka: Sut = {
     const files: Record<string, string> = {
       // nodes=0: one process, no cluster (like one relay pod process)
       'config/smtp.ini': `listen=127.0.0.1:${port}\nnodes=0\ninactivity_timeout=60\n`,
-      'config/plugins': 'bench_no_rdns\nrcpt_to.in_host_list\nqueue/smtp_forward\n',
+      'config/plugins': auth
+        ? 'bench_no_rdns\nbench_auth_dns\nspf\nrcpt_to.in_host_list\ndkim\nqueue/smtp_forward\n'
+        : 'bench_no_rdns\nrcpt_to.in_host_list\nqueue/smtp_forward\n',
       'config/host_list': 'bench.test\n',
       'config/me': 'haraka-sut.test\n',
       'config/smtp_forward.ini': `host=127.0.0.1\nport=${sinkPort}\nenable_tls=false\n`,
@@ -261,6 +419,7 @@ export const haraka: Sut = {
       // no DNS on connect: answer the rDNS hook ourselves
       'plugins/bench_no_rdns.js': "exports.hook_lookup_rdns = function (next) { next(OK, 'localhost'); };\n",
       'package.json': '{"name":"haraka-bench","private":true}\n',
+      ...(auth ? harakaAuthFiles(auth) : {}),
     };
     for (const [f, text] of Object.entries(files)) await writeFile(join(dir, f), text);
     const proc = startProcess(NODE, [bin, '-c', dir], { name: 'haraka' });
@@ -276,6 +435,33 @@ export const haraka: Sut = {
     };
   },
 };
+
+/**
+ * Haraka's own spf and dkim plugins (haraka-plugin-spf, haraka-plugin-dkim: verify), resolving through
+ * the run's DNS server. Haraka ships no DMARC plugin; enforce is the spf plugin refusing SPF fail
+ * (HELO and MAIL FROM) and deferring its temporary errors, the dkim plugin's verdicts stay annotations.
+ */
+function harakaAuthFiles(auth: AuthSetup): Record<string, string> {
+  const enforce = auth.mode === 'enforce';
+  return {
+    'config/spf.ini': enforce
+      ? '[deny]\nhelo_fail=true\nmfrom_fail=true\n[defer]\nhelo_temperror=true\nmfrom_temperror=true\n'
+      : '[deny]\n',
+    'config/dkim.ini': '[sign]\nenabled=false\n[verify]\nenabled=true\n',
+    // Node's resolver for every plugin; and the load generator's 127.0.0.1 counts as a stranger
+    // (the spf plugin skips private addresses, which would leave it nothing to check here)
+    'plugins/bench_auth_dns.js': `const dns = require('node:dns');
+exports.register = function () {
+  dns.setServers([${JSON.stringify(auth.dns.server)}]);
+  dns.promises.setServers([${JSON.stringify(auth.dns.server)}]);
+};
+exports.hook_connect_init = function (next, connection) {
+  connection.remote.is_private = false;
+  next();
+};
+`,
+  };
+}
 
 // ---------------------------------------------------------------- ceiling
 /** No system under test: the load goes straight into the sink. */
