@@ -14,10 +14,15 @@ import { type DnsServer, startDnsServer, txt } from '../support/dns.ts';
 
 export type AuthMode = 'annotate' | 'enforce';
 
-/** The domain the load and the probe send from (smtp-source -f/-M, the probe's MAIL FROM). */
-export const SENDER_DOMAIN = 'source.test';
+/**
+ * The domain the verifying cells' load and probe send from (MAIL FROM, EHLO, From:, DKIM d=). Not
+ * under .test: libunbound (opendkim's resolver) answers NXDOMAIN for the special-use .test itself,
+ * and opendkim misparses an unbound config file given to it under load (it crashed, reading it again
+ * per lookup), so it gets only `Nameservers`.
+ */
+export const SENDER_DOMAIN = 'source.example';
 /** A domain whose mail fails SPF and DMARC (p=reject) from loopback: the verdict check's forgery. */
-export const FORGED_DOMAIN = 'forged.test';
+export const FORGED_DOMAIN = 'forged.example';
 export const DKIM_SELECTOR = 'bench';
 
 export interface AuthDns {
@@ -50,28 +55,30 @@ export type SignedCorpus = Map<number, SignedMessage>;
 // loopback addresses tried for NSD on port 53, in order (another run or a local resolver may hold one)
 const DNS_ADDRESSES = ['127.0.53.1', '127.0.53.2', '127.0.53.3', '127.0.53.4', '127.0.53.5'];
 
-/** Starts NSD serving the zone `test` (sender, forged and probe domains) on HOST:53. */
+/** Starts NSD serving the zones `example` (sender and forged domains) and `test` on HOST:53. */
 export async function startAuthDns(dir: string, dkimPublicKey: string): Promise<AuthDns> {
   const spfLoopback = 'v=spf1 ip4:127.0.0.0/8 -all';
-  // one zone for every name under .test, so a lookup of any other .test name is an authoritative
-  // NXDOMAIN (none), not a REFUSED that resolvers would report as a temporary error
-  const zone = {
-    zone: 'test',
-    records: [
-      txt('source', spfLoopback),
-      txt(`${DKIM_SELECTOR}._domainkey.source`, `v=DKIM1; k=rsa; p=${dkimPublicKey}`),
-      txt('_dmarc.source', 'v=DMARC1; p=reject; adkim=s; aspf=s'),
-      // the probe's EHLO name, and the load generator's (-M source.test above)
-      txt('probe', spfLoopback),
-      txt('forged', 'v=spf1 ip4:192.0.2.0/24 -all'),
-      txt('_dmarc.forged', 'v=DMARC1; p=reject'),
-    ],
-  };
+  // whole zones, so a lookup of any other name under them is an authoritative NXDOMAIN (none), not a
+  // REFUSED that resolvers would report as a temporary error
+  const zones = [
+    {
+      zone: 'example',
+      records: [
+        txt('source', spfLoopback),
+        txt(`${DKIM_SELECTOR}._domainkey.source`, `v=DKIM1; k=rsa; p=${dkimPublicKey}`),
+        txt('_dmarc.source', 'v=DMARC1; p=reject; adkim=s; aspf=s'),
+        txt('forged', 'v=spf1 ip4:192.0.2.0/24 -all'),
+        txt('_dmarc.forged', 'v=DMARC1; p=reject'),
+      ],
+    },
+    // the probe's EHLO name (HELO identity for SPF), and the recipients' domain
+    { zone: 'test', records: [txt('probe', spfLoopback)] },
+  ];
   let server: DnsServer | undefined;
   const errors: string[] = [];
   for (const host of DNS_ADDRESSES) {
     try {
-      server = await startDnsServer({ zones: [zone], host, port: 53 });
+      server = await startDnsServer({ zones, host, port: 53 });
       break;
     } catch (e) {
       errors.push(`${host}:53: ${(e as Error).message.split('\n')[0]}`);
@@ -102,7 +109,7 @@ function body(size: number): Buffer {
   return b;
 }
 
-/** A message with a body of `size` bytes, DKIM-signed by source.test (relaxed/relaxed), CRLF line ends. */
+/** A message with a body of `size` bytes, DKIM-signed by SENDER_DOMAIN (relaxed/relaxed), CRLF line ends. */
 export async function signMessage(opts: {
   from: string;
   subject: string;

@@ -26,6 +26,8 @@ import {
   type AuthMode,
   type AuthSetup,
   dkimKeyPair,
+  FORGED_DOMAIN,
+  SENDER_DOMAIN,
   type SignedCorpus,
   signedCorpus,
   startAuthDns,
@@ -209,11 +211,11 @@ function runSmtpSource(
     ...(signed ? ['-F', signed.path] : ['-l', String(cell.size)]),
     '-N', // per-message recipient <seq>foo@bench.test: the sink's identifier for exactly-once
     '-f',
-    'load@source.test',
+    `load@${signed ? SENDER_DOMAIN : 'source.test'}`,
     '-t',
     'foo@bench.test',
     '-M',
-    'source.test',
+    signed ? SENDER_DOMAIN : 'source.test',
     ...(cell.mode === 'session' ? ['-d'] : []),
     `127.0.0.1:${port}`,
   ];
@@ -267,7 +269,7 @@ async function probe(
       signed ? `X-Bench-Id: ${id}\r\n` : `X-Bench-Id: ${id}\r\nSubject: probe\r\n\r\n`,
     );
     const ok = await session.transaction(
-      `MAIL FROM:<probe@source.test>\r\nRCPT TO:<${id}@bench.test>\r\nDATA\r\n`,
+      `MAIL FROM:<probe@${signed ? SENDER_DOMAIN : 'source.test'}>\r\nRCPT TO:<${id}@bench.test>\r\nDATA\r\n`,
       [header, body, Buffer.from('\r\n.\r\n')],
     );
     if (!ok) break;
@@ -801,7 +803,7 @@ function loadAverage(): string {
 
 function verdictReport(checks: VerdictCheck[]): string {
   const rows = [
-    'Verdict check before the verifying cells: a message signed by source.test; a forgery from forged.test (SPF fail, DMARC p=reject); a From: forgery (envelope source.test, SPF and DKIM pass, From: forged.test: only DMARC fails):',
+    `Verdict check before the verifying cells: a message signed by ${SENDER_DOMAIN}; a forgery from ${FORGED_DOMAIN} (SPF fail, DMARC p=reject); a From: forgery (envelope ${SENDER_DOMAIN}, SPF and DKIM pass, From: ${FORGED_DOMAIN}: only DMARC fails):`,
     '',
     '| system | mode | signed message | forgery | From: forgery | Authentication-Results on the signed message | ok |',
     '| --- | --- | --- | --- | --- | --- | --- |',

@@ -283,22 +283,7 @@ UserID opendkim
 AuthservID ${POSTFIX_AUTHSERV_ID}
 AlwaysAddARHeader yes
 InternalHosts ${noHosts}
-ResolverConfiguration ${join(dir, 'unbound.conf')}
-`,
-  );
-  // opendkim resolves with libunbound, which recurses from the root unless told to forward, never
-  // queries loopback addresses and answers NXDOMAIN for the special-use .test itself by default;
-  // no DNSSEC validation (the test zone is unsigned)
-  await writeFile(
-    join(dir, 'unbound.conf'),
-    `server:
-  do-ip6: no
-  do-not-query-localhost: no
-  module-config: "iterator"
-  local-zone: "test." nodefault
-forward-zone:
-  name: "."
-  forward-addr: ${auth.dns.host}@53
+Nameservers ${auth.dns.host}
 `,
   );
   await writeFile(

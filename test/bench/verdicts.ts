@@ -1,8 +1,8 @@
 // Before a system's verifying cells are measured: does it really verify? One DKIM-signed message
-// from source.test (SPF pass, DKIM pass, DMARC pass) must be delivered with an Authentication-Results
-// header saying spf=pass and dkim=pass; one forgery from forged.test (SPF fail, DMARC p=reject, its
+// from SENDER_DOMAIN (SPF pass, DKIM pass, DMARC pass) must be delivered with an Authentication-Results
+// header saying spf=pass and dkim=pass; one forgery from FORGED_DOMAIN (SPF fail, DMARC p=reject, its
 // DKIM signature not aligned) must be annotated with spf=fail (annotate) or refused (enforce); one
-// header forgery (envelope source.test, SPF and DKIM pass, but From: forged.test: only DMARC catches
+// header forgery (envelope SENDER_DOMAIN, SPF and DKIM pass, From: FORGED_DOMAIN: only DMARC catches
 // it) must be refused in enforce mode by the systems that check DMARC (not Haraka: it has no DMARC
 // plugin of its own). A misconfigured peer that silently skips its checks would otherwise look fast.
 import { createTransport } from 'nodemailer';
