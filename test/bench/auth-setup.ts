@@ -10,7 +10,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { dkimSign } from 'mailauth';
-import { type DnsServer, startDnsServer, txt } from '../support/dns.ts';
+import { type DnsServer, type DnsZone, startDnsServer, txt } from '../support/dns.ts';
 
 export type AuthMode = 'annotate' | 'enforce';
 
@@ -55,12 +55,12 @@ export type SignedCorpus = Map<number, SignedMessage>;
 // loopback addresses tried for NSD on port 53, in order (another run or a local resolver may hold one)
 const DNS_ADDRESSES = ['127.0.53.1', '127.0.53.2', '127.0.53.3', '127.0.53.4', '127.0.53.5'];
 
-/** Starts NSD serving the zones `example` (sender and forged domains) and `test` on HOST:53. */
-export async function startAuthDns(dir: string, dkimPublicKey: string): Promise<AuthDns> {
+/** The verifying cells' DNS data: sender and forged domains under `example`, the probe's EHLO name under `test`. */
+export function authZones(dkimPublicKey: string): DnsZone[] {
   const spfLoopback = 'v=spf1 ip4:127.0.0.0/8 -all';
   // whole zones, so a lookup of any other name under them is an authoritative NXDOMAIN (none), not a
   // REFUSED that resolvers would report as a temporary error
-  const zones = [
+  return [
     {
       zone: 'example',
       records: [
@@ -74,6 +74,11 @@ export async function startAuthDns(dir: string, dkimPublicKey: string): Promise<
     // the probe's EHLO name (HELO identity for SPF), and the recipients' domain
     { zone: 'test', records: [txt('probe', spfLoopback)] },
   ];
+}
+
+/** Starts NSD serving the zones `example` (sender and forged domains) and `test` on HOST:53. */
+export async function startAuthDns(dir: string, dkimPublicKey: string): Promise<AuthDns> {
+  const zones = authZones(dkimPublicKey);
   let server: DnsServer | undefined;
   const errors: string[] = [];
   for (const host of DNS_ADDRESSES) {
