@@ -38,6 +38,8 @@ export class RelayMetrics {
   readonly dnsblVerdictsTotal: Counter<'scope' | 'tenant' | 'verdict'>;
   readonly dnsblLookupsTotal: Counter<'zone' | 'result' | 'source'>;
   readonly dnsblCacheEntries: Gauge<string>;
+  readonly authResultsTotal: Counter<'tenant' | 'check' | 'result'>;
+  readonly authActionsTotal: Counter<'tenant' | 'action' | 'reason'>;
 
   constructor() {
     const registers = [this.registry];
@@ -207,6 +209,18 @@ export class RelayMetrics {
     this.dnsblCacheEntries = new Gauge({
       name: `${p}dnsbl_cache_entries`,
       help: 'DNS blocklist answers cached (bounded; kept for their TTL)',
+      registers,
+    });
+    this.authResultsTotal = new Counter({
+      name: `${p}auth_results_total`,
+      help: 'Sender authentication results per check (check: spf | dkim | arc | dmarc; result: the RFC 8601 result, e.g. pass | fail | softfail | none | temperror | permerror; dkim counts each signature, or none)',
+      labelNames: ['tenant', 'check', 'result'],
+      registers,
+    });
+    this.authActionsTotal = new Counter({
+      name: `${p}auth_actions_total`,
+      help: 'What sender authentication did with a message (action: annotated | annotated_spf_only | rejected | deferred; reason: pass | dmarc_reject | dmarc_quarantine | dns_temperror | dmarc_none | dmarc_fail_delivered | …)',
+      labelNames: ['tenant', 'action', 'reason'],
       registers,
     });
   }

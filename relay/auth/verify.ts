@@ -1,0 +1,141 @@
+import { PassThrough } from 'node:stream';
+import { arc, dkimVerify, dmarc, spf } from 'mailauth';
+import { DotUnstuffer } from '../capture/unstuff.ts';
+import type { AuthOutcome } from './decide.ts';
+
+/**
+ * One transaction's sender authentication, with mailauth (SPF RFC 7208, DKIM RFC 6376, ARC RFC
+ * 8617, DMARC RFC 9989) asking DNS through the relay's own resolver (--dns-server, timeouts and
+ * tries). SPF starts as soon as the envelope is known (client IP, HELO, MAIL FROM), before DATA;
+ * DKIM and ARC hash the message as it streams past (unstuffed, never stored); DMARC is decided
+ * from all three at the end of DATA.
+ */
+
+export type Resolve = (name: string, rrtype: string) => Promise<unknown>;
+
+export interface Envelope {
+  ip: string;
+  helo?: string;
+  /** MAIL FROM; '' for the null sender (the HELO identity is checked then). */
+  sender: string;
+}
+
+export interface AuthResults {
+  outcome: AuthOutcome;
+  /** Authentication-Results resinfo entries (RFC 8601 §2.2), SPF first. */
+  results: string[];
+}
+
+export interface SpfVerdict {
+  result: string;
+  info: string;
+  /** The domain SPF passed for (for DMARC alignment). */
+  domain?: string;
+}
+
+const oneLine = (s: string) => s.replace(/\r?\n[ \t]*/g, ' ').trim();
+
+/** SPF for the envelope; an exception from the library is a temperror, never a crash. */
+export async function checkSpf(env: Envelope, resolver: Resolve, mta: string): Promise<SpfVerdict> {
+  try {
+    const r = await spf({
+      sender: env.sender,
+      ip: env.ip,
+      helo: env.helo,
+      mta,
+      resolver: resolver as never,
+    });
+    const result = r.status.result;
+    return {
+      result,
+      info: oneLine(r.info),
+      ...(result === 'pass' && r.domain ? { domain: r.domain } : {}),
+    };
+  } catch (err) {
+    return { result: 'temperror', info: `spf=temperror (${oneLine((err as Error).message)})` };
+  }
+}
+
+export class MessageVerifier {
+  private readonly input = new PassThrough();
+  private readonly unstuffer = new DotUnstuffer();
+  private readonly dkim: ReturnType<typeof dkimVerify>;
+  private readonly resolver: Resolve;
+  private readonly spf: Promise<SpfVerdict>;
+  private ended = false;
+
+  constructor(spfVerdict: Promise<SpfVerdict>, resolver: Resolve, sender: string) {
+    this.spf = spfVerdict;
+    this.resolver = resolver;
+    this.dkim = dkimVerify(this.input, { resolver: resolver as never, sender });
+    // surfaced by finish(); an early rejection must not be unhandled
+    this.dkim.catch(() => undefined);
+  }
+
+  /** The raw (dot-stuffed) DATA bytes as the relay forwards them. */
+  write(chunk: Buffer): void {
+    if (!this.ended) this.input.write(this.unstuffer.push(chunk));
+  }
+
+  /** The message was not completed (the transaction failed): stop hashing. */
+  abort(): void {
+    this.ended = true;
+    this.input.destroy();
+  }
+
+  async finish(): Promise<AuthResults> {
+    this.ended = true;
+    this.input.end();
+    const spfV = await this.spf;
+    const results = [spfV.info];
+    let d: Awaited<ReturnType<typeof dkimVerify>>;
+    try {
+      d = await this.dkim;
+    } catch (err) {
+      const why = oneLine((err as Error).message);
+      results.push(`dkim=permerror (${why})`);
+      return {
+        outcome: { spf: spfV.result, dkim: ['permerror'], arc: 'none', dmarc: 'none' },
+        results,
+      };
+    }
+    const sigs = d.results ?? [];
+    const dkim = sigs.length ? sigs.map((s) => s.status.result) : ['none'];
+    if (sigs.length) for (const s of sigs) results.push(oneLine(s.info));
+    else results.push('dkim=none');
+    const a = await arc(d.arc as never, { resolver: this.resolver as never }).catch(() => undefined);
+    const arcResult = a?.status.result ?? 'none';
+    if (a?.info) results.push(oneLine(a.info));
+    let dmarcFailed = false;
+    const m = d.headerFrom
+      ? (await dmarc({
+          headerFrom: d.headerFrom,
+          fromFields: d.fromFields,
+          spfDomains: spfV.domain ? [spfV.domain] : [],
+          dkimDomains: sigs
+            .filter((s) => s.status.result === 'pass' && s.signingDomain)
+            .map((s) => ({ id: s.id, domain: s.signingDomain as string, aligned: s.status.aligned })),
+          arcResult: a,
+          resolver: this.resolver as never,
+        }).catch(() => {
+          // the record could not be fetched (mailauth reports most DNS failures itself)
+          dmarcFailed = true;
+          return undefined;
+        })) || undefined
+      : undefined;
+    const dmarcResult = m ? m.status.result : dmarcFailed ? 'temperror' : 'none';
+    if (m?.info) results.push(oneLine(m.info));
+    else results.push(`dmarc=${dmarcResult}`);
+    return {
+      outcome: {
+        spf: spfV.result,
+        dkim,
+        arc: arcResult,
+        dmarc: dmarcResult,
+        ...(m && m.status.result === 'fail' ? { policy: m.policy } : {}),
+        ...(m?.status.header?.from ? { domain: m.status.header.from } : {}),
+      },
+      results,
+    };
+  }
+}
