@@ -134,10 +134,10 @@ export interface TenantPolicySpec {
     onLookupFailure?: 'Accept' | 'Defer';
   };
   /**
-   * Sender authentication for this tenant's mail: SPF (MAIL FROM, HELO), DKIM, ARC and DMARC (the sender's published policy) are verified by the relay. off checks nothing; annotate prepends an RFC 8601 Authentication-Results header naming authservId and never refuses; enforce annotates too and refuses at the end of DATA, before the upstream commits the message, what the sender's DMARC policy says to reject (550 5.7.1). Incoming Authentication-Results headers that claim authservId are removed. See docs/authentication.md.
+   * Sender authentication for this tenant's mail: SPF (MAIL FROM, HELO), DKIM, ARC and DMARC (the sender's published policy) are verified by the relay. none checks nothing (not "off": YAML 1.1, which kubectl and Helm speak, reads an unquoted off as the boolean false); annotate prepends an RFC 8601 Authentication-Results header naming authservId and never refuses; enforce annotates too and refuses at the end of DATA, before the upstream commits the message, what the sender's DMARC policy says to reject (550 5.7.1). Incoming Authentication-Results headers that claim authservId are removed. See docs/authentication.md.
    */
   authentication?: {
-    mode?: 'off' | 'annotate' | 'enforce';
+    mode?: 'none' | 'annotate' | 'enforce';
     /**
      * The authserv-id the Authentication-Results header names, and that the tenant's mail servers trust (e.g. mx.example.com). Default: the relay's host name, which differs per pod; set it so that every relay of the fleet writes the same one.
      */

@@ -11,7 +11,7 @@ export const DEFAULT_HOLD_BYTES = 262_144;
 export function compileAuthentication(
   a: TenantPolicy['spec']['authentication'] | undefined,
 ): TenantAuthentication | undefined {
-  if (!a || a.mode === undefined || a.mode === 'off') return undefined;
+  if (!a || a.mode === undefined || a.mode === 'none') return undefined;
   return {
     mode: a.mode,
     ...(a.authservId ? { authservId: a.authservId.toLowerCase() } : {}),

@@ -602,7 +602,7 @@ describe('compile: sender authentication (spec.authentication)', () => {
         tp('beta', ['beta.org'], {
           authentication: { mode: 'annotate', holdBytes: 65536, onLookupFailure: 'Accept' },
         }),
-        tp('off', ['off.org'], { authentication: { mode: 'off', authservId: 'mx.off.org' } }),
+        tp('off', ['off.org'], { authentication: { mode: 'none', authservId: 'mx.off.org' } }),
         tp('plain', ['plain.org']),
       ],
     });

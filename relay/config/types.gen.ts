@@ -155,7 +155,7 @@ export interface TenantDnsbl {
   failClosed: boolean;
 }
 /**
- * From TenantPolicy.spec.authentication (absent when mode is off): SPF, DKIM, ARC and DMARC verification of this tenant's mail (relay/auth).
+ * From TenantPolicy.spec.authentication (absent when mode is none): SPF, DKIM, ARC and DMARC verification of this tenant's mail (relay/auth).
  *
  * This interface was referenced by `RelayConfig`'s JSON-Schema
  * via the `definition` "tenantAuthentication".
