@@ -240,7 +240,7 @@ describe('annotate: Authentication-Results for SPF, DKIM, DMARC and ARC', () => 
     );
   });
 
-  it('mode off (no spec.authentication): no header, nothing looked up', async () => {
+  it('mode none (no spec.authentication): no header, nothing looked up', async () => {
     const { up, port } = await setup(undefined);
     const before = proxy.count('good.test');
     expect(await send(port, 'a@good.test', message('a@good.test'))).toMatch(/^250 /);
