@@ -33,6 +33,8 @@ export interface SpfVerdict {
   domain?: string;
 }
 
+const SPF_MAX_ELAPSED_MS = 20_000;
+
 const oneLine = (s: string) => s.replace(/\r?\n[ \t]*/g, ' ').trim();
 
 /** SPF for the envelope; an exception from the library is a temperror, never a crash. */
@@ -44,6 +46,8 @@ export async function checkSpf(env: Envelope, resolver: Resolve, mta: string): P
       helo: env.helo,
       mta,
       resolver: resolver as never,
+      // RFC 7208 §4.6.4: bound the whole evaluation (the client's DATA waits for it), 20 s at least
+      maxElapsedTime: SPF_MAX_ELAPSED_MS,
     });
     const result = r.status.result;
     return {
