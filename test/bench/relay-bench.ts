@@ -2,8 +2,11 @@
 // system under test into the fast counting sink (its own process); a latency probe of ours
 // runs one extra sequential session alongside. See docs/benchmarks.md.
 //
-//   node test/bench/relay-bench.ts [--quick] [--only mailplus,postfix,haraka,ceiling] [--out results.json]
-//                                  [--abuse-only]
+//   node test/bench/relay-bench.ts [--quick] [--only mailplus,mailplus-annotate,mailplus-enforce,postfix,haraka,ceiling]
+//                                  [--out results.json] [--abuse-only | --no-abuse]
+//
+// mailplus-annotate and mailplus-enforce are the relay with sender authentication on (test/bench/suts.ts);
+// their "vs mailplus" ratio is against the relay without checks in the same run.
 //
 // The abuse cell (mailplus only) runs the same normal load on fresh relays: quiet and beside hostile
 // clients (test/bench/hostile.ts) in alternating pairs, then beside them with the limits switched off.
@@ -30,6 +33,7 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     out: { type: 'string' },
     'abuse-only': { type: 'boolean', default: false },
+    'no-abuse': { type: 'boolean', default: false },
   },
 });
 
@@ -580,7 +584,7 @@ async function main(): Promise<number> {
   const only = args.only?.split(',').map((s) => s.trim());
   const suts = args['abuse-only'] ? [] : ALL_SUTS.filter((s) => !only || only.includes(s.name));
   const plan = cells(args.quick ?? false);
-  const withAbuse = (!only || only.includes('mailplus')) && !mailplus.unavailable();
+  const withAbuse = !args['no-abuse'] && (!only || only.includes('mailplus')) && !mailplus.unavailable();
   let abuse: AbuseRun[] = [];
   const sink = await startSinkProcess();
   const results: CellResult[] = [];
@@ -660,9 +664,14 @@ function report(results: CellResult[], plan: Cell[]): string {
     const ceil = rate('ceiling');
     for (const r of inCell) {
       let target = '';
-      if (r.sut === 'mailplus') {
+      if (r.sut.startsWith('mailplus')) {
         const fast = best ? (r.msgsPerSec >= best ? 'PASS' : 'FAIL') : 'n/a';
         target = `throughput ${fast}`;
+        const plain = rate('mailplus');
+        // the verifying relay against the same relay without checks, and against Postfix/Haraka
+        // without checks (a lower bound: their milters/plugins only add cost)
+        if (r.sut !== 'mailplus' && plain && r.ok)
+          target += `, vs mailplus ${(r.msgsPerSec / plain).toFixed(2)}x`;
         if (cell.size === 10 * MiB && cell.concurrency === 50) {
           target += `, RSS<150MB ${r.peakRssMiB !== undefined && r.peakRssMiB * MiB < 150e6 ? 'PASS' : 'FAIL'}`;
         }

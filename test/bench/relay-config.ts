@@ -9,7 +9,12 @@ export interface BenchRelayConfig {
   tenants: unknown[];
 }
 
-export function benchRelayConfig(sinkPort: number, sinkHost = '127.0.0.1'): BenchRelayConfig {
+/** `authentication`: the tenant's sender-authentication settings (relay form), for the verification cells. */
+export function benchRelayConfig(
+  sinkPort: number,
+  sinkHost = '127.0.0.1',
+  authentication?: Record<string, unknown>,
+): BenchRelayConfig {
   const doc = {
     apiVersion: 'relay.mailplus.io/v1alpha1' as const,
     kind: 'RelayConfig' as const,
@@ -21,6 +26,7 @@ export function benchRelayConfig(sinkPort: number, sinkHost = '127.0.0.1'): Benc
         clientCIDRs: [],
         requireTLS: false,
         limits: { maxMessageSize: 64 * 1024 * 1024 },
+        ...(authentication ? { authentication } : {}),
         routes: [
           {
             name: 'bench/all',

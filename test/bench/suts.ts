@@ -6,6 +6,7 @@ import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { findNsd, startDnsServer, txt } from '../support/dns.ts';
 import { canConnect, freePort, killOnExit, startProcess } from '../support/processes.ts';
 import { findBinary } from '../support/smtp-sink.ts';
 import { benchRelayConfig } from './relay-config.ts';
@@ -34,48 +35,92 @@ export interface Sut {
 }
 
 // ---------------------------------------------------------------- Mail-Plus relay
-export const mailplus: Sut = {
-  name: 'mailplus',
-  unavailable: () => (existsSync(join(REPO, 'bin/mailplus.js')) ? undefined : 'bin/mailplus.js not found'),
-  async start(sinkPort, relayArgs = []) {
-    const dir = await mkdtemp(join(tmpdir(), 'mailplus-bench-relay-'));
-    const config = join(dir, 'relay-config.json');
-    await writeFile(config, JSON.stringify(benchRelayConfig(sinkPort), null, 2));
-    const port = await freePort();
-    const admin = await freePort();
-    const proc = startProcess(
-      NODE,
-      [
-        'bin/mailplus.js',
-        'relay',
-        '--config',
-        config,
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--admin-listen',
-        `127.0.0.1:${admin}`,
-        // the load generator (smtp-source, the probe: 127.0.0.1) is our own sender, exempt from the
-        // per-client fairness limits as Postfix exempts $mynetworks; the abuse cell's hostile
-        // clients connect from other loopback addresses, to which the limits apply
-        '--client-limit-exempt',
-        '127.0.0.1/32',
-        ...relayArgs,
-      ],
-      { cwd: REPO, name: 'mailplus relay', env: { ...process.env, MAILPLUS_LOG_LEVEL: 'warn' } },
-    );
-    await proc.waitForPort(port, '127.0.0.1', 15_000);
-    return {
-      port,
-      pid: proc.pid,
-      queueing: false,
-      admin,
-      async stop() {
-        await proc.stop(5000);
-        await rm(dir, { recursive: true, force: true });
-      },
-    };
-  },
-};
+export const mailplus: Sut = relaySut('mailplus');
+
+/**
+ * The relay with sender authentication on for the bench tenant (SPF, DKIM, ARC, DMARC per message,
+ * against NSD on loopback serving the load's sender domain: SPF pass for 127.0.0.0/8, DMARC
+ * p=reject). smtp-source's messages are unsigned, so DKIM finds nothing to verify: the cost measured
+ * is the lookups, the hashing pass and holding messages up to holdBytes.
+ */
+export const mailplusAnnotate: Sut = relaySut('mailplus-annotate', 'annotate');
+export const mailplusEnforce: Sut = relaySut('mailplus-enforce', 'enforce');
+
+function relaySut(name: string, authMode?: 'annotate' | 'enforce'): Sut {
+  return {
+    name,
+    unavailable: () => {
+      if (!existsSync(join(REPO, 'bin/mailplus.js'))) return 'bin/mailplus.js not found';
+      if (authMode && !findNsd()) return 'nsd not found (scripts/ci-deps.sh installs it)';
+      return undefined;
+    },
+    start: (sinkPort, relayArgs = []) => startRelaySut(sinkPort, relayArgs, authMode),
+  };
+}
+
+async function startRelaySut(
+  sinkPort: number,
+  extraArgs: string[],
+  authMode: 'annotate' | 'enforce' | undefined,
+): Promise<RunningSut> {
+  const dir = await mkdtemp(join(tmpdir(), 'mailplus-bench-relay-'));
+  const config = join(dir, 'relay-config.json');
+  const dns = authMode
+    ? await startDnsServer({
+        zones: [
+          {
+            zone: 'source.test',
+            records: [txt('@', 'v=spf1 ip4:127.0.0.0/8 -all'), txt('_dmarc', 'v=DMARC1; p=reject')],
+          },
+        ],
+      })
+    : undefined;
+  const authentication = authMode
+    ? {
+        mode: authMode,
+        authservId: 'relay.bench.test',
+        holdBytes: 262_144,
+        rejectQuarantine: false,
+        deferOnLookupFailure: true,
+      }
+    : undefined;
+  await writeFile(config, JSON.stringify(benchRelayConfig(sinkPort, '127.0.0.1', authentication), null, 2));
+  const relayArgs = dns ? [...extraArgs, '--dns-server', dns.server] : extraArgs;
+  const port = await freePort();
+  const admin = await freePort();
+  const proc = startProcess(
+    NODE,
+    [
+      'bin/mailplus.js',
+      'relay',
+      '--config',
+      config,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--admin-listen',
+      `127.0.0.1:${admin}`,
+      // the load generator (smtp-source, the probe: 127.0.0.1) is our own sender, exempt from the
+      // per-client fairness limits as Postfix exempts $mynetworks; the abuse cell's hostile
+      // clients connect from other loopback addresses, to which the limits apply
+      '--client-limit-exempt',
+      '127.0.0.1/32',
+      ...relayArgs,
+    ],
+    { cwd: REPO, name: 'mailplus relay', env: { ...process.env, MAILPLUS_LOG_LEVEL: 'warn' } },
+  );
+  await proc.waitForPort(port, '127.0.0.1', 15_000);
+  return {
+    port,
+    pid: proc.pid,
+    queueing: false,
+    admin,
+    async stop() {
+      await proc.stop(5000);
+      await dns?.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
 
 // ---------------------------------------------------------------- Postfix
 const POSTFIX_SERVICES = `
@@ -287,4 +332,4 @@ export const ceiling: Sut = {
   },
 };
 
-export const ALL_SUTS: Sut[] = [mailplus, postfix, haraka, ceiling];
+export const ALL_SUTS: Sut[] = [mailplus, mailplusAnnotate, mailplusEnforce, postfix, haraka, ceiling];
