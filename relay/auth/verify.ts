@@ -2,6 +2,7 @@ import { PassThrough } from 'node:stream';
 import { arc, dkimVerify, dmarc, spf } from 'mailauth';
 import { DotUnstuffer } from '../capture/unstuff.ts';
 import type { AuthOutcome } from './decide.ts';
+import { headerSectionEnd } from './headers.ts';
 
 /**
  * One transaction's sender authentication, with mailauth (SPF RFC 7208, DKIM RFC 6376, ARC RFC
@@ -34,6 +35,9 @@ export interface SpfVerdict {
 }
 
 const SPF_MAX_ELAPSED_MS = 20_000;
+/** A header section longer than this is fed to the verifier as it comes, without looking for signatures. */
+const HEAD_SCAN_BYTES = 1024 * 1024;
+const SIGNED = /^(dkim-signature|arc-seal|arc-message-signature|arc-authentication-results)[ \t]*:/im;
 
 const oneLine = (s: string) => s.replace(/\r?\n[ \t]*/g, ' ').trim();
 
@@ -67,6 +71,11 @@ export class MessageVerifier {
   private readonly resolver: Resolve;
   private readonly spf: Promise<SpfVerdict>;
   private ended = false;
+  /** The header section until its end is seen; undefined once it has been fed. */
+  private head: Buffer[] | undefined = [];
+  private headBytes = 0;
+  /** Unsigned message: the body has nothing to verify and is not hashed at all. */
+  private skipBody = false;
 
   constructor(spfVerdict: Promise<SpfVerdict>, resolver: Resolve, sender: string) {
     this.spf = spfVerdict;
@@ -76,9 +85,33 @@ export class MessageVerifier {
     this.dkim.catch(() => undefined);
   }
 
-  /** The raw (dot-stuffed) DATA bytes as the relay forwards them. */
+  /**
+   * The raw (dot-stuffed) DATA bytes as the relay forwards them. A message without DKIM-Signature or
+   * ARC header fields gets dkim=none and arc=none whatever its body: the verifier is given only its
+   * header section (DMARC needs From), which spares hashing the body (about 10 ms of CPU per MiB).
+   */
   write(chunk: Buffer): void {
-    if (!this.ended) this.input.write(this.unstuffer.push(chunk));
+    if (this.ended || this.skipBody) return;
+    const data = this.unstuffer.push(chunk);
+    if (!this.head) {
+      this.input.write(data);
+      return;
+    }
+    this.head.push(data);
+    this.headBytes += data.length;
+    const all = this.head.length === 1 ? this.head[0] : Buffer.concat(this.head);
+    const end = headerSectionEnd(all);
+    if (end < 0 && this.headBytes <= HEAD_SCAN_BYTES) {
+      this.head = [all];
+      return;
+    }
+    this.head = undefined;
+    if (end >= 0 && !SIGNED.test(all.subarray(0, end).toString('latin1'))) {
+      this.input.write(all.subarray(0, end));
+      this.skipBody = true;
+      return;
+    }
+    this.input.write(all);
   }
 
   /** The message was not completed (the transaction failed): stop hashing. */
@@ -89,6 +122,8 @@ export class MessageVerifier {
 
   async finish(): Promise<AuthResults> {
     this.ended = true;
+    if (this.head) this.input.write(Buffer.concat(this.head));
+    this.head = undefined;
     this.input.end();
     const spfV = await this.spf;
     const results = [spfV.info];
