@@ -65,16 +65,7 @@ async function startRelaySut(
 ): Promise<RunningSut> {
   const dir = await mkdtemp(join(tmpdir(), 'mailplus-bench-relay-'));
   const config = join(dir, 'relay-config.json');
-  const dns = authMode
-    ? await startDnsServer({
-        zones: [
-          {
-            zone: 'source.test',
-            records: [txt('@', 'v=spf1 ip4:127.0.0.0/8 -all'), txt('_dmarc', 'v=DMARC1; p=reject')],
-          },
-        ],
-      })
-    : undefined;
+  const dns = authMode ? await startDnsServer({ zones: [SOURCE_ZONE] }) : undefined;
   const authentication = authMode
     ? {
         mode: authMode,
@@ -278,49 +269,78 @@ function harakaBin(): string | undefined {
   return candidates.find((c): c is string => !!c && existsSync(c));
 }
 
-export const haraka: Sut = {
-  name: 'haraka',
-  unavailable: () =>
-    harakaBin()
-      ? undefined
-      : 'Haraka not installed (devDependency `Haraka`, or set HARAKA_BIN=<path>/bin/haraka)',
-  async start(sinkPort) {
-    const bin = harakaBin()!;
-    const dir = await mkdtemp(join(tmpdir(), 'mailplus-bench-haraka-'));
-    const port = await freePort();
-    await mkdir(join(dir, 'config'), { recursive: true });
-    await mkdir(join(dir, 'plugins'), { recursive: true });
-    const files: Record<string, string> = {
-      // nodes=0: one process, no cluster (like one relay pod process)
-      'config/smtp.ini': `listen=127.0.0.1:${port}\nnodes=0\ninactivity_timeout=60\n`,
-      'config/plugins': 'bench_no_rdns\nrcpt_to.in_host_list\nqueue/smtp_forward\n',
-      'config/host_list': 'bench.test\n',
-      'config/me': 'haraka-sut.test\n',
-      'config/smtp_forward.ini': `host=127.0.0.1\nport=${sinkPort}\nenable_tls=false\n`,
-      'config/log.ini': '[main]\nlevel=warn\n',
-      // Haraka reads its defaults from this file (greeting...): start from its own copy
-      'config/connection.ini': readFileSync(join(dirname(bin), '../config/connection.ini'), 'utf8').replace(
-        /^bytes=\d+/m,
-        'bytes=67108864',
-      ),
-      // no DNS on connect: answer the rDNS hook ourselves
-      'plugins/bench_no_rdns.js': "exports.hook_lookup_rdns = function (next) { next(OK, 'localhost'); };\n",
-      'package.json': '{"name":"haraka-bench","private":true}\n',
-    };
-    for (const [f, text] of Object.entries(files)) await writeFile(join(dir, f), text);
-    const proc = startProcess(NODE, [bin, '-c', dir], { name: 'haraka' });
-    await proc.waitForPort(port, '127.0.0.1', 20_000);
-    return {
-      port,
-      pid: proc.pid,
-      queueing: false,
-      async stop() {
-        await proc.stop(5000);
-        await rm(dir, { recursive: true, force: true });
-      },
-    };
-  },
+export const haraka: Sut = harakaSut('haraka', false);
+
+/**
+ * Haraka verifying senders with its own plugins, the counterpart of mailplus-annotate: `spf` (MAIL
+ * FROM and HELO, Received-SPF header; no rejections, its default) and `dkim` (verify, its default;
+ * Authentication-Results). Haraka has no DMARC plugin of its own. Both plugins ask node:dns's
+ * default resolver, which a 1-line plugin points at the same NSD as our relay's --dns-server.
+ */
+export const harakaVerify: Sut = harakaSut('haraka-verify', true);
+
+/** The load's sender domain as the verification cells' NSD serves it. */
+export const SOURCE_ZONE = {
+  zone: 'source.test',
+  records: [txt('@', 'v=spf1 ip4:127.0.0.0/8 -all'), txt('_dmarc', 'v=DMARC1; p=reject')],
 };
+
+function harakaSut(name: string, verify: boolean): Sut {
+  return {
+    name,
+    unavailable: () => {
+      if (!harakaBin())
+        return 'Haraka not installed (devDependency `Haraka`, or set HARAKA_BIN=<path>/bin/haraka)';
+      if (verify && !findNsd()) return 'nsd not found (scripts/ci-deps.sh installs it)';
+      return undefined;
+    },
+    start: (sinkPort) => startHaraka(sinkPort, verify),
+  };
+}
+
+async function startHaraka(sinkPort: number, verify: boolean): Promise<RunningSut> {
+  const bin = harakaBin()!;
+  const dns = verify ? await startDnsServer({ zones: [SOURCE_ZONE] }) : undefined;
+  const dir = await mkdtemp(join(tmpdir(), 'mailplus-bench-haraka-'));
+  const port = await freePort();
+  await mkdir(join(dir, 'config'), { recursive: true });
+  await mkdir(join(dir, 'plugins'), { recursive: true });
+  const files: Record<string, string> = {
+    // nodes=0: one process, no cluster (like one relay pod process)
+    'config/smtp.ini': `listen=127.0.0.1:${port}\nnodes=0\ninactivity_timeout=60\n`,
+    'config/plugins': `${dns ? 'bench_dns\n' : ''}bench_no_rdns\n${dns ? 'spf\ndkim\n' : ''}rcpt_to.in_host_list\nqueue/smtp_forward\n`,
+    ...(dns
+      ? {
+          'plugins/bench_dns.js': `exports.register = function () { const dns = require('node:dns'); dns.setServers(['${dns.server}']); dns.promises.setServers(['${dns.server}']); };\n`,
+        }
+      : {}),
+    'config/host_list': 'bench.test\n',
+    'config/me': 'haraka-sut.test\n',
+    'config/smtp_forward.ini': `host=127.0.0.1\nport=${sinkPort}\nenable_tls=false\n`,
+    'config/log.ini': '[main]\nlevel=warn\n',
+    // Haraka reads its defaults from this file (greeting...): start from its own copy
+    'config/connection.ini': readFileSync(join(dirname(bin), '../config/connection.ini'), 'utf8').replace(
+      /^bytes=\d+/m,
+      'bytes=67108864',
+    ),
+    // no DNS on connect: answer the rDNS hook ourselves
+    'plugins/bench_no_rdns.js': "exports.hook_lookup_rdns = function (next) { next(OK, 'localhost'); };\n",
+    'package.json': '{"name":"haraka-bench","private":true}\n',
+  };
+  for (const [f, text] of Object.entries(files)) await writeFile(join(dir, f), text);
+  const proc = startProcess(NODE, [bin, '-c', dir], { name: 'haraka' });
+  await proc.waitForPort(port, '127.0.0.1', 20_000);
+  return {
+    port,
+    pid: proc.pid,
+    queueing: false,
+    async stop() {
+      await proc.stop(5000);
+      await dns?.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
 
 // ---------------------------------------------------------------- ceiling
 /** No system under test: the load goes straight into the sink. */
@@ -332,4 +352,12 @@ export const ceiling: Sut = {
   },
 };
 
-export const ALL_SUTS: Sut[] = [mailplus, mailplusAnnotate, mailplusEnforce, postfix, haraka, ceiling];
+export const ALL_SUTS: Sut[] = [
+  mailplus,
+  mailplusAnnotate,
+  mailplusEnforce,
+  postfix,
+  haraka,
+  harakaVerify,
+  ceiling,
+];
