@@ -2,11 +2,12 @@
 // system under test into the fast counting sink (its own process); a latency probe of ours
 // runs one extra sequential session alongside. See docs/benchmarks.md.
 //
-//   node test/bench/relay-bench.ts [--quick] [--only mailplus,mailplus-annotate,mailplus-enforce,postfix,haraka,ceiling]
+//   node test/bench/relay-bench.ts [--quick] [--only mailplus,mailplus-annotate,mailplus-enforce,postfix,haraka,haraka-verify,ceiling]
 //                                  [--out results.json] [--abuse-only | --no-abuse]
 //
 // mailplus-annotate and mailplus-enforce are the relay with sender authentication on (test/bench/suts.ts);
-// their "vs mailplus" ratio is against the relay without checks in the same run.
+// their "vs mailplus" ratio is against the relay without checks in the same run, "vs haraka-verify"
+// against Haraka with its spf and dkim plugins.
 //
 // The abuse cell (mailplus only) runs the same normal load on fresh relays: quiet and beside hostile
 // clients (test/bench/hostile.ts) in alternating pairs, then beside them with the limits switched off.
@@ -672,6 +673,10 @@ function report(results: CellResult[], plan: Cell[]): string {
         // without checks (a lower bound: their milters/plugins only add cost)
         if (r.sut !== 'mailplus' && plain && r.ok)
           target += `, vs mailplus ${(r.msgsPerSec / plain).toFixed(2)}x`;
+        const verifying = rate('haraka-verify');
+        if (r.sut !== 'mailplus' && verifying && r.ok) {
+          target += `, vs haraka-verify ${(r.msgsPerSec / verifying).toFixed(2)}x ${r.msgsPerSec >= verifying ? 'PASS' : 'FAIL'}`;
+        }
         if (cell.size === 10 * MiB && cell.concurrency === 50) {
           target += `, RSS<150MB ${r.peakRssMiB !== undefined && r.peakRssMiB * MiB < 150e6 ? 'PASS' : 'FAIL'}`;
         }
