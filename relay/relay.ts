@@ -230,7 +230,7 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
 
   const dnsLookup =
     opts.dnsLookup ??
-    createDnsLookup(opts.dns, (result) => metrics.dnsQueriesTotal.inc({ type: 'A', result }));
+    createDnsLookup(opts.dns, (result, type) => metrics.dnsQueriesTotal.inc({ type, result }));
   const dnsbl = new DnsblChecker({
     lookup: dnsLookup,
     now,
@@ -250,6 +250,7 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
   const connectionLimiter = new ConnectionLimiter(fairness, exempt);
   const handlers = new SmtpHandlers({
     dnsbl,
+    authResolve: (name, rrtype) => dnsLookup.resolve(name, rrtype),
     fairness,
     upstreamShares: new UpstreamShares(fairness, exempt),
     endSession: (sessionId) => {

@@ -9,6 +9,7 @@ import { REPLY } from '../../relay/smtp/transaction.ts';
 import { compileFiles } from '../compile-files.ts';
 import { CliError } from '../errors.ts';
 import { list, parseFlags, str } from '../flags.ts';
+import { explainAuthentication, formatAuthentication } from '../route-authentication.ts';
 import { explainDnsbl, formatDnsbl } from '../route-dnsbl.ts';
 
 const help = `Usage: mailplus route -f PATH [-f PATH...] --to ADDR [--to ADDR...] [--from ADDR]
@@ -37,6 +38,9 @@ Options:
                         (TenantPolicy spec.dnsbl) through this server, as the relay would at RCPT
                         (repeatable; default: the checks are listed, not queried). Relay-wide
                         blocklists (relay --dnsbl-site) are relay flags and not shown
+                        and evaluate SPF for --from as the relay would for a tenant with sender
+                        authentication (TenantPolicy spec.authentication; DKIM, ARC and DMARC need
+                        the message and are listed only)
   --tls                 the session uses TLS (default: plaintext, checked against requireTLS)
   -o, --output FORMAT   text (default) or json
 `;
@@ -192,11 +196,15 @@ export async function runRoute(argv: string[]): Promise<number> {
   const table = buildRoutingTable(config);
   const rawFrom = givenFrom ?? '';
   const from = rawFrom === '<>' ? '' : rawFrom;
-  const explanation = await explainDnsbl(
+  const withDnsbl = await explainDnsbl(
     applyTransactionRule(explainEnvelope(table, { to, from, clientIp, tls: values.tls === true })),
     config,
     { clientIp, dnsServers },
   );
+  const explanation = {
+    ...withDnsbl,
+    recipients: await explainAuthentication(withDnsbl.recipients, config, { clientIp, from, dnsServers }),
+  };
   // A silent default would make a route with sender patterns look broken: say what was assumed.
   const defaultedFrom = givenFrom === undefined;
   if (format === 'json') {
@@ -207,6 +215,9 @@ export async function runRoute(argv: string[]): Promise<number> {
     for (const r of explanation.recipients) {
       process.stdout.write(formatExplanation({ ...explanation, recipients: [r] }));
       if (r.dnsbl) process.stdout.write(`${formatDnsbl(r.dnsbl, dnsServers.length > 0).join('\n')}\n`);
+      if (r.authentication) {
+        process.stdout.write(`${formatAuthentication(r.authentication, dnsServers.length > 0).join('\n')}\n`);
+      }
     }
   }
   // Scripts can test a route with the exit code: 0 when every recipient would be relayed.

@@ -182,6 +182,44 @@ export const crdSchemas: {
               },
             },
           },
+          authentication: {
+            description:
+              "Sender authentication for this tenant's mail: SPF (MAIL FROM, HELO), DKIM, ARC and DMARC (the sender's published policy) are verified by the relay. none checks nothing (not \"off\": YAML 1.1, which kubectl and Helm speak, reads an unquoted off as the boolean false); annotate prepends an RFC 8601 Authentication-Results header naming authservId and never refuses; enforce annotates too and refuses at the end of DATA, before the upstream commits the message, what the sender's DMARC policy says to reject (550 5.7.1). Incoming Authentication-Results headers that claim authservId are removed. See docs/authentication.md.",
+            type: 'object',
+            properties: {
+              mode: { type: 'string', enum: ['none', 'annotate', 'enforce'], default: 'none' },
+              authservId: {
+                description:
+                  "The authserv-id the Authentication-Results header names, and that the tenant's mail servers trust (e.g. mx.example.com). Default: the relay's host name, which differs per pod; set it so that every relay of the fleet writes the same one.",
+                type: 'string',
+                minLength: 1,
+                maxLength: 253,
+                pattern: '^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$',
+              },
+              holdBytes: {
+                description:
+                  "The message is relayed pass-through, so a header naming the DKIM, ARC and DMARC results (known only once the whole message was read) is possible only for a message held in the relay's memory until its end: messages up to holdBytes are held; a larger one is streamed with an Authentication-Results header carrying the SPF result only (enforce still decides on all checks). Default 262144 (256 KiB); at least 65536, which also bounds the header section that is searched for forged Authentication-Results.",
+                type: 'integer',
+                minimum: 65536,
+                maximum: 26214400,
+                default: 262144,
+              },
+              quarantine: {
+                description:
+                  "enforce mode, for a DMARC failure whose policy is p=quarantine: deliver (annotated, the default: the tenant's mail store files it as junk) or reject (550 5.7.1, as p=reject).",
+                type: 'string',
+                enum: ['deliver', 'reject'],
+                default: 'deliver',
+              },
+              onLookupFailure: {
+                description:
+                  "enforce mode, when a DNS lookup failed (timeout, SERVFAIL) and a working lookup could have made the sender's policy reject the message: Defer answers 451 4.7.5 so the sender retries later (the default), Accept lets it through annotated.",
+                type: 'string',
+                enum: ['Accept', 'Defer'],
+                default: 'Defer',
+              },
+            },
+          },
           troubleshooting: {
             description:
               'Consent to a time-boxed troubleshooting capture: relays store copies of the messages whose recipients all match scope, encrypted to publicKey (the platform cannot read them), until expiresAt, at most maxMessages. Without a complete, current consent nothing is captured (Accepted=False, reason ConsentInvalid).',

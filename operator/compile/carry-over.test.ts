@@ -95,6 +95,26 @@ describe('compile: an invalid generation keeps the last valid version in force',
     });
   });
 
+  it("an invalid edit keeps the tenant's sender authentication in force, not the edited one", () => {
+    const good = tp('a', 1, 1, { domains: ['a.example'], authentication: { mode: 'enforce' } });
+    const first = run({ tenantPolicies: [good], mailRoutes: [routeA] });
+    const broken = tp('a', 1, 2, {
+      domains: ['a.example'],
+      authentication: { mode: 'annotate' },
+      dnsbl: { zones: [{ zone: 'zen.example' }], allow: ['10.0.0.0/33'] },
+    });
+    const after = run({ tenantPolicies: [broken], mailRoutes: [routeA] }, first.config);
+    expect(accepted(after, 'TenantPolicy/a/policy')).toMatch(
+      /^False\/InvalidSpec: spec\.dnsbl\.allow\[0\]: /,
+    );
+    expect(after.config.tenants[0].authentication).toEqual({
+      mode: 'enforce',
+      holdBytes: 262144,
+      rejectQuarantine: false,
+      deferOnLookupFailure: true,
+    });
+  });
+
   it('survives a restart (the previous config read back from its published text) and later edits', () => {
     const published = parseRelayConfig(renderRelayConfig(before.config), 'configmap');
     const r1 = run({ tenantPolicies: [brokenA, claimB], mailRoutes: [routeA, routeB] }, published);

@@ -591,3 +591,37 @@ describe('compile: recipient rewriting', () => {
     expect(r.config.tenants[0].routes).toEqual([]);
   });
 });
+
+describe('compile: sender authentication (spec.authentication)', () => {
+  it('compiles annotate/enforce with defaults; off and absent compile to nothing', () => {
+    const r = run({
+      tenantPolicies: [
+        tp('acme', ['acme.org'], {
+          authentication: { mode: 'enforce', authservId: 'MX.Acme.org', quarantine: 'reject' },
+        }),
+        tp('beta', ['beta.org'], {
+          authentication: { mode: 'annotate', holdBytes: 65536, onLookupFailure: 'Accept' },
+        }),
+        tp('off', ['off.org'], { authentication: { mode: 'none', authservId: 'mx.off.org' } }),
+        tp('plain', ['plain.org']),
+      ],
+    });
+    const [acme, beta, off, plain] = r.config.tenants;
+    expect(acme.authentication).toEqual({
+      mode: 'enforce',
+      authservId: 'mx.acme.org',
+      holdBytes: 262144,
+      rejectQuarantine: true,
+      deferOnLookupFailure: true,
+    });
+    expect(beta.authentication).toEqual({
+      mode: 'annotate',
+      holdBytes: 65536,
+      rejectQuarantine: false,
+      deferOnLookupFailure: false,
+    });
+    expect(off).not.toHaveProperty('authentication');
+    expect(plain).not.toHaveProperty('authentication');
+    expect(() => parseRelayConfig(renderRelayConfig(r.config), 'compiled')).not.toThrow();
+  });
+});

@@ -20,6 +20,7 @@ import type { MailRoute, MailRouteSpec, TenantPolicy } from '../api/types.gen.ts
 import { resourceKey, resourceLabel, type Service } from '../resources/types.ts';
 import { parseByteQuantity, parseDurationSeconds } from '../resources/units.ts';
 import { validateMailRoute, validateTenantPolicy } from '../resources/validate.ts';
+import { compileAuthentication } from './authentication.ts';
 import { generationInForce, previousRoute, previousTenant } from './carry-over.ts';
 import { type Conflict, makeStatus, REASONS, type ResourceStatus, type StatusCondition } from './status.ts';
 
@@ -302,28 +303,31 @@ const bySpecificity = (a: Pattern, b: Pattern): number => a.rank - b.rank || cmp
  */
 function tenantSettings(
   p: PolicyEntry,
-): Pick<Tenant, 'clientCIDRs' | 'requireTLS' | 'limits' | 'privacy' | 'dnsbl'> {
+): Pick<Tenant, 'clientCIDRs' | 'requireTLS' | 'limits' | 'privacy' | 'dnsbl' | 'authentication'> {
   if (!p.spec) {
     const prev = p.invalid?.inForce?.tenant;
     if (!prev) return { clientCIDRs: [], requireTLS: false, limits: {} };
-    const { clientCIDRs, requireTLS, limits, privacy, dnsbl } = prev;
+    const { clientCIDRs, requireTLS, limits, privacy, dnsbl, authentication } = prev;
     return {
       clientCIDRs,
       requireTLS,
       limits,
       ...(privacy ? { privacy } : {}),
       ...(dnsbl ? { dnsbl } : {}),
+      ...(authentication ? { authentication } : {}),
     };
   }
   const cidrs = (p.spec.clientCIDRs ?? []).map(
     (c) => (parseCidr(c) as { ok: true; value: { text: string } }).value.text,
   );
   const dnsbl = compileDnsbl(p.spec.dnsbl);
+  const authentication = compileAuthentication(p.spec.authentication);
   return {
     clientCIDRs: [...new Set(cidrs)].sort(),
     requireTLS: p.spec.requireTLS ?? false,
     limits: compileLimits(p.spec),
     ...(dnsbl ? { dnsbl } : {}),
+    ...(authentication ? { authentication } : {}),
   };
 }
 

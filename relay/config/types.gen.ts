@@ -60,6 +60,7 @@ export interface Tenant {
   privacy?: Privacy;
   capture?: Capture;
   dnsbl?: TenantDnsbl;
+  authentication?: TenantAuthentication;
   /**
    * Routes sorted by priority, then age (oldest first), then namespace/name. For a recipient the relay considers every route whose recipients match (and whose senders match the envelope sender) and picks the lowest priority, then the most specific matching pattern (see route.recipients), then the earliest position in this list.
    */
@@ -152,6 +153,34 @@ export interface TenantDnsbl {
    * A failed lookup (timeout, SERVFAIL) that could decide the verdict defers the recipient (451 4.7.1) instead of letting it through.
    */
   failClosed: boolean;
+}
+/**
+ * From TenantPolicy.spec.authentication (absent when mode is none): SPF, DKIM, ARC and DMARC verification of this tenant's mail (relay/auth).
+ *
+ * This interface was referenced by `RelayConfig`'s JSON-Schema
+ * via the `definition` "tenantAuthentication".
+ */
+export interface TenantAuthentication {
+  /**
+   * annotate: Authentication-Results header only; enforce: also refuse what the sender's DMARC policy rejects.
+   */
+  mode: 'annotate' | 'enforce';
+  /**
+   * The authserv-id of the Authentication-Results header; absent: the relay's host name.
+   */
+  authservId?: string;
+  /**
+   * Messages up to this many bytes are held in memory and annotated with every result; larger ones are streamed with the SPF result only.
+   */
+  holdBytes: number;
+  /**
+   * enforce: a DMARC failure under p=quarantine is refused as p=reject is (else delivered, annotated).
+   */
+  rejectQuarantine: boolean;
+  /**
+   * enforce: a failed DNS lookup that could have led to a rejection defers the message (451 4.7.5) instead of letting it through.
+   */
+  deferOnLookupFailure: boolean;
 }
 /**
  * This interface was referenced by `RelayConfig`'s JSON-Schema

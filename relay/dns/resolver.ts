@@ -28,6 +28,12 @@ export type ALookup =
 export interface DnsLookup {
   /** A records of `name` with the smallest TTL among them. */
   resolve4(name: string): Promise<ALookup>;
+  /**
+   * Any record type, answered as node:dns resolve() answers (TXT: string[][]) and failing with its
+   * error codes (ENOTFOUND, ENODATA, ETIMEOUT, ESERVFAIL…): the form mailauth's custom resolver
+   * takes, so sender authentication asks the same servers with the same timeouts and tries.
+   */
+  resolve(name: string, rrtype: string): Promise<unknown>;
   readonly servers: string[];
 }
 
@@ -76,7 +82,10 @@ function classify(code: string | undefined): Exclude<DnsResult, 'ok'> {
   }
 }
 
-export function createDnsLookup(opts: DnsOptions = {}, onResult?: (result: DnsResult) => void): DnsLookup {
+export function createDnsLookup(
+  opts: DnsOptions = {},
+  onResult?: (result: DnsResult, type: string) => void,
+): DnsLookup {
   const resolver = new Resolver({ timeout: opts.timeoutMs ?? 2000, tries: opts.tries ?? 2 });
   const servers = (opts.servers ?? []).map(parseDnsServer);
   if (servers.length) resolver.setServers(servers);
@@ -99,8 +108,19 @@ export function createDnsLookup(opts: DnsOptions = {}, onResult?: (result: DnsRe
             ? { result }
             : { result, detail: `${e.code ?? 'error'} looking up ${name}` };
       }
-      onResult?.(out.result);
+      onResult?.(out.result, 'A');
       return out;
+    },
+    async resolve(name, rrtype) {
+      const type = rrtype.toUpperCase();
+      try {
+        const answer = await resolver.resolve(name, type);
+        onResult?.('ok', type);
+        return answer;
+      } catch (err) {
+        onResult?.(classify((err as NodeJS.ErrnoException).code), type);
+        throw err;
+      }
     },
   };
 }

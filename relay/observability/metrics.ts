@@ -38,6 +38,8 @@ export class RelayMetrics {
   readonly dnsblVerdictsTotal: Counter<'scope' | 'tenant' | 'verdict'>;
   readonly dnsblLookupsTotal: Counter<'zone' | 'result' | 'source'>;
   readonly dnsblCacheEntries: Gauge<string>;
+  readonly authResultsTotal: Counter<'tenant' | 'check' | 'result'>;
+  readonly authActionsTotal: Counter<'tenant' | 'action' | 'reason'>;
 
   constructor() {
     const registers = [this.registry];
@@ -185,7 +187,7 @@ export class RelayMetrics {
     for (const limit of LIMIT_NAMES) this.limitHitsTotal.inc({ limit }, 0);
     this.dnsQueriesTotal = new Counter({
       name: `${p}dns_queries_total`,
-      help: 'DNS queries the relay made (result: ok | nxdomain | nodata are answers; timeout | servfail | refused | error are resolver failures)',
+      help: 'DNS queries the relay made (type: A for blocklists; TXT, A, AAAA, MX, PTR for sender authentication; result: ok | nxdomain | nodata are answers; timeout | servfail | refused | error are resolver failures)',
       labelNames: ['type', 'result'],
       registers,
     });
@@ -207,6 +209,18 @@ export class RelayMetrics {
     this.dnsblCacheEntries = new Gauge({
       name: `${p}dnsbl_cache_entries`,
       help: 'DNS blocklist answers cached (bounded; kept for their TTL)',
+      registers,
+    });
+    this.authResultsTotal = new Counter({
+      name: `${p}auth_results_total`,
+      help: 'Sender authentication results (check: spf | dkim | arc | dmarc; result: the RFC 8601 word, e.g. pass | fail | softfail | neutral | none | temperror | permerror; dkim counts each signature, or none)',
+      labelNames: ['tenant', 'check', 'result'],
+      registers,
+    });
+    this.authActionsTotal = new Counter({
+      name: `${p}auth_actions_total`,
+      help: 'What sender authentication did with a message (action: annotated | annotated_spf_only | rejected | deferred; reason: dmarc_pass | dmarc_none | dmarc_fail_POLICY | dmarc_reject | dmarc_quarantine | dns_temperror)',
+      labelNames: ['tenant', 'action', 'reason'],
       registers,
     });
   }

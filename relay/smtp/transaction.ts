@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { SMTPServerAddress, SMTPServerSession } from 'smtp-server';
+import { AuthGate, HeaderTooLarge } from '../auth/gate.ts';
+import { checkSpf, MessageVerifier, type Resolve, type SpfVerdict } from '../auth/verify.ts';
 import type { CaptureTee } from '../capture/recorder.ts';
-import type { Tenant, Upstream } from '../config/types.gen.ts';
+import type { Tenant, TenantAuthentication, Upstream } from '../config/types.gen.ts';
 import type { DnsblChecker } from '../dnsbl/check.ts';
 import { tenantDnsblRefusal } from '../dnsbl/rcpt.ts';
 import type { Logger } from '../observability/log.ts';
@@ -59,6 +61,8 @@ export interface TransactionDeps {
   endSession?(sessionId: string): void;
   /** Tenant DNS blocklists (TenantPolicy spec.dnsbl) are checked at RCPT through this. */
   dnsbl?: DnsblChecker;
+  /** DNS for sender authentication (TenantPolicy spec.authentication); unset: no tenant's checks run. */
+  authResolve?: Resolve;
 }
 
 export interface SmtpError extends Error {
@@ -87,6 +91,8 @@ export const REPLY = {
   loop: (recipient: string) => smtpError(554, '5.4.6', `Mail for <${recipient}> loops back to myself`),
   tooManyTransactions: () =>
     smtpError(421, '4.7.0', 'Too many transactions in one session, closing connection'),
+  headerTooLarge: (n: number) =>
+    smtpError(552, '5.3.4', `Header section exceeds ${n} bytes (sender authentication reads it whole)`),
 };
 
 /** RFC 5321 §4.5.1: `<Postmaster>` without a domain, any case, must be accepted. */
@@ -161,6 +167,14 @@ class Transaction {
   readonly forwarded = new Set<string>();
   /** A tenant's DNSBL refusal (or undefined: passed), decided once per transaction. */
   readonly dnsblChecked = new Map<string, SmtpError | undefined>();
+  /**
+   * Sender authentication of the transaction (its recipients' tenants share one policy, see
+   * authKey), the tenant it counts for, and SPF, started at the first accepted recipient.
+   */
+  auth: TenantAuthentication | undefined;
+  authKey: string | undefined;
+  authTenant = '';
+  spf: Promise<SpfVerdict> | undefined;
   firstTenant = '';
   firstRoute = '';
   upstreamKey: string | undefined;
@@ -407,6 +421,10 @@ export class SmtpHandlers {
       return refuse(REPLY.tooManyRecipients(), 'too_many_recipients');
     }
     if (t.upstreamKey !== undefined && t.upstreamKey !== d.upstreamKey) return refuse(REPLY.split(), 'split');
+    // one Authentication-Results header and one verdict per message: tenants whose policies differ
+    // get separate transactions
+    const authKey = tenant.authentication ? JSON.stringify(tenant.authentication) : '';
+    if (t.authKey !== undefined && t.authKey !== authKey) return refuse(REPLY.split(), 'split');
     const tenantMax = tenant.limits.maxMessageSize;
     if (tenantMax !== undefined && t.params.size !== undefined && t.params.size > tenantMax) {
       return refuse(REPLY.tooBig(tenantMax), 'too_big');
@@ -484,6 +502,17 @@ export class SmtpHandlers {
       );
     }
     t.upstreamKey = d.upstreamKey;
+    t.authKey = authKey;
+    if (tenant.authentication && this.deps.authResolve && !t.spf) {
+      t.auth = tenant.authentication;
+      t.authTenant = tenant.name;
+      // SPF needs only the envelope: it runs while the client sends further RCPTs and DATA
+      t.spf = checkSpf(
+        { ip: t.clientIp, helo: t.received.helo, sender: t.sender },
+        this.deps.authResolve,
+        this.authservId(t.auth),
+      );
+    }
     t.forwarded.add(forward.toLowerCase());
     if (!t.tenants.has(tenant.name)) t.tenants.set(tenant.name, tenant);
     t.routes.add(route);
@@ -557,6 +586,26 @@ export class SmtpHandlers {
     }
     void lastDeferral; // every upstream failed or deferred: the client gets 451 4.4.1, not one upstream's text
     return { label: '', protocolError };
+  }
+
+  private authservId(a: TenantAuthentication): string {
+    return a.authservId ?? this.deps.hostname;
+  }
+
+  /** Counts a message's authentication results and what was done, per tenant (no addresses). */
+  private countAuth(tenant: string, r: Awaited<ReturnType<AuthGate['finish']>>): void {
+    const m = this.deps.metrics;
+    m.authResultsTotal.inc({ tenant, check: 'spf', result: r.outcome.spf });
+    for (const d of r.outcome.dkim) m.authResultsTotal.inc({ tenant, check: 'dkim', result: d });
+    m.authResultsTotal.inc({ tenant, check: 'arc', result: r.outcome.arc });
+    m.authResultsTotal.inc({ tenant, check: 'dmarc', result: r.outcome.dmarc });
+    const action =
+      r.decision.action === 'accept'
+        ? r.annotation
+        : r.decision.action === 'reject'
+          ? 'rejected'
+          : 'deferred';
+    m.authActionsTotal.inc({ tenant, action, reason: r.decision.reason });
   }
 
   /** Our Received header for this transaction; the `for` clause only for a single recipient. */
@@ -704,8 +753,21 @@ export class SmtpHandlers {
         tee = undefined;
       }
     }
+    let gate: AuthGate | undefined;
+    if (!failure && utx && t.auth && t.spf && this.deps.authResolve) {
+      // SPF was started at RCPT; its result goes into a streamed message's header
+      const spf = await t.spf;
+      gate = new AuthGate(
+        t.auth,
+        this.authservId(t.auth),
+        spf,
+        new MessageVerifier(t.spf, this.deps.authResolve, t.sender),
+        utx,
+      );
+    }
     if (!failure && utx) {
       const out = utx;
+      const sink = gate ?? out;
       const accepted = t.recipients.filter((r) => r.result === 'accepted');
       // prepended to the client's bytes, which follow untouched; not part of a consented capture
       // (that is the client's message) nor of the size limits (they count what the client sent)
@@ -722,8 +784,11 @@ export class SmtpHandlers {
         tee?.write(chunk);
         let flowing: boolean;
         try {
-          flowing = out.write(chunk);
-        } catch {
+          flowing = sink.write(chunk);
+        } catch (err) {
+          if (err instanceof HeaderTooLarge) {
+            return fail(REPLY.headerTooLarge(err.limit), 'header_too_large', 'rejected', 'abort');
+          }
           return fail(REPLY.upstreamLost(), 'upstream_failed', 'deferred', 'abort');
         }
         if (!flowing) {
@@ -738,6 +803,33 @@ export class SmtpHandlers {
     await ended;
     if (!failure && stream.byteLength > limit) fail(REPLY.tooBig(limit), 'too_big', 'rejected', 'abort');
     if (!failure && stream.badLineEnding) fail(REPLY.badLineEnding(), 'bad_line_ending', 'rejected', 'abort');
+    if (gate && !failure) {
+      // the decision falls before the upstream is given the final dot: a refused message is
+      // aborted there (the connection is dropped), never committed
+      const r = await gate.finish();
+      this.countAuth(t.authTenant, r);
+      if (r.decision.action !== 'accept') {
+        const d = r.decision;
+        this.deps.logger.info(
+          `message ${d.action === 'reject' ? 'rejected' : 'deferred'}: sender authentication`,
+          {
+            txid: t.id,
+            tenant: t.authTenant,
+            reason: d.reason,
+            spf: r.outcome.spf,
+            dkim: r.outcome.dkim,
+            dmarc: r.outcome.dmarc,
+            domain: r.outcome.domain,
+          },
+        );
+        fail(
+          smtpError(d.code, d.enhanced, d.text),
+          `auth_${d.reason}`,
+          d.action === 'reject' ? 'rejected' : 'deferred',
+          'abort',
+        );
+      }
+    } else if (gate) gate.abort();
     // kept only when the whole message was received and handed to the upstream
     if (tee) privacy?.endCapture(tee, !failure);
     let result: { err?: SmtpError; message?: string };

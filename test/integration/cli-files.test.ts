@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseRelayConfig } from '../../relay/config/load.ts';
-import { listing, startDnsServer } from '../support/dns.ts';
+import { listing, startDnsServer, txt } from '../support/dns.ts';
 import { freePort, startProcess } from '../support/processes.ts';
 
 const run = promisify(execFile);
@@ -256,6 +256,71 @@ spec:
       const usage = await mailplus(['route', '-f', file, '--to', 'a@acme.test', '--dns-server', dns.server]);
       expect(usage.code).toBe(2);
       expect(usage.stderr).toContain('--dns-server needs --client-ip');
+    } finally {
+      await dns.stop();
+    }
+  }, 60_000);
+
+  it('shows the tenant sender-authentication checks, and with --dns-server evaluates SPF (real DNS)', async () => {
+    const dns = await startDnsServer({
+      zones: [{ zone: 'sender.example', records: [txt('@', 'v=spf1 ip4:127.0.0.0/8 -all')] }],
+    });
+    try {
+      const file = join(dir, 'auth.yaml');
+      await writeFile(
+        file,
+        `apiVersion: mailplus.io/v1alpha1
+kind: TenantPolicy
+metadata: {name: acme, namespace: acme}
+spec:
+  domains: [acme.test]
+  authentication: {mode: enforce, authservId: mx.acme.test, quarantine: reject}
+---
+apiVersion: mailplus.io/v1alpha1
+kind: MailRoute
+metadata: {name: all, namespace: acme}
+spec:
+  match: {recipients: ["*@acme.test"]}
+  forward: {upstreams: [{host: mx.acme.test}]}
+`,
+      );
+      const listed = await mailplus([
+        'route',
+        '-f',
+        file,
+        '--to',
+        'a@acme.test',
+        '--from',
+        'x@sender.example',
+      ]);
+      expect(listed.code).toBe(0);
+      expect(listed.stdout).toContain(
+        '  authentication: enforce, authserv-id mx.acme.test: SPF after RCPT, DKIM, ARC and DMARC at the end of DATA; Authentication-Results with every result up to 262144 bytes, SPF only above',
+      );
+      expect(listed.stdout).toContain(
+        '  enforce: DMARC failures under p=reject and p=quarantine refused (550 5.7.1); DNS lookup failure: defer (451 4.7.5)',
+      );
+      expect(listed.stdout).toContain('(SPF not evaluated: give --client-ip and --dns-server)');
+      const args = [
+        'route',
+        '-f',
+        file,
+        '--to',
+        'a@acme.test',
+        '--from',
+        'x@sender.example',
+        '--dns-server',
+        dns.server,
+      ];
+      const pass = await mailplus([...args, '--client-ip', '127.0.0.7']);
+      expect(pass.stdout).toContain(
+        '  spf=pass (mx.acme.test: domain of x@sender.example designates 127.0.0.7 as permitted sender) smtp.mailfrom=x@sender.example',
+      );
+      const fail = await mailplus([...args, '--client-ip', '192.0.2.1', '-o', 'json']);
+      expect(JSON.parse(fail.stdout).recipients[0]).toMatchObject({
+        action: 'relay',
+        authentication: { checks: { mode: 'enforce', rejectQuarantine: true }, spf: { result: 'fail' } },
+      });
     } finally {
       await dns.stop();
     }
