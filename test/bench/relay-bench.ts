@@ -3,7 +3,7 @@
 // runs one extra sequential session alongside. See docs/benchmarks.md.
 //
 //   node test/bench/relay-bench.ts [--quick] [--only mailplus,postfix,haraka,ceiling] [--out results.json]
-//                                  [--abuse-only] [--abuse-pairs N] [--skip-limits-off] [--no-abuse]
+//                                  [--abuse-only] [--abuse-pairs N] [--skip-limits-off]
 //                                  [--auth-only | --no-auth | --verdicts-only]
 //
 // The verifying cells (auth=annotate, auth=enforce) run every system with SPF/DKIM/DMARC verification
@@ -54,7 +54,6 @@ const { values: args } = parseArgs({
     'skip-limits-off': { type: 'boolean', default: false },
     'auth-only': { type: 'boolean', default: false },
     'no-auth': { type: 'boolean', default: false },
-    'no-abuse': { type: 'boolean', default: false },
     'verdicts-only': { type: 'boolean', default: false },
   },
 });
@@ -713,13 +712,8 @@ async function main(): Promise<number> {
   if (!Number.isInteger(pairs) || pairs < 0 || pairs > 20) {
     throw new Error(`--abuse-pairs must be a whole number from 0 to 20, got "${args['abuse-pairs']}"`);
   }
-  // --abuse-pairs 0 or --no-abuse: no abuse cell
-  const withAbuse =
-    !authOnly &&
-    !args['no-abuse'] &&
-    (!only || only.includes('mailplus')) &&
-    !mailplus.unavailable() &&
-    pairs > 0;
+  // --abuse-pairs 0: no abuse cell
+  const withAbuse = !authOnly && (!only || only.includes('mailplus')) && !mailplus.unavailable() && pairs > 0;
   let abuse: AbuseRun[] = [];
   const sink = await startSinkProcess();
   const results: CellResult[] = [];
