@@ -10,6 +10,8 @@
 #   lua5.4   runs the Argo CD health check against sample statuses (test/argocd)
 #   postgresql  a real PostgreSQL for the fleet message-trace store (test/support/postgres.ts)
 #   nsd      an authoritative DNS server serving test zones on loopback (test/support/dns.ts)
+#   opendkim, opendmarc, postfix-policyd-spf-python  Postfix's DKIM and DMARC milters and SPF
+#            policy service: the relay benchmark's verifying Postfix (test/bench/auth-peers.ts)
 #
 # Idempotent: when every command is already present it exits without touching apt
 # (a second run takes about a second). Installing postfix never leaves a system
@@ -34,6 +36,9 @@ declare -A NEEDED=(
   [lua5.4]=lua5.4
   [initdb]=postgresql
   [nsd]=nsd
+  [opendkim]=opendkim
+  [opendmarc]=opendmarc
+  [policyd-spf]=postfix-policyd-spf-python
 )
 
 # smtp-sink/smtp-source/postfix live in /usr/sbin, which is not always on PATH.
@@ -58,7 +63,7 @@ for cmd in "${!NEEDED[@]}"; do
 done
 
 if ((${#missing_pkgs[@]} == 0)); then
-  log "all present: swaks postfix(smtp-sink, smtp-source) openssl prometheus(promtool) lua5.4 postgresql nsd ${EXTRA_PKGS[*]}"
+  log "all present: swaks postfix(smtp-sink, smtp-source) openssl prometheus(promtool) lua5.4 postgresql nsd opendkim opendmarc postfix-policyd-spf-python ${EXTRA_PKGS[*]}"
   exit 0
 fi
 
@@ -74,6 +79,10 @@ if [[ " ${missing_pkgs[*]} " == *" postfix "* ]]; then
   # No system mail setup: the benchmark configures its own postfix instance.
   echo 'postfix postfix/main_mailer_type select No configuration' | "${SUDO[@]}" debconf-set-selections
   echo 'postfix postfix/mailname string localhost' | "${SUDO[@]}" debconf-set-selections
+fi
+if [[ " ${missing_pkgs[*]} " == *" opendmarc "* ]]; then
+  # no report database: the benchmark runs opendmarc from its own config, without history
+  echo 'opendmarc opendmarc/dbconfig-install boolean false' | "${SUDO[@]}" debconf-set-selections
 fi
 
 log "installing: ${missing_pkgs[*]}"
@@ -106,6 +115,12 @@ fi
 if [[ " ${missing_pkgs[*]} " == *" nsd "* ]]; then
   "${SUDO[@]}" service nsd stop >/dev/null 2>&1 || true
 fi
+# The milter packages may start system daemons; the benchmark starts its own from private configs.
+for svc in opendkim opendmarc; do
+  if [[ " ${missing_pkgs[*]} " == *" $svc "* ]]; then
+    "${SUDO[@]}" service "$svc" stop >/dev/null 2>&1 || true
+  fi
+done
 
 for cmd in "${!NEEDED[@]}"; do
   have "$cmd" || die "$cmd still missing after installing ${missing_pkgs[*]}"

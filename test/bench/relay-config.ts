@@ -1,5 +1,7 @@
 // The relay config the benchmark serves: tenant `bench` owns `bench.test`, one route
-// `*@bench.test` forwarding to the sink without TLS. Shape: relay/config/schema.json.
+// `*@bench.test` forwarding to the sink without TLS; in the verifying cells the tenant's sender
+// authentication is on, as TenantPolicy spec.authentication compiles it with its defaults.
+// Shape: relay/config/schema.json.
 import { hashConfig } from '../../relay/config/hash.ts';
 
 export interface BenchRelayConfig {
@@ -9,11 +11,13 @@ export interface BenchRelayConfig {
   tenants: unknown[];
 }
 
-/** `authentication`: the tenant's sender-authentication settings (relay form), for the verification cells. */
+/** TenantPolicy spec.authentication's default hold cap (256 KiB), as the operator compiles it. */
+export const AUTH_HOLD_BYTES = 262_144;
+
 export function benchRelayConfig(
   sinkPort: number,
   sinkHost = '127.0.0.1',
-  authentication?: Record<string, unknown>,
+  authentication?: 'annotate' | 'enforce',
 ): BenchRelayConfig {
   const doc = {
     apiVersion: 'relay.mailplus.io/v1alpha1' as const,
@@ -26,7 +30,17 @@ export function benchRelayConfig(
         clientCIDRs: [],
         requireTLS: false,
         limits: { maxMessageSize: 64 * 1024 * 1024 },
-        ...(authentication ? { authentication } : {}),
+        ...(authentication
+          ? {
+              authentication: {
+                mode: authentication,
+                authservId: 'mailplus-sut.test',
+                holdBytes: AUTH_HOLD_BYTES,
+                rejectQuarantine: false,
+                deferOnLookupFailure: true,
+              },
+            }
+          : {}),
         routes: [
           {
             name: 'bench/all',

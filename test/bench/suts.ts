@@ -6,9 +6,9 @@ import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { findNsd, startDnsServer, txt } from '../support/dns.ts';
-import { canConnect, freePort, killOnExit, startProcess } from '../support/processes.ts';
+import { canConnect, freePort, killOnExit, type Managed, startProcess } from '../support/processes.ts';
 import { findBinary } from '../support/smtp-sink.ts';
+import { type AuthSetup, inResolvNamespace } from './auth-setup.ts';
 import { benchRelayConfig } from './relay-config.ts';
 
 const run = promisify(execFile);
@@ -19,6 +19,8 @@ export interface RunningSut {
   port: number;
   /** Root PID (the process tree under it is measured). */
   pid: number;
+  /** Further processes of the system outside that tree (Postfix's milters), measured with it. */
+  otherPids?: number[];
   /** Queueing MTA: an acknowledged message may not have reached the sink yet. */
   queueing: boolean;
   /** The relay's admin port (/metrics), for mailplus. */
@@ -30,88 +32,60 @@ export interface Sut {
   name: string;
   /** Why it cannot run here (missing binary...), or undefined. */
   unavailable(): string | undefined;
-  /** `relayArgs`: extra `mailplus relay` flags (the abuse cell's limits); other systems ignore them. */
-  start(sinkPort: number, relayArgs?: string[]): Promise<RunningSut>;
+  /**
+   * `relayArgs`: extra `mailplus relay` flags (the abuse cell's limits); other systems ignore them.
+   * `auth`: verify SPF/DKIM/DMARC against the run's DNS server, annotating or enforcing.
+   */
+  start(sinkPort: number, relayArgs?: string[], auth?: AuthSetup): Promise<RunningSut>;
+  /** Why it cannot verify sender authentication here, or undefined. */
+  authUnavailable?(): string | undefined;
 }
 
 // ---------------------------------------------------------------- Mail-Plus relay
-export const mailplus: Sut = relaySut('mailplus');
-
-/**
- * The relay with sender authentication on for the bench tenant (SPF, DKIM, ARC, DMARC per message,
- * against NSD on loopback serving the load's sender domain: SPF pass for 127.0.0.0/8, DMARC
- * p=reject). smtp-source's messages are unsigned, so DKIM finds nothing to verify: the cost measured
- * is the lookups, the hashing pass and holding messages up to holdBytes.
- */
-export const mailplusAnnotate: Sut = relaySut('mailplus-annotate', 'annotate');
-export const mailplusEnforce: Sut = relaySut('mailplus-enforce', 'enforce');
-
-function relaySut(name: string, authMode?: 'annotate' | 'enforce'): Sut {
-  return {
-    name,
-    unavailable: () => {
-      if (!existsSync(join(REPO, 'bin/mailplus.js'))) return 'bin/mailplus.js not found';
-      if (authMode && !findNsd()) return 'nsd not found (scripts/ci-deps.sh installs it)';
-      return undefined;
-    },
-    start: (sinkPort, relayArgs = []) => startRelaySut(sinkPort, relayArgs, authMode),
-  };
-}
-
-async function startRelaySut(
-  sinkPort: number,
-  extraArgs: string[],
-  authMode: 'annotate' | 'enforce' | undefined,
-): Promise<RunningSut> {
-  const dir = await mkdtemp(join(tmpdir(), 'mailplus-bench-relay-'));
-  const config = join(dir, 'relay-config.json');
-  const dns = authMode ? await startDnsServer({ zones: [SOURCE_ZONE] }) : undefined;
-  const authentication = authMode
-    ? {
-        mode: authMode,
-        authservId: 'relay.bench.test',
-        holdBytes: 262_144,
-        rejectQuarantine: false,
-        deferOnLookupFailure: true,
-      }
-    : undefined;
-  await writeFile(config, JSON.stringify(benchRelayConfig(sinkPort, '127.0.0.1', authentication), null, 2));
-  const relayArgs = dns ? [...extraArgs, '--dns-server', dns.server] : extraArgs;
-  const port = await freePort();
-  const admin = await freePort();
-  const proc = startProcess(
-    NODE,
-    [
-      'bin/mailplus.js',
-      'relay',
-      '--config',
-      config,
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--admin-listen',
-      `127.0.0.1:${admin}`,
-      // the load generator (smtp-source, the probe: 127.0.0.1) is our own sender, exempt from the
-      // per-client fairness limits as Postfix exempts $mynetworks; the abuse cell's hostile
-      // clients connect from other loopback addresses, to which the limits apply
-      '--client-limit-exempt',
-      '127.0.0.1/32',
-      ...relayArgs,
-    ],
-    { cwd: REPO, name: 'mailplus relay', env: { ...process.env, MAILPLUS_LOG_LEVEL: 'warn' } },
-  );
-  await proc.waitForPort(port, '127.0.0.1', 15_000);
-  return {
-    port,
-    pid: proc.pid,
-    queueing: false,
-    admin,
-    async stop() {
-      await proc.stop(5000);
-      await dns?.stop();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
-}
+export const mailplus: Sut = {
+  name: 'mailplus',
+  unavailable: () => (existsSync(join(REPO, 'bin/mailplus.js')) ? undefined : 'bin/mailplus.js not found'),
+  authUnavailable: () => undefined,
+  async start(sinkPort, relayArgs = [], auth) {
+    const dir = await mkdtemp(join(tmpdir(), 'mailplus-bench-relay-'));
+    const config = join(dir, 'relay-config.json');
+    await writeFile(config, JSON.stringify(benchRelayConfig(sinkPort, '127.0.0.1', auth?.mode), null, 2));
+    const port = await freePort();
+    const admin = await freePort();
+    const proc = startProcess(
+      NODE,
+      [
+        'bin/mailplus.js',
+        'relay',
+        '--config',
+        config,
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--admin-listen',
+        `127.0.0.1:${admin}`,
+        // the load generator (smtp-source, the probe: 127.0.0.1) is our own sender, exempt from the
+        // per-client fairness limits as Postfix exempts $mynetworks; the abuse cell's hostile
+        // clients connect from other loopback addresses, to which the limits apply
+        '--client-limit-exempt',
+        '127.0.0.1/32',
+        ...(auth ? ['--dns-server', auth.dns.server] : []),
+        ...relayArgs,
+      ],
+      { cwd: REPO, name: 'mailplus relay', env: { ...process.env, MAILPLUS_LOG_LEVEL: 'warn' } },
+    );
+    await proc.waitForPort(port, '127.0.0.1', 15_000);
+    return {
+      port,
+      pid: proc.pid,
+      queueing: false,
+      admin,
+      async stop() {
+        await proc.stop(5000);
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  },
+};
 
 // ---------------------------------------------------------------- Postfix
 const POSTFIX_SERVICES = `
@@ -145,11 +119,23 @@ export const postfix: Sut = {
       return (e as Error).message;
     }
   },
-  async start(sinkPort) {
+  authUnavailable() {
+    if (process.getuid?.() !== 0) return 'the milters run in a private mount namespace: needs root';
+    for (const [bin, pkg] of AUTH_TOOLS) {
+      try {
+        findBinary(bin);
+      } catch {
+        return `${bin} not found: install the Debian package ${pkg} (scripts/ci-deps.sh)`;
+      }
+    }
+    return undefined;
+  },
+  async start(sinkPort, _relayArgs, auth) {
     const bin = findBinary('postfix');
     const dir = await mkdtemp(join(tmpdir(), 'mailplus-bench-postfix-'));
     await chmod(dir, 0o755);
     const port = await freePort();
+    const milters = auth ? await startMilters(dir, auth) : undefined;
     const mainCf = `
 compatibility_level = 3.6
 config_directory = ${dir}
@@ -169,7 +155,8 @@ mynetworks = 127.0.0.0/8
 relay_domains = bench.test
 transport_maps = inline:{ bench.test=smtp:[127.0.0.1]:${sinkPort} }
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
-smtpd_recipient_restrictions =
+smtpd_recipient_restrictions =${milters ? ' check_policy_service unix:private/policy-spf' : ''}
+${milters ? postfixAuthMainCf(milters.ports) : ''}
 smtpd_peername_lookup = no
 smtp_host_lookup = native
 smtp_dns_support_level = disabled
@@ -194,7 +181,7 @@ syslog_name = postfix-bench
     await writeFile(join(dir, 'main.cf'), mainCf);
     await writeFile(
       join(dir, 'master.cf'),
-      `127.0.0.1:${port} inet n - n - - smtpd\n${POSTFIX_SERVICES.trimStart()}`,
+      `127.0.0.1:${port} inet n - n - - smtpd\n${POSTFIX_SERVICES.trimStart()}${milters ? POLICYD_SPF_SERVICE(dir) : ''}`,
     );
     const pf = async (...args: string[]) => {
       try {
@@ -211,7 +198,15 @@ syslog_name = postfix-bench
     await mkdir(join(dir, 'data'));
     await run('chown', ['postfix', join(dir, 'data')]);
     await pf('check').catch(() => undefined); // warns (exit 1) about queue dir owners; harmless here
-    await pf('start');
+    if (auth) {
+      // master and every child it spawns (policyd-spf) resolve through the run's DNS server
+      const [cmd, args] = inResolvNamespace(auth.dns.resolvConf, [bin, '-c', dir, 'start']);
+      await run(cmd, args, { timeout: 60_000 }).catch((e) => {
+        throw new Error(`postfix -c <dir> start (auth) failed: ${(e as { stderr?: string }).stderr || e}`);
+      });
+    } else {
+      await pf('start');
+    }
     const pidText = readFileSync(join(dir, 'queue/pid/master.pid'), 'utf8');
     const pid = Number(pidText.trim());
     const forget = killOnExit(pid);
@@ -219,6 +214,7 @@ syslog_name = postfix-bench
     return {
       port,
       pid,
+      otherPids: milters?.procs.map((p) => p.pid),
       queueing: true,
       async stop() {
         try {
@@ -232,11 +228,113 @@ syslog_name = postfix-bench
           // gone
         }
         forget();
+        for (const m of milters?.procs ?? []) await m.stop(3000);
         await rm(dir, { recursive: true, force: true });
       },
     };
   },
 };
+
+// ---------------------------------------------------------------- Postfix's sender authentication
+/** Programs of the verifying Postfix and the Debian packages that ship them. */
+const AUTH_TOOLS: Array<[string, string]> = [
+  ['opendkim', 'opendkim'],
+  ['opendmarc', 'opendmarc'],
+  ['policyd-spf', 'postfix-policyd-spf-python'],
+  ['unshare', 'util-linux'],
+];
+
+const POSTFIX_AUTHSERV_ID = 'postfix-sut.test';
+
+/** policyd-spf as Debian's README sets it up: a spawn service, one process per smtpd connection. */
+const POLICYD_SPF_SERVICE = (dir: string) =>
+  `policy-spf unix - n n - 0 spawn user=policyd-spf argv=${findBinary('policyd-spf')} ${dir}/policyd-spf.conf\n`;
+
+function postfixAuthMainCf(ports: { opendkim: number; opendmarc: number }): string {
+  return `policy-spf_time_limit = 3600s
+# opendkim first: opendmarc reads its Authentication-Results (and policyd-spf's) from the header
+smtpd_milters = inet:127.0.0.1:${ports.opendkim}, inet:127.0.0.1:${ports.opendmarc}
+non_smtpd_milters =
+milter_default_action = tempfail
+milter_protocol = 6`;
+}
+
+/**
+ * opendkim (verify only) and opendmarc, each in the foreground in a mount namespace that resolves
+ * through the run's DNS server, listening on loopback TCP for this Postfix. Neither skips the load
+ * generator's 127.0.0.1 (their default InternalHosts / IgnoreHosts), and policyd-spf checks it too
+ * (its default skip_addresses is loopback): the bench's sender is a stranger to them, as to us.
+ */
+async function startMilters(
+  dir: string,
+  auth: AuthSetup,
+): Promise<{ ports: { opendkim: number; opendmarc: number }; procs: Managed[] }> {
+  const ports = { opendkim: await freePort(), opendmarc: await freePort() };
+  const enforce = auth.mode === 'enforce';
+  const noHosts = join(dir, 'no-hosts');
+  // TEST-NET-1: nothing here connects from it
+  await writeFile(noHosts, '192.0.2.255\n');
+  await writeFile(
+    join(dir, 'opendkim.conf'),
+    `Syslog no
+Mode v
+Socket inet:${ports.opendkim}@127.0.0.1
+UserID opendkim
+AuthservID ${POSTFIX_AUTHSERV_ID}
+AlwaysAddARHeader yes
+InternalHosts ${noHosts}
+Nameservers ${auth.dns.host}
+`,
+  );
+  await writeFile(
+    join(dir, 'opendmarc.conf'),
+    `Syslog false
+Socket inet:${ports.opendmarc}@127.0.0.1
+UserID opendmarc
+AuthservID ${POSTFIX_AUTHSERV_ID}
+TrustedAuthservIDs ${POSTFIX_AUTHSERV_ID}
+IgnoreHosts ${noHosts}
+RejectFailures ${enforce}
+SPFSelfValidate true
+RequiredHeaders false
+FailureReports false
+PublicSuffixList /usr/share/publicsuffix/public_suffix_list.dat
+`,
+  );
+  await writeFile(
+    join(dir, 'policyd-spf.conf'),
+    `debugLevel = 0
+TestOnly = 1
+HELO_reject = ${enforce ? 'Fail' : 'False'}
+Mail_From_reject = ${enforce ? 'Fail' : 'False'}
+PermError_reject = False
+TempError_Defer = ${enforce ? 'True' : 'False'}
+skip_addresses = 192.0.2.255/32
+Header_Type = AR
+Authserv_Id = ${POSTFIX_AUTHSERV_ID}
+`,
+  );
+  const procs: Managed[] = [];
+  try {
+    for (const [name, argv, port] of [
+      ['opendkim', [findBinary('opendkim'), '-f', '-x', join(dir, 'opendkim.conf')], ports.opendkim],
+      ['opendmarc', [findBinary('opendmarc'), '-f', '-c', join(dir, 'opendmarc.conf')], ports.opendmarc],
+    ] as const) {
+      const [cmd, args] = inResolvNamespace(auth.dns.resolvConf, [...argv]);
+      const proc = startProcess(cmd, args, { name });
+      procs.push(proc);
+      await proc.waitForPort(port, '127.0.0.1', 10_000).catch((e) => {
+        throw new Error(
+          `${name} did not listen: ${(e as Error).message}\n${proc.lines.map((l) => l.text).join('\n')}`,
+        );
+      });
+    }
+  } catch (e) {
+    for (const p of procs) await p.stop(2000);
+    throw e;
+  }
+  return { ports, procs };
+}
 
 async function waitForListener(port: number, host: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -269,80 +367,84 @@ function harakaBin(): string | undefined {
   return candidates.find((c): c is string => !!c && existsSync(c));
 }
 
-export const haraka: Sut = harakaSut('haraka', false);
-
-/**
- * Haraka verifying senders with its own plugins, the counterpart of mailplus-annotate: `spf` (MAIL
- * FROM and HELO, Received-SPF header; no rejections, its default) and `dkim` (verify, its default;
- * Authentication-Results). Haraka has no DMARC plugin of its own. Both plugins ask node:dns's
- * default resolver, which a 1-line plugin points at the same NSD as our relay's --dns-server.
- */
-export const harakaVerify: Sut = harakaSut('haraka-verify', true);
-
-/** The load's sender domain as the verification cells' NSD serves it. */
-export const SOURCE_ZONE = {
-  zone: 'source.test',
-  records: [txt('@', 'v=spf1 ip4:127.0.0.0/8 -all'), txt('_dmarc', 'v=DMARC1; p=reject')],
+export const haraka: Sut = {
+  name: 'haraka',
+  unavailable: () =>
+    harakaBin()
+      ? undefined
+      : 'Haraka not installed (devDependency `Haraka`, or set HARAKA_BIN=<path>/bin/haraka)',
+  authUnavailable() {
+    for (const plugin of ['haraka-plugin-spf', 'haraka-plugin-dkim']) {
+      if (!existsSync(join(REPO, 'node_modules', plugin)))
+        return `${plugin} not installed (an optional dependency of the Haraka devDependency)`;
+    }
+    return undefined;
+  },
+  async start(sinkPort, _relayArgs, auth) {
+    const bin = harakaBin()!;
+    const dir = await mkdtemp(join(tmpdir(), 'mailplus-bench-haraka-'));
+    const port = await freePort();
+    await mkdir(join(dir, 'config'), { recursive: true });
+    await mkdir(join(dir, 'plugins'), { recursive: true });
+    const files: Record<string, string> = {
+      // nodes=0: one process, no cluster (like one relay pod process)
+      'config/smtp.ini': `listen=127.0.0.1:${port}\nnodes=0\ninactivity_timeout=60\n`,
+      'config/plugins': auth
+        ? 'bench_no_rdns\nbench_auth_dns\nspf\nrcpt_to.in_host_list\ndkim\nqueue/smtp_forward\n'
+        : 'bench_no_rdns\nrcpt_to.in_host_list\nqueue/smtp_forward\n',
+      'config/host_list': 'bench.test\n',
+      'config/me': 'haraka-sut.test\n',
+      'config/smtp_forward.ini': `host=127.0.0.1\nport=${sinkPort}\nenable_tls=false\n`,
+      'config/log.ini': '[main]\nlevel=warn\n',
+      // Haraka reads its defaults from this file (greeting...): start from its own copy
+      'config/connection.ini': readFileSync(join(dirname(bin), '../config/connection.ini'), 'utf8').replace(
+        /^bytes=\d+/m,
+        'bytes=67108864',
+      ),
+      // no DNS on connect: answer the rDNS hook ourselves
+      'plugins/bench_no_rdns.js': "exports.hook_lookup_rdns = function (next) { next(OK, 'localhost'); };\n",
+      'package.json': '{"name":"haraka-bench","private":true}\n',
+      ...(auth ? harakaAuthFiles(auth) : {}),
+    };
+    for (const [f, text] of Object.entries(files)) await writeFile(join(dir, f), text);
+    const proc = startProcess(NODE, [bin, '-c', dir], { name: 'haraka' });
+    await proc.waitForPort(port, '127.0.0.1', 20_000);
+    return {
+      port,
+      pid: proc.pid,
+      queueing: false,
+      async stop() {
+        await proc.stop(5000);
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  },
 };
 
-function harakaSut(name: string, verify: boolean): Sut {
+/**
+ * Haraka's own spf and dkim plugins (haraka-plugin-spf, haraka-plugin-dkim: verify), resolving through
+ * the run's DNS server. Haraka ships no DMARC plugin; enforce is the spf plugin refusing SPF fail
+ * (HELO and MAIL FROM) and deferring its temporary errors, the dkim plugin's verdicts stay annotations.
+ */
+function harakaAuthFiles(auth: AuthSetup): Record<string, string> {
+  const enforce = auth.mode === 'enforce';
   return {
-    name,
-    unavailable: () => {
-      if (!harakaBin())
-        return 'Haraka not installed (devDependency `Haraka`, or set HARAKA_BIN=<path>/bin/haraka)';
-      if (verify && !findNsd()) return 'nsd not found (scripts/ci-deps.sh installs it)';
-      return undefined;
-    },
-    start: (sinkPort) => startHaraka(sinkPort, verify),
-  };
-}
-
-async function startHaraka(sinkPort: number, verify: boolean): Promise<RunningSut> {
-  const bin = harakaBin()!;
-  const dns = verify ? await startDnsServer({ zones: [SOURCE_ZONE] }) : undefined;
-  const dir = await mkdtemp(join(tmpdir(), 'mailplus-bench-haraka-'));
-  const port = await freePort();
-  await mkdir(join(dir, 'config'), { recursive: true });
-  await mkdir(join(dir, 'plugins'), { recursive: true });
-  const files: Record<string, string> = {
-    // nodes=0: one process, no cluster (like one relay pod process)
-    'config/smtp.ini': `listen=127.0.0.1:${port}\nnodes=0\ninactivity_timeout=60\n`,
-    'config/plugins': `${dns ? 'bench_dns\n' : ''}bench_no_rdns\n${dns ? 'spf\ndkim\n' : ''}rcpt_to.in_host_list\nqueue/smtp_forward\n`,
-    ...(dns
-      ? {
-          // the load comes from loopback, which the spf plugin skips as private address space:
-          // checked like a public client, as our relay checks it
-          'plugins/bench_dns.js':
-            `exports.register = function () { const dns = require('node:dns'); dns.setServers(['${dns.server}']); dns.promises.setServers(['${dns.server}']); };\n` +
-            'exports.hook_connect_init = function (next, connection) { connection.remote.is_private = false; next(); };\n',
-        }
-      : {}),
-    'config/host_list': 'bench.test\n',
-    'config/me': 'haraka-sut.test\n',
-    'config/smtp_forward.ini': `host=127.0.0.1\nport=${sinkPort}\nenable_tls=false\n`,
-    'config/log.ini': '[main]\nlevel=warn\n',
-    // Haraka reads its defaults from this file (greeting...): start from its own copy
-    'config/connection.ini': readFileSync(join(dirname(bin), '../config/connection.ini'), 'utf8').replace(
-      /^bytes=\d+/m,
-      'bytes=67108864',
-    ),
-    // no DNS on connect: answer the rDNS hook ourselves
-    'plugins/bench_no_rdns.js': "exports.hook_lookup_rdns = function (next) { next(OK, 'localhost'); };\n",
-    'package.json': '{"name":"haraka-bench","private":true}\n',
-  };
-  for (const [f, text] of Object.entries(files)) await writeFile(join(dir, f), text);
-  const proc = startProcess(NODE, [bin, '-c', dir], { name: 'haraka' });
-  await proc.waitForPort(port, '127.0.0.1', 20_000);
-  return {
-    port,
-    pid: proc.pid,
-    queueing: false,
-    async stop() {
-      await proc.stop(5000);
-      await dns?.stop();
-      await rm(dir, { recursive: true, force: true });
-    },
+    'config/spf.ini': enforce
+      ? '[deny]\nhelo_fail=true\nmfrom_fail=true\n[defer]\nhelo_temperror=true\nmfrom_temperror=true\n'
+      : '[deny]\n',
+    'config/dkim.ini': '[sign]\nenabled=false\n[verify]\nenabled=true\n',
+    // Node's resolver for every plugin; and the load generator's 127.0.0.1 counts as a stranger
+    // (the spf plugin skips private addresses, which would leave it nothing to check here)
+    'plugins/bench_auth_dns.js': `const dns = require('node:dns');
+exports.register = function () {
+  dns.setServers([${JSON.stringify(auth.dns.server)}]);
+  dns.promises.setServers([${JSON.stringify(auth.dns.server)}]);
+};
+exports.hook_connect_init = function (next, connection) {
+  connection.remote.is_private = false;
+  next();
+};
+`,
   };
 }
 
@@ -356,12 +458,4 @@ export const ceiling: Sut = {
   },
 };
 
-export const ALL_SUTS: Sut[] = [
-  mailplus,
-  mailplusAnnotate,
-  mailplusEnforce,
-  postfix,
-  haraka,
-  harakaVerify,
-  ceiling,
-];
+export const ALL_SUTS: Sut[] = [mailplus, postfix, haraka, ceiling];

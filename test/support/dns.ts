@@ -30,7 +30,7 @@ export interface DnsZone {
 }
 
 export interface DnsServer {
-  host: '127.0.0.1';
+  host: string;
   port: number;
   /** 'HOST:PORT', what --dns-server takes. */
   server: string;
@@ -90,10 +90,10 @@ function zoneFile(z: DnsZone, serial: number): string {
   return `${lines.join('\n')}\n`;
 }
 
-function config(dir: string, port: number, zones: Iterable<string>): string {
+function config(dir: string, host: string, port: number, zones: Iterable<string>): string {
   const zoneBlocks = [...zones].map((z) => `zone:\n  name: "${z}"\n  zonefile: "${z}.zone"\n`).join('');
   return `server:
-  ip-address: 127.0.0.1@${port}
+  ip-address: ${host}@${port}
   port: ${port}
   do-ip6: no
   username: ""
@@ -114,12 +114,20 @@ remote-control:
 ${zoneBlocks}`;
 }
 
-export async function startDnsServer(opts: { zones?: DnsZone[] } = {}): Promise<DnsServer> {
+/**
+ * `host`/`port`: where nsd listens (default 127.0.0.1 and a free port). A resolver that reads
+ * /etc/resolv.conf (libc, the benchmark's milters) only ever asks port 53, hence the option of
+ * port 53 on a loopback address of the caller's choosing.
+ */
+export async function startDnsServer(
+  opts: { zones?: DnsZone[]; host?: string; port?: number } = {},
+): Promise<DnsServer> {
   const nsd = findNsd();
   if (!nsd)
     throw new Error('nsd not found (/usr/sbin/nsd): install the Debian package nsd (scripts/ci-deps.sh)');
   const dir = await mkdtemp(join(tmpdir(), 'mailplus-dns-'));
-  const port = await freePort();
+  const host = opts.host ?? '127.0.0.1';
+  const port = opts.port ?? (await freePort());
   const zones = new Map<string, DnsZone>();
   // per zone, so that a reload can be confirmed by the serial nsd serves
   const serials = new Map<string, number>();
@@ -133,7 +141,7 @@ export async function startDnsServer(opts: { zones?: DnsZone[] } = {}): Promise<
   const log = () => readFile(join(dir, 'nsd.log'), 'utf8').catch(() => '');
   const { Resolver } = await import('node:dns/promises');
   const probe = new Resolver({ timeout: 500, tries: 2 });
-  probe.setServers([`127.0.0.1:${port}`]);
+  probe.setServers([`${host}:${port}`]);
   const servesSerial = async (zone: string, want: number) => {
     const deadline = Date.now() + 10_000;
     for (;;) {
@@ -148,10 +156,10 @@ export async function startDnsServer(opts: { zones?: DnsZone[] } = {}): Promise<
   // nsd learns new zones only from its config at start (or nsd-control, which needs TLS keys):
   // a new zone restarts it on the same port, a changed zone is reloaded with SIGHUP
   const launch = async () => {
-    await writeFile(confPath, config(dir, port, zones.keys()));
+    await writeFile(confPath, config(dir, host, port, zones.keys()));
     // -d: stay in the foreground, so the PID we hold is nsd's main process (it kills its workers)
     proc = startProcess(nsd, ['-d', '-c', confPath], { name: 'nsd', group: true });
-    await proc.waitForPort(port, '127.0.0.1', 15_000);
+    await proc.waitForPort(port, host, 15_000);
     for (const [z, n] of serials) await servesSerial(z, n);
   };
   const stop = async () => {
@@ -166,9 +174,9 @@ export async function startDnsServer(opts: { zones?: DnsZone[] } = {}): Promise<
     throw new Error(`nsd did not start: ${(err as Error).message}\n${text}`);
   }
   return {
-    host: '127.0.0.1',
+    host,
     port,
-    server: `127.0.0.1:${port}`,
+    server: `${host}:${port}`,
     get pid() {
       return proc?.pid ?? 0;
     },

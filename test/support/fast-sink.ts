@@ -1,7 +1,8 @@
 // A fast counting SMTP sink for benchmarks and big-message tests: no greeting delay,
 // pipelining, DATA scanned with Buffer.indexOf (never per byte). It counts messages and
 // bytes and records one identifier per message -- the X-Bench-Id header if present in the
-// first KiB, else the first recipient -- so a benchmark can check exactly-once delivery.
+// first 8 KiB (verifying peers prepend their headers above it), else the first recipient --
+// so a benchmark can check exactly-once delivery.
 // Run it in-process (startFastSink) or as its own process (test/bench/fast-sink-main.ts).
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 
@@ -39,7 +40,7 @@ export interface FastSinkOptions {
 const TERM = Buffer.from('\r\n.\r\n');
 const CRLF = Buffer.from('\r\n');
 const ID_HEADER = /^X-Bench-Id:[ \t]*(\S+)/im;
-const HEAD_BYTES = 1024;
+const HEAD_BYTES = 8192;
 
 export async function startFastSink(opts: FastSinkOptions = {}): Promise<FastSink> {
   const host = opts.host ?? '127.0.0.1';
