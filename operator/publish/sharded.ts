@@ -4,7 +4,7 @@
 // version of that document are held back (their previous sections stay in force), and only if that
 // still does not fit is every tenant in it reduced to a deferral section. Either way the document
 // is small enough to publish, so every other tenant's changes and revocations keep going out.
-import { canonicalJson } from '../../relay/config/hash.ts';
+import { canonicalTenantJson } from '../../relay/config/hash.ts';
 import { shardConfigMapName, splitRelayConfig } from '../../relay/config/shards.ts';
 import type { RelayConfig } from '../../relay/config/types.gen.ts';
 import { withHeldBack } from '../compile/budgets.ts';
@@ -59,9 +59,9 @@ function fitDocument(
   if (previous?.hash === config.hash) return { name, config: previous, heldBack: [] };
   const payload = encodeRelayConfig(config);
   if (payload.bytes <= limit) return { name, config, payload, heldBack: [] };
-  const before = new Map((previous?.tenants ?? []).map((t) => [t.name, canonicalJson(t)]));
+  const before = new Map((previous?.tenants ?? []).map((t) => [t.name, canonicalTenantJson(t)]));
   const changed = new Set(
-    config.tenants.filter((t) => before.get(t.name) !== canonicalJson(t)).map((t) => t.name),
+    config.tenants.filter((t) => before.get(t.name) !== canonicalTenantJson(t)).map((t) => t.name),
   );
   const kept = withHeldBack(config, changed, previous).config;
   const keptPayload = encodeRelayConfig(kept);
