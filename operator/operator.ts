@@ -261,6 +261,12 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
   });
   // The ConfigMaps we publish, each through its own name-pinned informer (RBAC names each of them).
   const decoded = new Map<string, { rv: string | undefined; config: RelayConfig | undefined }>();
+  /** What we last wrote to each ConfigMap, at the resourceVersion the API server gave it. */
+  const ownWritten = new Map<string, { rv: string; config: RelayConfig }>();
+  const ownEcho = (name: string, cm: k8s.V1ConfigMap | undefined): RelayConfig | undefined => {
+    const w = ownWritten.get(name);
+    return w && w.rv === cm?.metadata?.resourceVersion ? w.config : undefined;
+  };
   const configMapInformer = (name: string) =>
     new ResilientInformer<k8s.V1ConfigMap>({
       ...common,
@@ -282,6 +288,8 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
             }
           }
         }
+        // the echo of our own write (seeded below in publish) needs no reconcile: it holds what we published
+        if (verb !== 'delete' && ownEcho(name, cm) !== undefined) return;
         kick();
       },
     });
@@ -289,6 +297,8 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
   /** The relay config stored in ConfigMap `name`, decoded once per resourceVersion; undefined if none or tampered. */
   const storedDoc = (name: string): RelayConfig | undefined => {
     const cm = cmInfs.get(name)?.get(name, namespace);
+    const own = ownEcho(name, cm);
+    if (own) return own;
     const rv = cm?.metadata?.resourceVersion;
     const memo = decoded.get(name);
     if (memo && memo.rv === rv && cm) return memo.config;
@@ -497,7 +507,12 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
         return true;
       }
       try {
-        await applyConfigMap(core, want, writeSignal());
+        const stored = await applyConfigMap(core, want, writeSignal());
+        // what the API server stored is what we sent (checked): remember it as decoded at its
+        // resourceVersion, so that our own write is not gunzipped, parsed and re-hashed when its
+        // watch event comes back or the next change is planned against it
+        const rv = stored?.metadata?.resourceVersion;
+        if (rv !== undefined && configMapMatches(stored, want)) ownWritten.set(name, { rv, config: doc });
       } catch (err) {
         metrics.configApplyTotal.inc({ result: 'error' });
         failures.push((err as Error).message);
