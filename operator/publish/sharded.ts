@@ -37,13 +37,26 @@ export interface PublishPlanInput {
   limit?: number;
 }
 
+/**
+ * The shards of a compiled config by identity: the operator plans the same config again on every
+ * status sweep and ConfigMap event, and a compiled config is never mutated.
+ */
+const splits = new WeakMap<RelayConfig, { shards: number; docs: RelayConfig[] }>();
+function split(config: RelayConfig, shards: number): RelayConfig[] {
+  const memo = splits.get(config);
+  if (memo?.shards === shards) return memo.docs;
+  const docs = splitRelayConfig(config, shards);
+  splits.set(config, { shards, docs });
+  return docs;
+}
+
 /** The documents to publish, index excluded (it names the shards' hashes as actually stored). */
 export function planPublish(input: PublishPlanInput): PlannedDoc[] {
   const limit = input.limit ?? PAYLOAD_LIMIT;
   const docs =
     input.shards <= 1
       ? [{ name: input.base, config: input.config }]
-      : splitRelayConfig(input.config, input.shards).map((config, i) => ({
+      : split(input.config, input.shards).map((config, i) => ({
           name: shardConfigMapName(input.base, i),
           config,
         }));
