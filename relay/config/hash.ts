@@ -53,7 +53,6 @@ function hashWith(config: { hash?: string } & object, reuse: boolean): string {
   let first = true;
   for (const k of Object.keys(sortedKeys('', rest) as object)) {
     const v = rest[k];
-    let json: string | undefined;
     if (k === 'tenants' && Array.isArray(v)) {
       h.update(`${first ? '{' : ','}${JSON.stringify(k)}:[`);
       first = false;
@@ -64,7 +63,7 @@ function hashWith(config: { hash?: string } & object, reuse: boolean): string {
       h.update(']');
       continue;
     }
-    json = canonicalJson(v);
+    const json: string | undefined = canonicalJson(v);
     if (json === undefined) continue;
     h.update(`${first ? '{' : ','}${JSON.stringify(k)}:${json}`);
     first = false;
