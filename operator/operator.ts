@@ -19,7 +19,7 @@ import {
   type TenantBudgets,
 } from './compile/budgets.ts';
 import { captureTransitions } from './compile/capture-transitions.ts';
-import { type CompileResult, compile } from './compile/compile.ts';
+import { CompileCache, type CompileResult, compile } from './compile/compile.ts';
 import {
   ConfigHistory,
   programmedCondition,
@@ -167,6 +167,8 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
   let shardHeld = new Map<string, string>();
   let lastServices = new Set<string>();
   let configGeneration = 0;
+  /** Informer objects are replaced on change, never mutated: unchanged ones are not validated or compiled again. */
+  const compileCache = new CompileCache();
   /**
    * The relay config the ConfigMap holds (what relays serve): the durable input from which an
    * invalid resource's last valid version is carried over, also across operator restarts. The
@@ -195,20 +197,31 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     inputsDirty = true;
     kick();
   };
-  // Our own status writes come back as updates: they change nothing the compile reads, so they
-  // only re-run the status sweep (a recompile per status write would be quadratic in tenants).
+  // Our own status writes come back as updates: they change nothing the compile reads, and only
+  // that object's status may need another look (a sweep over every object per status write would
+  // be quadratic in objects, and a change would wait behind the sweeps of a status-write burst).
   const compiledFrom = new Map<string, string>();
+  /** The cached object of each key (the one the informer holds, no copy). */
+  const seen = new Map<string, Obj>();
   const onResourceChange = (kind: MailPlusKind) => (verb: 'add' | 'update' | 'delete', obj: Obj) => {
     const md = obj.metadata;
     const key = `${kind}/${md.namespace}/${md.name}`;
     const inputs = JSON.stringify([
+      md.uid,
       md.generation,
       md.creationTimestamp,
       md.deletionTimestamp,
       md.labels,
       md.annotations,
     ]);
-    if (verb === 'update' && compiledFrom.get(key) === inputs) return kick();
+    const before = seen.get(key);
+    if (verb === 'delete') seen.delete(key);
+    else seen.set(key, obj);
+    if (verb === 'update' && compiledFrom.get(key) === inputs) {
+      if (before) compileCache.sameAs(obj, before);
+      if (last) statusCtl?.queue.add(key);
+      return;
+    }
     if (verb === 'delete') compiledFrom.delete(key);
     else compiledFrom.set(key, inputs);
     dirty();
@@ -399,7 +412,7 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
           mailRoutes,
           services: svcInf.list().map(toService),
         },
-        { now: Date.now(), previous: published },
+        { now: Date.now(), previous: published, cache: compileCache },
       );
       const result = enforceTenantBudgets(compiled, budgets, published);
       metrics.tenantsHeldBack.set({ reason: BUDGET_REASONS.overBudget }, result.overBudget.size);

@@ -52,6 +52,15 @@ export interface InformerOptions<T extends KubeObject> {
   restartBackoff?: BackoffPolicy;
 }
 
+/**
+ * Nothing here reads metadata.managedFields, and they are about half of a custom resource's size:
+ * dropped from the cached objects (100k MailRoutes: tens of MB of operator memory).
+ */
+function dropManagedFields(obj: unknown): void {
+  const md = (obj as { metadata?: { managedFields?: unknown } } | undefined)?.metadata;
+  if (md?.managedFields !== undefined) delete md.managedFields;
+}
+
 export class ResilientInformer<T extends KubeObject> {
   readonly kind: string;
   private readonly opts: InformerOptions<T>;
@@ -126,6 +135,7 @@ export class ResilientInformer<T extends KubeObject> {
     const listFn = async () => {
       metrics.informerRelists.inc({ kind });
       const result = (await this.opts.list()) as unknown as k8s.KubernetesListObject<T>;
+      for (const item of result.items) dropManagedFields(item);
       this.markSynced();
       // ListWatch fills its cache right after this resolves (same microtask chain): swap and
       // announce the sync after that.
@@ -144,6 +154,7 @@ export class ResilientInformer<T extends KubeObject> {
     this.current = lw;
     for (const verb of ['add', 'update', 'delete'] as const) {
       lw.on(verb, (obj: T) => {
+        dropManagedFields(obj);
         if (lw !== this.current || this.stopping) return;
         this.markSynced();
         this.backoff.reset();
