@@ -43,8 +43,15 @@ export class CompileCache {
     return this.tokens.get(obj) ?? obj;
   }
 
-  /** validate(raw), once per object. */
-  validated<T>(raw: T, validate: (raw: T) => ValidationResult<T>): ValidationResult<T> {
+  /**
+   * validate(raw), once per object. Only the errors and the defaulted spec are kept (the compile
+   * reads nothing else of the defaulted copy): the copy of metadata and status would double the
+   * memory the informer caches already take.
+   */
+  validated<T extends { spec?: unknown }>(
+    raw: T,
+    validate: (raw: T) => ValidationResult<T>,
+  ): ValidationResult<T> {
     if (typeof raw !== 'object' || raw === null) return validate(raw);
     const key = this.token(raw);
     let memo = this.checked.get(validate as (raw: never) => unknown);
@@ -54,7 +61,8 @@ export class CompileCache {
     }
     const hit = memo.get(key) as ValidationResult<T> | undefined;
     if (hit) return hit;
-    const result = validate(raw);
+    const full = validate(raw);
+    const result = full.value ? { errors: full.errors, value: { spec: full.value.spec } as T } : full;
     memo.set(key, result);
     return result;
   }
