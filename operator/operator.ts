@@ -29,7 +29,7 @@ import {
 import type { ResourceStatus } from './compile/status.ts';
 import { type Controller, type ReconcileResult, startController } from './controller/controller.ts';
 import { k8s, requestOptions } from './kube/client.ts';
-import { ResilientInformer } from './kube/informer.ts';
+import { listPaginated, ResilientInformer } from './kube/informer.ts';
 import { LeaderElector } from './leader/election.ts';
 import { OperatorMetrics } from './metrics.ts';
 import {
@@ -229,16 +229,19 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
 
   const common = { kc, metrics, logger, resyncMs: o.resyncMs, staleAfterMs: o.staleAfterMs };
   // A LIST on a connection that went dark after its TLS handshake would otherwise wait for the HTTP
-  // client's own timeout (minutes) while the informer and its staleness check wait on it.
+  // client's own timeout (minutes) while the informer and its staleness check wait on it. The
+  // deadline is per page: the Mail-Plus kinds and Services are listed in pages (listPaginated).
   const listDeadline = () => requestOptions({ timeoutMs: 60_000 });
   const tpInf = new ResilientInformer<TenantPolicy>({
     ...common,
     kind: 'TenantPolicy',
     path: `/apis/${GROUP}/${VERSION}/tenantpolicies`,
     list: () =>
-      co.listClusterCustomObject(
-        { group: GROUP, version: VERSION, plural: 'tenantpolicies' },
-        listDeadline(),
+      listPaginated((page) =>
+        co.listClusterCustomObject(
+          { group: GROUP, version: VERSION, plural: 'tenantpolicies', ...page },
+          listDeadline(),
+        ),
       ),
     onChange: onResourceChange('TenantPolicy'),
     onResync: dirty,
@@ -248,7 +251,12 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     kind: 'MailRoute',
     path: `/apis/${GROUP}/${VERSION}/mailroutes`,
     list: () =>
-      co.listClusterCustomObject({ group: GROUP, version: VERSION, plural: 'mailroutes' }, listDeadline()),
+      listPaginated((page) =>
+        co.listClusterCustomObject(
+          { group: GROUP, version: VERSION, plural: 'mailroutes', ...page },
+          listDeadline(),
+        ),
+      ),
     onChange: onResourceChange('MailRoute'),
     onResync: dirty,
   });
@@ -256,7 +264,7 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     ...common,
     kind: 'Service',
     path: '/api/v1/services',
-    list: () => core.listServiceForAllNamespaces({}, listDeadline()),
+    list: () => listPaginated((page) => core.listServiceForAllNamespaces(page, listDeadline())),
     // only Services some MailRoute names matter; the set is refreshed by each compile
     onChange: (_verb, s) => {
       if (lastServices.has(`${s.metadata?.namespace}/${s.metadata?.name}`) || !last) dirty();

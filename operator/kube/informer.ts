@@ -52,6 +52,40 @@ export interface InformerOptions<T extends KubeObject> {
   restartBackoff?: BackoffPolicy;
 }
 
+/** Items per LIST request of listPaginated (client-go's reflector uses 500 as well). */
+export const LIST_PAGE_SIZE = 500;
+
+/**
+ * A LIST in pages of `limit` (continue tokens: one consistent snapshot), joined into one list with
+ * the resourceVersion of that snapshot. One LIST of 100k custom resources does not finish within
+ * the API server's request timeout (60 s) on a busy server, so the informer would never sync.
+ */
+export async function listPaginated<T>(
+  page: (opts: { limit: number; _continue?: string }) => Promise<unknown>,
+  limit = LIST_PAGE_SIZE,
+): Promise<{ apiVersion?: string; kind?: string; metadata: { resourceVersion?: string }; items: T[] }> {
+  const items: T[] = [];
+  let token: string | undefined;
+  let first: { apiVersion?: string; kind?: string; metadata?: { resourceVersion?: string } } | undefined;
+  do {
+    const res = (await page({ limit, ...(token ? { _continue: token } : {}) })) as {
+      apiVersion?: string;
+      kind?: string;
+      metadata?: { resourceVersion?: string; continue?: string };
+      items?: T[];
+    };
+    first ??= res;
+    for (const item of res.items ?? []) items.push(item);
+    token = res.metadata?.continue || undefined;
+  } while (token);
+  return {
+    apiVersion: first?.apiVersion,
+    kind: first?.kind,
+    metadata: { resourceVersion: first?.metadata?.resourceVersion },
+    items,
+  };
+}
+
 /**
  * Nothing here reads metadata.managedFields, and they are about half of a custom resource's size:
  * dropped from the cached objects (100k MailRoutes: tens of MB of operator memory).
