@@ -5,7 +5,7 @@ describe('listPaginated', () => {
   it('follows continue tokens and keeps the first page’s resourceVersion (the snapshot the pages belong to)', async () => {
     const all = Array.from({ length: 7 }, (_, i) => ({ metadata: { name: `o${i}` } }));
     const asked: Array<{ limit: number; _continue?: string }> = [];
-    const list = await listPaginated(async (opts) => {
+    const list = await listPaginated<{ metadata: { name: string } }>(async (opts) => {
       asked.push(opts);
       const start = opts._continue ? Number(opts._continue) : 0;
       const end = Math.min(all.length, start + opts.limit);
