@@ -19,7 +19,7 @@ import {
   type TenantBudgets,
 } from './compile/budgets.ts';
 import { captureTransitions } from './compile/capture-transitions.ts';
-import { type CompileResult, compile } from './compile/compile.ts';
+import { CompileCache, type CompileResult, compile } from './compile/compile.ts';
 import {
   ConfigHistory,
   programmedCondition,
@@ -29,7 +29,7 @@ import {
 import type { ResourceStatus } from './compile/status.ts';
 import { type Controller, type ReconcileResult, startController } from './controller/controller.ts';
 import { k8s, requestOptions } from './kube/client.ts';
-import { ResilientInformer } from './kube/informer.ts';
+import { listPaginated, ResilientInformer } from './kube/informer.ts';
 import { LeaderElector } from './leader/election.ts';
 import { OperatorMetrics } from './metrics.ts';
 import {
@@ -167,6 +167,8 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
   let shardHeld = new Map<string, string>();
   let lastServices = new Set<string>();
   let configGeneration = 0;
+  /** Informer objects are replaced on change, never mutated: unchanged ones are not validated or compiled again. */
+  const compileCache = new CompileCache();
   /**
    * The relay config the ConfigMap holds (what relays serve): the durable input from which an
    * invalid resource's last valid version is carried over, also across operator restarts. The
@@ -195,20 +197,31 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     inputsDirty = true;
     kick();
   };
-  // Our own status writes come back as updates: they change nothing the compile reads, so they
-  // only re-run the status sweep (a recompile per status write would be quadratic in tenants).
+  // Our own status writes come back as updates: they change nothing the compile reads, and only
+  // that object's status may need another look (a sweep over every object per status write would
+  // be quadratic in objects, and a change would wait behind the sweeps of a status-write burst).
   const compiledFrom = new Map<string, string>();
+  /** The cached object of each key (the one the informer holds, no copy). */
+  const seen = new Map<string, Obj>();
   const onResourceChange = (kind: MailPlusKind) => (verb: 'add' | 'update' | 'delete', obj: Obj) => {
     const md = obj.metadata;
     const key = `${kind}/${md.namespace}/${md.name}`;
     const inputs = JSON.stringify([
+      md.uid,
       md.generation,
       md.creationTimestamp,
       md.deletionTimestamp,
       md.labels,
       md.annotations,
     ]);
-    if (verb === 'update' && compiledFrom.get(key) === inputs) return kick();
+    const before = seen.get(key);
+    if (verb === 'delete') seen.delete(key);
+    else seen.set(key, obj);
+    if (verb === 'update' && compiledFrom.get(key) === inputs) {
+      if (before) compileCache.sameAs(obj, before);
+      if (last) statusCtl?.queue.add(key);
+      return;
+    }
     if (verb === 'delete') compiledFrom.delete(key);
     else compiledFrom.set(key, inputs);
     dirty();
@@ -216,16 +229,19 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
 
   const common = { kc, metrics, logger, resyncMs: o.resyncMs, staleAfterMs: o.staleAfterMs };
   // A LIST on a connection that went dark after its TLS handshake would otherwise wait for the HTTP
-  // client's own timeout (minutes) while the informer and its staleness check wait on it.
+  // client's own timeout (minutes) while the informer and its staleness check wait on it. The
+  // deadline is per page: the Mail-Plus kinds and Services are listed in pages (listPaginated).
   const listDeadline = () => requestOptions({ timeoutMs: 60_000 });
   const tpInf = new ResilientInformer<TenantPolicy>({
     ...common,
     kind: 'TenantPolicy',
     path: `/apis/${GROUP}/${VERSION}/tenantpolicies`,
     list: () =>
-      co.listClusterCustomObject(
-        { group: GROUP, version: VERSION, plural: 'tenantpolicies' },
-        listDeadline(),
+      listPaginated((page) =>
+        co.listClusterCustomObject(
+          { group: GROUP, version: VERSION, plural: 'tenantpolicies', ...page },
+          listDeadline(),
+        ),
       ),
     onChange: onResourceChange('TenantPolicy'),
     onResync: dirty,
@@ -235,7 +251,12 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     kind: 'MailRoute',
     path: `/apis/${GROUP}/${VERSION}/mailroutes`,
     list: () =>
-      co.listClusterCustomObject({ group: GROUP, version: VERSION, plural: 'mailroutes' }, listDeadline()),
+      listPaginated((page) =>
+        co.listClusterCustomObject(
+          { group: GROUP, version: VERSION, plural: 'mailroutes', ...page },
+          listDeadline(),
+        ),
+      ),
     onChange: onResourceChange('MailRoute'),
     onResync: dirty,
   });
@@ -243,7 +264,7 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     ...common,
     kind: 'Service',
     path: '/api/v1/services',
-    list: () => core.listServiceForAllNamespaces({}, listDeadline()),
+    list: () => listPaginated((page) => core.listServiceForAllNamespaces(page, listDeadline())),
     // only Services some MailRoute names matter; the set is refreshed by each compile
     onChange: (_verb, s) => {
       if (lastServices.has(`${s.metadata?.namespace}/${s.metadata?.name}`) || !last) dirty();
@@ -261,6 +282,12 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
   });
   // The ConfigMaps we publish, each through its own name-pinned informer (RBAC names each of them).
   const decoded = new Map<string, { rv: string | undefined; config: RelayConfig | undefined }>();
+  /** What we last wrote to each ConfigMap, at the resourceVersion the API server gave it. */
+  const ownWritten = new Map<string, { rv: string; config: RelayConfig }>();
+  const ownEcho = (name: string, cm: k8s.V1ConfigMap | undefined): RelayConfig | undefined => {
+    const w = ownWritten.get(name);
+    return w && w.rv === cm?.metadata?.resourceVersion ? w.config : undefined;
+  };
   const configMapInformer = (name: string) =>
     new ResilientInformer<k8s.V1ConfigMap>({
       ...common,
@@ -282,6 +309,8 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
             }
           }
         }
+        // the echo of our own write (seeded below in publish) needs no reconcile: it holds what we published
+        if (verb !== 'delete' && ownEcho(name, cm) !== undefined) return;
         kick();
       },
     });
@@ -289,6 +318,8 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
   /** The relay config stored in ConfigMap `name`, decoded once per resourceVersion; undefined if none or tampered. */
   const storedDoc = (name: string): RelayConfig | undefined => {
     const cm = cmInfs.get(name)?.get(name, namespace);
+    const own = ownEcho(name, cm);
+    if (own) return own;
     const rv = cm?.metadata?.resourceVersion;
     const memo = decoded.get(name);
     if (memo && memo.rv === rv && cm) return memo.config;
@@ -389,7 +420,7 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
           mailRoutes,
           services: svcInf.list().map(toService),
         },
-        { now: Date.now(), previous: published },
+        { now: Date.now(), previous: published, cache: compileCache },
       );
       const result = enforceTenantBudgets(compiled, budgets, published);
       metrics.tenantsHeldBack.set({ reason: BUDGET_REASONS.overBudget }, result.overBudget.size);
@@ -497,7 +528,12 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
         return true;
       }
       try {
-        await applyConfigMap(core, want, writeSignal());
+        const stored = await applyConfigMap(core, want, writeSignal());
+        // what the API server stored is what we sent (checked): remember it as decoded at its
+        // resourceVersion, so that our own write is not gunzipped, parsed and re-hashed when its
+        // watch event comes back or the next change is planned against it
+        const rv = stored?.metadata?.resourceVersion;
+        if (rv !== undefined && configMapMatches(stored, want)) ownWritten.set(name, { rv, config: doc });
       } catch (err) {
         metrics.configApplyTotal.inc({ result: 'error' });
         failures.push((err as Error).message);

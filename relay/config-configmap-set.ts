@@ -5,6 +5,7 @@
 // serves half an update (a domain moving between tenants in two shards); until then it keeps the
 // last consistent config. An index naming ConfigMaps other than NAME-shard-<i> is refused (the
 // relay's RBAC names exactly those, and the index must not point it anywhere else).
+import { canonicalTenantJson } from './config/hash.ts';
 import { assembledFromVerified } from './config/load.ts';
 import { isShardOf, mergeShards } from './config/shards.ts';
 import type { RelayConfig } from './config/types.gen.ts';
@@ -14,6 +15,23 @@ import type { ConfigTarget, FileWatcher } from './config-file-watch.ts';
 export interface FollowOptions extends ConfigMapWatchOptions {
   /** Follow a shard afresh when it is still behind the index after this long (default 10 s). */
   refollowAfterMs?: number;
+}
+
+/**
+ * `next` (verified) with each tenant section whose content equals one in `previous` replaced by
+ * that earlier object: the same content and hash, but a change to one tenant of a shard leaves the
+ * other tenants' sections (and their routing indexes) as they were instead of new copies.
+ */
+export function withUnchangedTenantsOf(previous: RelayConfig | undefined, next: RelayConfig): RelayConfig {
+  if (!previous || previous === next) return next;
+  const before = new Map(previous.tenants.map((t) => [canonicalTenantJson(t), t]));
+  let reused = 0;
+  const tenants = next.tenants.map((t) => {
+    const same = before.get(canonicalTenantJson(t));
+    if (same) reused++;
+    return same ?? t;
+  });
+  return reused === 0 ? next : assembledFromVerified({ ...next, tenants });
 }
 
 export function followRelayConfig(relay: ConfigTarget, opts: FollowOptions): FileWatcher {
@@ -93,7 +111,7 @@ export function followRelayConfig(relay: ConfigTarget, opts: FollowOptions): Fil
 
   const shardTarget = (shard: string): ConfigTarget => ({
     applyConfig(config) {
-      shardDocs.set(shard, config);
+      shardDocs.set(shard, withUnchangedTenantsOf(shardDocs.get(shard), config));
       tryServe();
       return { ok: true };
     },

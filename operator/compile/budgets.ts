@@ -6,7 +6,7 @@
 // tenant still owns. A tenant that never had a section published gets a deferral section instead
 // (its domains answer 451, so senders retry until the tenant fits again; nothing is handed over,
 // nothing bounces). Pure: the previous config and the budgets are parameters.
-import { hashConfig } from '../../relay/config/hash.ts';
+import { canonicalTenantJson, hashDerivedConfig } from '../../relay/config/hash.ts';
 import type { RelayConfig, Tenant } from '../../relay/config/types.gen.ts';
 import type { CompileResult } from './compile.ts';
 import { makeStatus } from './status.ts';
@@ -50,7 +50,7 @@ export interface TenantUsage {
 export function tenantUsage(t: Tenant): TenantUsage {
   let patterns = 0;
   for (const r of t.routes) patterns += r.recipients.length + r.senders.length;
-  return { routes: t.routes.length, patterns, bytes: Buffer.byteLength(JSON.stringify(t)) };
+  return { routes: t.routes.length, patterns, bytes: Buffer.byteLength(canonicalTenantJson(t)) };
 }
 
 /** The broken budgets, as text naming the numbers and the operator flag, or [] when within budget. */
@@ -141,7 +141,7 @@ export function withHeldBack(
   const sorted: Record<string, number> = {};
   for (const k of Object.keys(sources).sort()) sorted[k] = sources[k];
   const out: RelayConfig = { ...config, hash: '', sources: sorted, tenants };
-  out.hash = hashConfig(out);
+  out.hash = hashDerivedConfig(out);
   return { config: out, held };
 }
 

@@ -3,7 +3,7 @@
 // its own is settled here: validity, domain ownership, route order, upstream addresses, defaults.
 
 import { checkConsent, type TroubleshootingSpec } from '../../relay/capture/consent.ts';
-import { canonicalJson, hashConfig } from '../../relay/config/hash.ts';
+import { canonicalJson, hashConfig, hashDerivedConfig } from '../../relay/config/hash.ts';
 import type {
   Limits,
   RelayConfig,
@@ -19,8 +19,9 @@ import { parseRetention } from '../../relay/trace/retention.ts';
 import type { MailRoute, MailRouteSpec, TenantPolicy } from '../api/types.gen.ts';
 import { resourceKey, resourceLabel, type Service } from '../resources/types.ts';
 import { parseByteQuantity, parseDurationSeconds } from '../resources/units.ts';
-import { validateMailRoute, validateTenantPolicy } from '../resources/validate.ts';
+import { type ValidationResult, validateMailRoute, validateTenantPolicy } from '../resources/validate.ts';
 import { compileAuthentication } from './authentication.ts';
+import type { CompileCache, SectionInputs } from './cache.ts';
 import { generationInForce, previousRoute, previousTenant } from './carry-over.ts';
 import { type Conflict, makeStatus, REASONS, type ResourceStatus, type StatusCondition } from './status.ts';
 
@@ -51,6 +52,11 @@ export interface CompileOptions {
    * option (the operator) input order never matters and untimestamped resources tie.
    */
   documentOrder?: boolean;
+  /**
+   * Validation results and namespace sections of earlier compiles (the operator): input objects
+   * are treated as immutable, a changed resource must be a new object. Output is unchanged.
+   */
+  cache?: CompileCache;
 }
 
 export interface CompileResult {
@@ -58,6 +64,8 @@ export interface CompileResult {
   /** Keyed 'Kind/namespace/name' for every TenantPolicy and MailRoute in the input. */
   statuses: Map<string, ResourceStatus>;
 }
+
+export { CompileCache } from './cache.ts';
 
 export const DEFAULT_REJECT_MESSAGE = 'Message rejected by policy';
 /** What a forward route whose upstreams all fail to resolve answers, so mail is deferred, not misrouted. */
@@ -119,6 +127,7 @@ type FieldError = { field: string; message: string };
 
 interface PolicyEntry {
   meta: Meta;
+  raw: TenantPolicy;
   /** The valid spec; absent when the current generation is invalid. */
   spec?: TenantPolicy['spec'];
   /**
@@ -174,15 +183,24 @@ function invalid(
   );
 }
 
-/** Keeps one object per key, independent of input order (largest generation, then canonical text). */
+const byKey = (a: [Meta, unknown], b: [Meta, unknown]): number => cmpStr(a[0].key, b[0].key);
+
+/**
+ * Keeps one object per key, independent of input order (largest generation, then canonical text);
+ * in no particular order.
+ */
 function dedupe<T extends { metadata?: unknown }>(
   kind: 'TenantPolicy' | 'MailRoute',
   items: T[],
   documentOrder = false,
+  cache?: CompileCache,
 ): Array<[Meta, T]> {
   const byKey = new Map<string, [Meta, T]>();
   for (const [i, item] of items.entries()) {
-    const meta = metaOf(kind, item as { metadata?: Record<string, unknown> }, documentOrder ? i : 0);
+    const md = item as { metadata?: Record<string, unknown> };
+    const meta = cache
+      ? cache.meta(kind, md, () => metaOf(kind, md))
+      : metaOf(kind, md, documentOrder ? i : 0);
     const prev = byKey.get(meta.key);
     if (!prev) {
       byKey.set(meta.key, [meta, item]);
@@ -193,7 +211,7 @@ function dedupe<T extends { metadata?: unknown }>(
     if (g > pg || (g === pg && canonicalJson(item) < canonicalJson(prev[1])))
       byKey.set(meta.key, [meta, item]);
   }
-  return [...byKey.values()].sort((a, b) => cmpStr(a[0].key, b[0].key));
+  return [...byKey.values()];
 }
 
 function ownerOfPattern(
@@ -349,8 +367,263 @@ function compileDnsbl(d: NonNullable<TenantPolicy['spec']['dnsbl']> | undefined)
   };
 }
 
+/** What compile() derives from the policies, shared by every namespace section. */
+interface NamespaceContext {
+  tenantByNs: Map<string, PolicyEntry>;
+  rejectedPolicyByNs: Map<string, string>;
+  captureByNs: Map<string, NonNullable<Tenant['capture']>>;
+  exactOwner: Map<string, string>;
+  wildcardOwner: Map<string, string>;
+  services: Map<string, Service>;
+  previous: RelayConfig | undefined;
+  validateRoute(raw: MailRoute): ValidationResult<MailRoute>;
+}
+
+/** One namespace's share of the compile output. */
+interface NamespaceSection {
+  tenant?: Tenant;
+  statuses: Map<string, ResourceStatus>;
+  sources: Map<string, number>;
+  /** False when it depends on the previous config (an invalid route): never reused. */
+  reusable: boolean;
+}
+
+/**
+ * The MailRoutes of one namespace (validity, tenant, domain ownership) and its tenant section with
+ * the routes in order. Reads nothing of other namespaces but the domain owners.
+ */
+function compileNamespace(
+  c: NamespaceContext,
+  namespace: string,
+  raws: Array<[Meta, MailRoute]>,
+): NamespaceSection {
+  const { tenantByNs, rejectedPolicyByNs, captureByNs, exactOwner, wildcardOwner, services } = c;
+  const statuses = new Map<string, ResourceStatus>();
+  const sources = new Map<string, number>();
+  let reusable = true;
+  const entries: RouteEntry[] = [];
+  for (const [meta, raw] of raws) {
+    const v = c.validateRoute(raw);
+    if (!v.value) reusable = false;
+    const found = tenantByNs.get(meta.namespace);
+    // a policy that only reserves its domains serves no routes
+    const tenant = found && (found.spec || found.invalid?.inForce) ? found : undefined;
+    let carried: RouteEntry['carried'];
+    if (!v.value) {
+      const { namespace, name } = meta;
+      const g = generationInForce(c.previous, 'MailRoute', namespace, name, meta.generation);
+      const route = g === undefined || !tenant ? undefined : previousRoute(c.previous, namespace, name);
+      if (g === undefined || !route) {
+        statuses.set(meta.key, invalid(meta.generation, v.errors));
+        continue;
+      }
+      carried = { errors: v.errors, generation: g, route };
+    }
+    const spec = v.value?.spec;
+    const match = spec?.match ?? carried?.route;
+    if (!tenant || !match) {
+      const why =
+        rejectedPolicyByNs.get(meta.namespace) ??
+        `namespace ${meta.namespace} has no TenantPolicy; create one listing the domains of this route`;
+      statuses.set(
+        meta.key,
+        makeStatus(
+          meta.generation,
+          { status: 'False', reason: REASONS.noTenantPolicy, message: why },
+          {
+            status: 'Unknown',
+            reason: REASONS.noTenantPolicy,
+            message: 'not checked: the route is not accepted',
+          },
+        ),
+      );
+      continue;
+    }
+    const recipients: RouteEntry['recipients'] = [];
+    const notOwned: string[] = [];
+    match.recipients.forEach((text, index) => {
+      const r = parsePattern(text);
+      if (!r.ok) return;
+      const owner = ownerOfPattern(r.value, exactOwner, wildcardOwner);
+      if (owner !== meta.namespace) {
+        notOwned.push(
+          owner === undefined ? r.value.text : `${r.value.text} (domain held by tenant ${owner})`,
+        );
+      } else if (!recipients.some((x) => x.pattern.text === r.value.text)) {
+        recipients.push({ pattern: r.value, index });
+      }
+    });
+    if (notOwned.length > 0 && carried) {
+      const consequence = `; generation ${carried.generation}, the last valid one, is not served either: its recipient patterns are outside the domains of ${tenant.meta.label}: ${listText(notOwned)}`;
+      statuses.set(meta.key, invalid(meta.generation, carried.errors, consequence));
+      continue;
+    }
+    if (notOwned.length > 0) {
+      statuses.set(
+        meta.key,
+        makeStatus(
+          meta.generation,
+          {
+            status: 'False',
+            reason: REASONS.domainNotOwned,
+            message: `recipient patterns outside the domains of ${tenant.meta.label}: ${listText(notOwned)}; add the domains to the TenantPolicy or remove the patterns`,
+          },
+          {
+            status: 'Unknown',
+            reason: REASONS.domainNotOwned,
+            message: 'not checked: the route is not accepted',
+          },
+        ),
+      );
+      continue;
+    }
+    const senders: Pattern[] = [];
+    for (const s of match.senders ?? []) {
+      const r = parsePattern(s, { allowNull: true });
+      if (r.ok && !senders.some((x) => x.text === r.value.text)) senders.push(r.value);
+    }
+    senders.sort(bySpecificity);
+    const entry: RouteEntry = { meta, spec, carried, recipients, senders };
+    entries.push(entry);
+  }
+
+  const section: NamespaceSection = { statuses, sources, reusable };
+  // The tenant section and its routes.
+  const p = tenantByNs.get(namespace);
+  if (p) {
+    const priority = (e: RouteEntry) => e.spec?.priority ?? e.carried?.route.priority ?? 100;
+    entries.sort((a, b) => priority(a) - priority(b) || byAge(a.meta, b.meta));
+
+    // Shadowing: a later route with the same priority and pattern never wins that pattern when an
+    // earlier one accepts every sender it accepts (no sender filter, or the same filter).
+    const conflicts = new Map<RouteEntry, Conflict[]>();
+    const firstAny = new Map<string, RouteEntry>();
+    const firstSame = new Map<string, RouteEntry>();
+    for (const e of entries) {
+      const senderKey = e.senders.map((s) => s.text).join(',');
+      for (const { pattern, index } of e.recipients) {
+        const k = `${priority(e)}|${pattern.text}`;
+        const winner = firstAny.get(k) ?? (senderKey !== '' ? firstSame.get(`${k}|${senderKey}`) : undefined);
+        if (winner) {
+          const list = conflicts.get(e) ?? [];
+          list.push({
+            field: `spec.match.recipients[${index}]`,
+            value: pattern.text,
+            winner: winner.meta.label,
+          });
+          conflicts.set(e, list);
+        }
+        if (senderKey === '') {
+          if (!firstAny.has(k)) firstAny.set(k, e);
+        } else if (!firstSame.has(`${k}|${senderKey}`)) firstSame.set(`${k}|${senderKey}`, e);
+      }
+    }
+
+    const routes: Route[] = [];
+    const usedServices = new Set<string>();
+    for (const e of entries) {
+      let action: Route['action'];
+      let refs: Omit<StatusCondition, 'type'> = {
+        status: 'True',
+        reason: REASONS.resolvedRefs,
+        message: 'all references resolved',
+      };
+      let refsFalse: { reason: string; message: string } | undefined;
+      if (e.carried || !e.spec) {
+        action = (e.carried as NonNullable<RouteEntry['carried']>).route.action;
+      } else if (e.spec.reject) {
+        const code = e.spec.reject.code ?? 550;
+        action = {
+          reject: {
+            code,
+            enhancedCode: e.spec.reject.enhancedCode ?? (code >= 500 ? '5.7.1' : '4.7.1'),
+            message: e.spec.reject.message ?? DEFAULT_REJECT_MESSAGE,
+          },
+        };
+      } else {
+        const resolved = resolveUpstreams(
+          e.meta.namespace,
+          e.spec.forward?.upstreams ?? [],
+          services,
+          usedServices,
+        );
+        if (resolved.problems.length > 0) {
+          refsFalse = {
+            reason: resolved.problems[0].reason,
+            message:
+              resolved.problems.map((x) => x.message).join('; ') +
+              (resolved.upstreams.length > 0
+                ? '; the other upstreams are used meanwhile'
+                : `; meanwhile recipients of this route get ${UNRESOLVED_REPLY.code} ${UNRESOLVED_REPLY.enhancedCode}`),
+          };
+        }
+        // validated already: the template parses; its normalised text is what relays load
+        const template = e.spec.forward?.rewrite && parseRewriteTemplate(e.spec.forward.rewrite.recipient);
+        const rewrite = template?.ok ? { rewrite: { recipient: template.value.text } } : {};
+        action =
+          resolved.upstreams.length > 0
+            ? { forward: { ...rewrite, upstreams: resolved.upstreams } }
+            : { reject: { ...UNRESOLVED_REPLY } };
+      }
+      const recipients = e.recipients.map((r) => r.pattern).sort(bySpecificity);
+      routes.push({
+        name: `${e.meta.namespace}/${e.meta.name}`,
+        priority: priority(e),
+        recipients: recipients.map((r) => r.text),
+        senders: e.senders.map((s) => s.text),
+        action,
+      });
+      const shadowed = conflicts.get(e);
+      if (e.carried) {
+        sources.set(e.meta.key, e.carried.generation);
+        const consequence = `; generation ${e.carried.generation}, the last valid one, stays in force until the spec is fixed`;
+        statuses.set(e.meta.key, invalid(e.meta.generation, e.carried.errors, consequence, shadowed));
+        continue;
+      }
+      sources.set(e.meta.key, e.meta.generation ?? 0);
+      const accepted = shadowed
+        ? {
+            status: 'True' as const,
+            reason: REASONS.conflicted,
+            message: `accepted, but these patterns never win: an older route with the same priority, pattern and senders takes them: ${listText(shadowed.map((c) => `${c.value} (${c.winner})`))}`,
+          }
+        : { status: 'True' as const, reason: REASONS.accepted, message: 'accepted' };
+      if (refsFalse) refs = { status: 'False', reason: refsFalse.reason, message: refsFalse.message };
+      statuses.set(e.meta.key, makeStatus(e.meta.generation, accepted, refs, shadowed));
+    }
+    for (const svcKey of [...usedServices].sort()) {
+      const svc = services.get(svcKey);
+      sources.set(`Service/${svcKey}`, svc?.metadata.generation ?? 0);
+    }
+
+    const tenant: Tenant = {
+      name: p.meta.namespace,
+      policy: `${p.meta.namespace}/${p.meta.name}`,
+      domains: [...p.owned].sort(),
+      ...tenantSettings(p),
+      routes,
+    };
+    const privacy = p.spec?.privacy;
+    if (privacy !== undefined) {
+      const r = privacy.retention === undefined ? undefined : parseRetention(privacy.retention);
+      tenant.privacy = {
+        ...(r?.ok ? { retentionSeconds: r.seconds } : {}),
+        ...(privacy.pseudonymize !== undefined ? { pseudonymize: privacy.pseudonymize } : {}),
+      };
+    }
+    const capture = captureByNs.get(p.meta.namespace);
+    if (capture) tenant.capture = capture;
+    section.tenant = tenant;
+  }
+
+  section.reusable = reusable;
+  return section;
+}
+
 export function compile(input: CompileInput, options: CompileOptions = {}): CompileResult {
   const nowMs = options.now === undefined ? undefined : new Date(options.now).getTime();
+  // file order is an input of route order there (documentOrder): never cached
+  const cache = options.documentOrder ? undefined : options.cache;
   const statuses = new Map<string, ResourceStatus>();
   const sources = new Map<string, number>();
 
@@ -364,15 +637,24 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
 
   // 1. Validate TenantPolicies, one per namespace (the oldest).
   const policiesByNs = new Map<string, PolicyEntry[]>();
-  for (const [meta, raw] of dedupe('TenantPolicy', input.tenantPolicies, options.documentOrder)) {
-    const v = validateTenantPolicy(raw);
+  for (const [meta, raw] of dedupe('TenantPolicy', input.tenantPolicies, options.documentOrder, cache).sort(
+    byKey,
+  )) {
+    const v = cache ? cache.validated(raw, validateTenantPolicy) : validateTenantPolicy(raw);
     let errors: FieldError[] = v.errors;
     const retention = v.value?.spec.privacy?.retention;
     const r = retention === undefined ? undefined : parseRetention(retention);
     if (r && !r.ok) errors = [{ field: 'spec.privacy.retention', message: r.error }];
     let entry: PolicyEntry;
     if (v.value && errors.length === 0) {
-      entry = { meta, spec: v.value.spec, claims: reservedClaims(v.value), owned: new Set(), lost: [] };
+      entry = {
+        meta,
+        raw,
+        spec: v.value.spec,
+        claims: reservedClaims(v.value),
+        owned: new Set(),
+        lost: [],
+      };
     } else {
       // Faults never change who owns what: the last valid version stays in force, and a policy
       // that never had one still reserves its domains against newer claims.
@@ -387,7 +669,7 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
         statuses.set(meta.key, invalid(meta.generation, errors));
         continue;
       }
-      entry = { meta, invalid: { errors, inForce }, claims, owned: new Set(), lost: [] };
+      entry = { meta, raw, invalid: { errors, inForce }, claims, owned: new Set(), lost: [] };
     }
     const list = policiesByNs.get(meta.namespace);
     if (list) list.push(entry);
@@ -552,223 +834,60 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
       }
     }
   }
-  // 3. MailRoutes: validity, tenant, domain ownership.
-  const routesByNs = new Map<string, RouteEntry[]>();
-  for (const [meta, raw] of dedupe('MailRoute', input.mailRoutes, options.documentOrder)) {
-    const v = validateMailRoute(raw);
-    const found = tenantByNs.get(meta.namespace);
-    // a policy that only reserves its domains serves no routes
-    const tenant = found && (found.spec || found.invalid?.inForce) ? found : undefined;
-    let carried: RouteEntry['carried'];
-    if (!v.value) {
-      const { namespace, name } = meta;
-      const g = generationInForce(options.previous, 'MailRoute', namespace, name, meta.generation);
-      const route = g === undefined || !tenant ? undefined : previousRoute(options.previous, namespace, name);
-      if (g === undefined || !route) {
-        statuses.set(meta.key, invalid(meta.generation, v.errors));
-        continue;
-      }
-      carried = { errors: v.errors, generation: g, route };
-    }
-    const spec = v.value?.spec;
-    const match = spec?.match ?? carried?.route;
-    if (!tenant || !match) {
-      const why =
-        rejectedPolicyByNs.get(meta.namespace) ??
-        `namespace ${meta.namespace} has no TenantPolicy; create one listing the domains of this route`;
-      statuses.set(
-        meta.key,
-        makeStatus(
-          meta.generation,
-          { status: 'False', reason: REASONS.noTenantPolicy, message: why },
-          {
-            status: 'Unknown',
-            reason: REASONS.noTenantPolicy,
-            message: 'not checked: the route is not accepted',
-          },
-        ),
-      );
-      continue;
-    }
-    const recipients: RouteEntry['recipients'] = [];
-    const notOwned: string[] = [];
-    match.recipients.forEach((text, index) => {
-      const r = parsePattern(text);
-      if (!r.ok) return;
-      const owner = ownerOfPattern(r.value, exactOwner, wildcardOwner);
-      if (owner !== meta.namespace) {
-        notOwned.push(
-          owner === undefined ? r.value.text : `${r.value.text} (domain held by tenant ${owner})`,
-        );
-      } else if (!recipients.some((x) => x.pattern.text === r.value.text)) {
-        recipients.push({ pattern: r.value, index });
-      }
-    });
-    if (notOwned.length > 0 && carried) {
-      const consequence = `; generation ${carried.generation}, the last valid one, is not served either: its recipient patterns are outside the domains of ${tenant.meta.label}: ${listText(notOwned)}`;
-      statuses.set(meta.key, invalid(meta.generation, carried.errors, consequence));
-      continue;
-    }
-    if (notOwned.length > 0) {
-      statuses.set(
-        meta.key,
-        makeStatus(
-          meta.generation,
-          {
-            status: 'False',
-            reason: REASONS.domainNotOwned,
-            message: `recipient patterns outside the domains of ${tenant.meta.label}: ${listText(notOwned)}; add the domains to the TenantPolicy or remove the patterns`,
-          },
-          {
-            status: 'Unknown',
-            reason: REASONS.domainNotOwned,
-            message: 'not checked: the route is not accepted',
-          },
-        ),
-      );
-      continue;
-    }
-    const senders: Pattern[] = [];
-    for (const s of match.senders ?? []) {
-      const r = parsePattern(s, { allowNull: true });
-      if (r.ok && !senders.some((x) => x.text === r.value.text)) senders.push(r.value);
-    }
-    senders.sort(bySpecificity);
-    const entry: RouteEntry = { meta, spec, carried, recipients, senders };
-    const list = routesByNs.get(meta.namespace);
-    if (list) list.push(entry);
-    else routesByNs.set(meta.namespace, [entry]);
+  // 3. MailRoutes and tenant sections, namespace by namespace (see compileNamespace); with a cache,
+  // a namespace whose inputs are the same objects as before reuses its section.
+  const routesByNs = new Map<string, Array<[Meta, MailRoute]>>();
+  for (const item of dedupe('MailRoute', input.mailRoutes, options.documentOrder, cache)) {
+    const list = routesByNs.get(item[0].namespace);
+    if (list) list.push(item);
+    else routesByNs.set(item[0].namespace, [item]);
   }
-
-  // 4. Tenants and their routes.
+  for (const list of routesByNs.values()) list.sort(byKey);
+  const ctx: NamespaceContext = {
+    tenantByNs,
+    rejectedPolicyByNs,
+    captureByNs,
+    exactOwner,
+    wildcardOwner,
+    services,
+    previous: options.previous,
+    validateRoute: cache ? (raw) => cache.validated(raw, validateMailRoute) : validateMailRoute,
+  };
   const tenants: Tenant[] = [];
-  for (const p of [...tenantByNs.values()].sort((a, b) => cmpStr(a.meta.namespace, b.meta.namespace))) {
-    const entries = routesByNs.get(p.meta.namespace) ?? [];
-    const priority = (e: RouteEntry) => e.spec?.priority ?? e.carried?.route.priority ?? 100;
-    entries.sort((a, b) => priority(a) - priority(b) || byAge(a.meta, b.meta));
-
-    // Shadowing: a later route with the same priority and pattern never wins that pattern when an
-    // earlier one accepts every sender it accepts (no sender filter, or the same filter).
-    const conflicts = new Map<RouteEntry, Conflict[]>();
-    const firstAny = new Map<string, RouteEntry>();
-    const firstSame = new Map<string, RouteEntry>();
-    for (const e of entries) {
-      const senderKey = e.senders.map((s) => s.text).join(',');
-      for (const { pattern, index } of e.recipients) {
-        const k = `${priority(e)}|${pattern.text}`;
-        const winner = firstAny.get(k) ?? (senderKey !== '' ? firstSame.get(`${k}|${senderKey}`) : undefined);
-        if (winner) {
-          const list = conflicts.get(e) ?? [];
-          list.push({
-            field: `spec.match.recipients[${index}]`,
-            value: pattern.text,
-            winner: winner.meta.label,
-          });
-          conflicts.set(e, list);
-        }
-        if (senderKey === '') {
-          if (!firstAny.has(k)) firstAny.set(k, e);
-        } else if (!firstSame.has(`${k}|${senderKey}`)) firstSame.set(`${k}|${senderKey}`, e);
-      }
+  const namespaces = new Set([...routesByNs.keys(), ...tenantByNs.keys()]);
+  let servicesText: Map<string, string> | undefined;
+  if (cache) {
+    cache.begin([...claimOwner].map(([claim, p]) => `${claim}=${p.meta.namespace}`).join('\n'));
+    servicesText = new Map();
+    for (const [key, svc] of services) {
+      const ns = key.slice(0, key.indexOf('/'));
+      servicesText.set(ns, `${servicesText.get(ns) ?? ''}${JSON.stringify(svc)}\n`);
     }
-
-    const routes: Route[] = [];
-    const usedServices = new Set<string>();
-    for (const e of entries) {
-      let action: Route['action'];
-      let refs: Omit<StatusCondition, 'type'> = {
-        status: 'True',
-        reason: REASONS.resolvedRefs,
-        message: 'all references resolved',
-      };
-      let refsFalse: { reason: string; message: string } | undefined;
-      if (e.carried || !e.spec) {
-        action = (e.carried as NonNullable<RouteEntry['carried']>).route.action;
-      } else if (e.spec.reject) {
-        const code = e.spec.reject.code ?? 550;
-        action = {
-          reject: {
-            code,
-            enhancedCode: e.spec.reject.enhancedCode ?? (code >= 500 ? '5.7.1' : '4.7.1'),
-            message: e.spec.reject.message ?? DEFAULT_REJECT_MESSAGE,
-          },
-        };
-      } else {
-        const resolved = resolveUpstreams(
-          e.meta.namespace,
-          e.spec.forward?.upstreams ?? [],
-          services,
-          usedServices,
-        );
-        if (resolved.problems.length > 0) {
-          refsFalse = {
-            reason: resolved.problems[0].reason,
-            message:
-              resolved.problems.map((x) => x.message).join('; ') +
-              (resolved.upstreams.length > 0
-                ? '; the other upstreams are used meanwhile'
-                : `; meanwhile recipients of this route get ${UNRESOLVED_REPLY.code} ${UNRESOLVED_REPLY.enhancedCode}`),
-          };
-        }
-        // validated already: the template parses; its normalised text is what relays load
-        const template = e.spec.forward?.rewrite && parseRewriteTemplate(e.spec.forward.rewrite.recipient);
-        const rewrite = template?.ok ? { rewrite: { recipient: template.value.text } } : {};
-        action =
-          resolved.upstreams.length > 0
-            ? { forward: { ...rewrite, upstreams: resolved.upstreams } }
-            : { reject: { ...UNRESOLVED_REPLY } };
-      }
-      const recipients = e.recipients.map((r) => r.pattern).sort(bySpecificity);
-      routes.push({
-        name: `${e.meta.namespace}/${e.meta.name}`,
-        priority: priority(e),
-        recipients: recipients.map((r) => r.text),
-        senders: e.senders.map((s) => s.text),
-        action,
-      });
-      const shadowed = conflicts.get(e);
-      if (e.carried) {
-        sources.set(e.meta.key, e.carried.generation);
-        const consequence = `; generation ${e.carried.generation}, the last valid one, stays in force until the spec is fixed`;
-        statuses.set(e.meta.key, invalid(e.meta.generation, e.carried.errors, consequence, shadowed));
-        continue;
-      }
-      sources.set(e.meta.key, e.meta.generation ?? 0);
-      const accepted = shadowed
-        ? {
-            status: 'True' as const,
-            reason: REASONS.conflicted,
-            message: `accepted, but these patterns never win: an older route with the same priority, pattern and senders takes them: ${listText(shadowed.map((c) => `${c.value} (${c.winner})`))}`,
-          }
-        : { status: 'True' as const, reason: REASONS.accepted, message: 'accepted' };
-      if (refsFalse) refs = { status: 'False', reason: refsFalse.reason, message: refsFalse.message };
-      statuses.set(e.meta.key, makeStatus(e.meta.generation, accepted, refs, shadowed));
-    }
-    for (const svcKey of [...usedServices].sort()) {
-      const svc = services.get(svcKey);
-      sources.set(`Service/${svcKey}`, svc?.metadata.generation ?? 0);
-    }
-
-    const tenant: Tenant = {
-      name: p.meta.namespace,
-      policy: `${p.meta.namespace}/${p.meta.name}`,
-      domains: [...p.owned].sort(),
-      ...tenantSettings(p),
-      routes,
-    };
-    const privacy = p.spec?.privacy;
-    if (privacy !== undefined) {
-      const r = privacy.retention === undefined ? undefined : parseRetention(privacy.retention);
-      tenant.privacy = {
-        ...(r?.ok ? { retentionSeconds: r.seconds } : {}),
-        ...(privacy.pseudonymize !== undefined ? { pseudonymize: privacy.pseudonymize } : {}),
-      };
-    }
-    const capture = captureByNs.get(p.meta.namespace);
-    if (capture) tenant.capture = capture;
-    tenants.push(tenant);
   }
-
+  // A policy that is invalid (carry-over reads the previous config) or has a troubleshooting
+  // consent (checked against the clock) makes its namespace's section depend on more than this.
+  const sectionInputs = (ns: string): SectionInputs | undefined => {
+    const p = tenantByNs.get(ns);
+    if (p && (p.invalid || p.spec?.troubleshooting !== undefined)) return undefined;
+    return {
+      objects: [p?.raw, ...(routesByNs.get(ns) ?? []).map(([, raw]) => raw)],
+      text: [
+        p ? [...p.owned].join(',') : '',
+        p ? JSON.stringify(p.lost) : '',
+        rejectedPolicyByNs.get(ns) ?? '',
+        servicesText?.get(ns) ?? '',
+      ].join('\n'),
+    };
+  };
+  for (const ns of [...namespaces].sort(cmpStr)) {
+    const raws = routesByNs.get(ns) ?? [];
+    const compute = () => compileNamespace(ctx, ns, raws);
+    const section = cache ? cache.section(ns, sectionInputs(ns), compute) : compute();
+    for (const [k, s] of section.statuses) statuses.set(k, s);
+    for (const [k, g] of section.sources) sources.set(k, g);
+    if (section.tenant) tenants.push(section.tenant);
+  }
+  cache?.end(namespaces);
   const sortedSources: Record<string, number> = {};
   for (const k of [...sources.keys()].sort()) sortedSources[k] = sources.get(k) ?? 0;
   const config: RelayConfig = {
@@ -778,7 +897,8 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
     sources: sortedSources,
     tenants,
   };
-  config.hash = hashConfig(config);
+  // with a cache, reused tenant sections were hashed (and serialised) by an earlier compile
+  config.hash = cache ? hashDerivedConfig(config) : hashConfig(config);
   return { config, statuses: new Map([...statuses].sort((a, b) => cmpStr(a[0], b[0]))) };
 }
 

@@ -4,7 +4,7 @@
 // version of that document are held back (their previous sections stay in force), and only if that
 // still does not fit is every tenant in it reduced to a deferral section. Either way the document
 // is small enough to publish, so every other tenant's changes and revocations keep going out.
-import { canonicalJson } from '../../relay/config/hash.ts';
+import { canonicalTenantJson } from '../../relay/config/hash.ts';
 import { shardConfigMapName, splitRelayConfig } from '../../relay/config/shards.ts';
 import type { RelayConfig } from '../../relay/config/types.gen.ts';
 import { withHeldBack } from '../compile/budgets.ts';
@@ -37,13 +37,26 @@ export interface PublishPlanInput {
   limit?: number;
 }
 
+/**
+ * The shards of a compiled config by identity: the operator plans the same config again on every
+ * status sweep and ConfigMap event, and a compiled config is never mutated.
+ */
+const splits = new WeakMap<RelayConfig, { shards: number; docs: RelayConfig[] }>();
+function split(config: RelayConfig, shards: number): RelayConfig[] {
+  const memo = splits.get(config);
+  if (memo?.shards === shards) return memo.docs;
+  const docs = splitRelayConfig(config, shards);
+  splits.set(config, { shards, docs });
+  return docs;
+}
+
 /** The documents to publish, index excluded (it names the shards' hashes as actually stored). */
 export function planPublish(input: PublishPlanInput): PlannedDoc[] {
   const limit = input.limit ?? PAYLOAD_LIMIT;
   const docs =
     input.shards <= 1
       ? [{ name: input.base, config: input.config }]
-      : splitRelayConfig(input.config, input.shards).map((config, i) => ({
+      : split(input.config, input.shards).map((config, i) => ({
           name: shardConfigMapName(input.base, i),
           config,
         }));
@@ -59,9 +72,9 @@ function fitDocument(
   if (previous?.hash === config.hash) return { name, config: previous, heldBack: [] };
   const payload = encodeRelayConfig(config);
   if (payload.bytes <= limit) return { name, config, payload, heldBack: [] };
-  const before = new Map((previous?.tenants ?? []).map((t) => [t.name, canonicalJson(t)]));
+  const before = new Map((previous?.tenants ?? []).map((t) => [t.name, canonicalTenantJson(t)]));
   const changed = new Set(
-    config.tenants.filter((t) => before.get(t.name) !== canonicalJson(t)).map((t) => t.name),
+    config.tenants.filter((t) => before.get(t.name) !== canonicalTenantJson(t)).map((t) => t.name),
   );
   const kept = withHeldBack(config, changed, previous).config;
   const keptPayload = encodeRelayConfig(kept);

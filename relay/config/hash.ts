@@ -6,8 +6,14 @@ function sortedKeys(_key: string, value: unknown): unknown {
   if (typeof value === 'number' && !Number.isFinite(value))
     throw new Error(`canonicalJson: ${value} is not JSON`);
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
+  const keys = Object.keys(value);
+  // Already in order (upstreams, actions, the compiled `sources` with its 100k keys): serialised
+  // as is, since JSON.stringify walks the same Object.keys order; only others are copied sorted.
+  let sorted = true;
+  for (let i = 1; i < keys.length && sorted; i++) sorted = keys[i - 1] < keys[i];
+  if (sorted) return value;
   const out: Record<string, unknown> = {};
-  for (const k of Object.keys(value).sort()) out[k] = (value as Record<string, unknown>)[k];
+  for (const k of keys.sort()) out[k] = (value as Record<string, unknown>)[k];
   return out;
 }
 
@@ -20,8 +26,62 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value, sortedKeys);
 }
 
+/**
+ * Canonical JSON of tenant sections by identity, filled by every hashConfig. A config's tenants are
+ * never mutated once it is hashed (compile output, shard documents and decoded ConfigMaps are
+ * treated as immutable), so deriving documents from the same tenant objects (shards, their union,
+ * held-back variants, budget sizes) serialises each tenant once instead of once per document.
+ */
+const tenantJson = new WeakMap<object, string>();
+
+/**
+ * The canonical JSON of a tenant section; `reuse` takes it from an earlier hashConfig of a config
+ * holding the same (unmutated) object.
+ */
+export function canonicalTenantJson(tenant: object, reuse = true): string {
+  const cached = reuse ? tenantJson.get(tenant) : undefined;
+  if (cached !== undefined) return cached;
+  const json = canonicalJson(tenant);
+  if (json !== undefined) tenantJson.set(tenant, json);
+  return json;
+}
+
+function hashWith(config: { hash?: string } & object, reuse: boolean): string {
+  const { hash: _ignored, ...rest } = config as Record<string, unknown>;
+  // canonicalJson(rest), streamed into the hash key by key with the tenants one by one
+  const h = createHash('sha256');
+  let first = true;
+  for (const k of Object.keys(sortedKeys('', rest) as object)) {
+    const v = rest[k];
+    if (k === 'tenants' && Array.isArray(v)) {
+      h.update(`${first ? '{' : ','}${JSON.stringify(k)}:[`);
+      first = false;
+      v.forEach((t, i) => {
+        const s = t !== null && typeof t === 'object' ? canonicalTenantJson(t, reuse) : canonicalJson(t);
+        h.update(`${i > 0 ? ',' : ''}${s ?? 'null'}`);
+      });
+      h.update(']');
+      continue;
+    }
+    const json: string | undefined = canonicalJson(v);
+    if (json === undefined) continue;
+    h.update(`${first ? '{' : ','}${JSON.stringify(k)}:${json}`);
+    first = false;
+  }
+  h.update(first ? '{}' : '}');
+  return `sha256:${h.digest('hex')}`;
+}
+
 /** 'sha256:<hex>' over the canonical JSON of the config without its 'hash' field. */
 export function hashConfig(config: { hash?: string } & object): string {
-  const { hash: _ignored, ...rest } = config as Record<string, unknown>;
-  return `sha256:${createHash('sha256').update(canonicalJson(rest)).digest('hex')}`;
+  return hashWith(config, false);
+}
+
+/**
+ * hashConfig of a config derived from already hashed ones (shards of a compiled config, their
+ * union, a config with some tenants replaced): tenant sections seen before are not serialised again.
+ * Never for a document to verify: that is hashConfig, over its content as it is now.
+ */
+export function hashDerivedConfig(config: { hash?: string } & object): string {
+  return hashWith(config, true);
 }

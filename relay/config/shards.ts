@@ -5,7 +5,7 @@
 // tenants in it. Relays (and `mailplus route --cluster`) serve the union only once they hold every
 // shard with the hash the index names, so a change spanning two shards (a domain moving between
 // tenants) is never served half-applied. Pure: shared by the operator, the relay and the CLI.
-import { hashConfig } from './hash.ts';
+import { hashDerivedConfig } from './hash.ts';
 import type { RelayConfig } from './types.gen.ts';
 
 export type ShardRef = NonNullable<RelayConfig['shards']>[number];
@@ -32,8 +32,9 @@ export function isShardOf(base: string, name: string): boolean {
   return new RegExp(`^${base.replaceAll('.', '\\.')}-shard-(0|[1-9][0-9]{0,3})$`).test(name);
 }
 
+// every document here is made of tenant sections already hashed (compiled or verified)
 function stamp(config: RelayConfig): RelayConfig {
-  config.hash = hashConfig(config);
+  config.hash = hashDerivedConfig(config);
   return config;
 }
 

@@ -118,6 +118,13 @@ function indexTenant(tenant: Tenant): TenantIndex {
   return index;
 }
 
+/**
+ * The index of each tenant section by identity: a config is never mutated once loaded, and a new
+ * config that keeps a tenant's section object (unchanged shards, and unchanged tenants of a changed
+ * shard: config-configmap-set.ts) does not index its routes again.
+ */
+const indexes = new WeakMap<Tenant, TenantIndex>();
+
 export function buildRoutingTable(config: RelayConfig): RoutingTable {
   const table: RoutingTable = {
     config,
@@ -127,7 +134,11 @@ export function buildRoutingTable(config: RelayConfig): RoutingTable {
     wildcardDomains: new Map(),
   };
   for (const tenant of config.tenants) {
-    const index = indexTenant(tenant);
+    let index = indexes.get(tenant);
+    if (!index) {
+      index = indexTenant(tenant);
+      indexes.set(tenant, index);
+    }
     table.tenants.push(index);
     for (const d of tenant.domains) {
       const wildcard = d.startsWith('*.');

@@ -159,4 +159,31 @@ describe('status writes under concurrent writers (409) keep foreign conditions',
     expect(cond(after, 'Accepted')?.lastTransitionTime).toBe(cond(before, 'Accepted')?.lastTransitionTime);
     expect(attempts.filter((a) => a === 2).length).toBeGreaterThanOrEqual(2);
   }, 60_000);
+
+  it("another writer's status-only change makes the operator look at that object's status only: no recompile, no sweep over every object", async () => {
+    await waitForStatus(admin, 'mailroutes', 'race', 'contested', (x) => !!cond(x, 'Accepted'));
+    const reconciles = async (controller: string) => {
+      const text = await operator.metrics.registry.getSingleMetricAsString(
+        'controller_runtime_reconcile_total',
+      );
+      let n = 0;
+      for (const m of text.matchAll(/controller="([^"]+)"[^}]*} (\d+)/g))
+        if (m[1] === controller) n += Number(m[2]);
+      return n;
+    };
+    const aggregate = await reconciles('relayconfig');
+    const status = await reconciles('status');
+    for (let i = 0; i < 3; i++) await foreignWrite(`status-only change ${i}`);
+    // each of the three updates reached the status controller ...
+    const deadline = Date.now() + 20_000;
+    while ((await reconciles('status')) < status + 3 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 100));
+    expect(await reconciles('status')).toBeGreaterThanOrEqual(status + 3);
+    // ... past the aggregate batch window, which none of them started
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(await reconciles('relayconfig')).toBe(aggregate);
+    const o = await waitForStatus(admin, 'mailroutes', 'race', 'contested', (x) => !!cond(x, 'Accepted'));
+    expect(cond(o, 'ExternalCheck')).toMatchObject({ message: 'status-only change 2' });
+    expect(cond(o, 'Accepted')).toMatchObject({ status: 'True', reason: 'Accepted' });
+  }, 60_000);
 });
