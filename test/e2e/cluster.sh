@@ -131,7 +131,7 @@ phase 'prometheus: alerts fire and resolve'
 e2e_prometheus_alert_drill
 e2e_send_and_check
 
-phase 'NetworkPolicies against observed connections'
+phase 'NetworkPolicies vs connections'
 # Not enforced here (bridge CNI; docs/cluster.md): instead, the policies the chart renders with
 # networkPolicy.enabled (and the values this cluster needs: its DNS and API server on the node
 # address, the sink's port) are checked against every connection the pods made (conntrack).
