@@ -215,35 +215,43 @@ e2e_relay_pods() { k -n "$E2E_NS" get pods -l app.kubernetes.io/component=relay 
 
 # e2e_under_mail NAME MIN CMD... : runs CMD while a sender keeps mail flowing through the relay
 # Service (a fresh connection per message, 8 at a time; 4xx and lost connections are retried as an
-# MTA would). The drill window lasts until CMD returned and every relay pod that existed before it is
-# gone (drained and deleted). Then: every Message-ID the sender got 250 for is at the sink exactly
-# once, nothing else of this run is, nothing failed permanently, and at least MIN messages got
-# their 250 inside the window.
+# MTA would). A drill window lasts until CMD returned and every relay pod that existed before it is
+# gone (drained and deleted). While fewer than MIN messages got their 250 inside the windows so far
+# (a busy machine sends slower), CMD runs again, at most 4 times in all. Then: every Message-ID the
+# sender got 250 for is at the sink exactly once, nothing else of this run is, nothing failed
+# permanently, and at least MIN messages got their 250 inside the windows.
 e2e_under_mail() {
-  local name=$1 min=$2 d=$E2E_TMP/$1 old from until n=0 rc=0
+  local name=$1 min=$2 d=$E2E_TMP/$1 old from until n=0 n0 rc=0 round inside=0 windows=()
   shift 2
   mkdir -p "$d"
-  old=$(e2e_relay_pods)
   mail_flow send --server "mailplus-relay.$E2E_NS.svc.cluster.local:25" --to-domain e2e.example.com \
     --min "$min" --stop-file "$d/stop" --out "$d/sent.json" --progress "$d/progress" \
-    --pid-file "$E2E_FLOW_PID_FILE" --prefix "$name" --concurrency 8 --max-seconds 600 >"$d/sender.out" 2>&1 &
+    --pid-file "$E2E_FLOW_PID_FILE" --prefix "$name" --concurrency 8 --max-seconds 900 >"$d/sender.out" 2>&1 &
   local sender=$!
   # mail is flowing before the drill starts
   until [[ -s $d/progress ]] && read -r n _ <"$d/progress" && ((n >= 50)); do
     kill -0 "$sender" 2>/dev/null || fail "$name: the sender ended before the drill: $(cat "$d/sender.out")"
     sleep 0.2
   done
-  from=$(date +%s%3N)
-  "$@"
-  # shellcheck disable=SC2086 # one argument per pod name
-  k -n "$E2E_NS" wait --for=delete $old --timeout=180s >/dev/null 2>&1 || true
-  until=$(date +%s%3N)
-  log "$name: drill window $(((until - from) / 1000)) s, relay pods now: $(e2e_relay_pods | tr '\n' ' ')"
+  for round in 1 2 3 4; do
+    old=$(e2e_relay_pods)
+    read -r n0 _ <"$d/progress"
+    from=$(date +%s%3N)
+    "$@"
+    # shellcheck disable=SC2086 # one argument per pod name
+    k -n "$E2E_NS" wait --for=delete $old --timeout=180s >/dev/null 2>&1 || true
+    until=$(date +%s%3N)
+    read -r n _ <"$d/progress"
+    windows+=(--window "$from-$until")
+    inside=$((inside + n - n0))
+    log "$name: round $round, drill window $(((until - from) / 1000)) s, about $((n - n0)) accepted in it ($inside in all); relay pods now: $(e2e_relay_pods | tr '\n' ' ')"
+    ((inside >= min + min / 10)) && break # progress is sampled every 0.5 s: keep a margin
+  done
   touch "$d/stop"
   wait "$sender" || rc=$?
   cat "$d/sender.out" >&2
   ((rc == 0)) || fail "$name: the sender failed (exit $rc)"
   k -n "$E2E_TENANT_NS" logs deploy/sink >"$d/sink.log"
-  mail_flow_check --sent "$d/sent.json" --sink-log "$d/sink.log" --from "$from" --until "$until" --min "$min" >&2 ||
+  mail_flow_check --sent "$d/sent.json" --sink-log "$d/sink.log" "${windows[@]}" --min "$min" >&2 ||
     fail "$name: mail was lost, duplicated or refused (above)"
 }

@@ -85,7 +85,7 @@ async function flow(port: number, min: number) {
     '30',
   ]);
   const code = await proc.exited;
-  const check = async (sinkLines: string[]) => {
+  const check = async (sinkLines: string[], extra: string[] = []) => {
     writeFileSync(join(dir, 'sink.log'), `${sinkLines.join('\n')}\n`);
     const c = startProcess(process.execPath, [
       script,
@@ -96,6 +96,7 @@ async function flow(port: number, min: number) {
       join(dir, 'sink.log'),
       '--min',
       String(min),
+      ...extra,
     ]);
     return { code: await c.exited, out: c.lines.map((l) => l.text).join('\n') };
   };
@@ -132,12 +133,18 @@ describe('test/e2e/mail-flow.ts', () => {
     expect(c.out).toMatch(/FAIL delivered more than once/);
   }, 30_000);
 
-  it('the check reports a message the sender got 250 for that the sink never logged', async () => {
+  it('the check reports a message the sink never logged, and too few 250s inside the windows', async () => {
     const s = await sink({});
     const f = await flow(s.port, 5);
     expect(f.code, f.out).toBe(0);
     const c = await f.check(s.lines.slice(1));
     expect(c.code).toBe(1);
     expect(c.out).toMatch(/1 missing/);
+    // all delivered, but none inside the drill's window
+    const early = await f.check(s.lines, ['--window', `0-${f.sent.startedAt - 1}`]);
+    expect(early.code).toBe(1);
+    expect(early.out).toMatch(/only 0 accepted during the drill, want 5/);
+    const whole = await f.check(s.lines, ['--window', `${f.sent.startedAt}-${f.sent.endedAt}`]);
+    expect(whole.code, whole.out).toBe(0);
   }, 30_000);
 });
