@@ -35,6 +35,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function api<T>(url: string, path: string): Promise<T> {
   const res = await fetch(new URL(path, url), { signal: AbortSignal.timeout(10_000) });
+  if (!res.ok && !res.headers.get('content-type')?.includes('json'))
+    throw new Error(`${path}: HTTP ${res.status}`);
   const body = (await res.json()) as { status: string; data: T; error?: string };
   if (body.status !== 'success') throw new Error(`${path}: ${body.error ?? res.status}`);
   return body.data;
@@ -206,8 +208,12 @@ async function targets(argv: string[]): Promise<number> {
   const deadline = Date.now() + Number(values.timeout) * 1000;
   let last = '';
   for (;;) {
-    const { activeTargets } = await api<{ activeTargets: Target[] }>(url, '/api/v1/targets?state=active');
-    const bad: string[] = [];
+    // a starting Prometheus answers 503 until its storage is ready: not yet, ask again
+    const got = await api<{ activeTargets: Target[] }>(url, '/api/v1/targets?state=active').catch(
+      (err: Error) => ({ error: err.message }),
+    );
+    const activeTargets = 'error' in got ? [] : got.activeTargets;
+    const bad: string[] = 'error' in got ? [`Prometheus: ${got.error}`] : [];
     for (const [job, n] of want) {
       const ts = activeTargets.filter((t) => t.labels.job === job);
       const up = ts.filter((t) => t.health === 'up');
@@ -278,7 +284,13 @@ async function alert(argv: string[]): Promise<number> {
   const deadline = t0 + Number(values.timeout) * 1000;
   let seen = 'inactive';
   for (;;) {
-    const { alerts } = await api<{ alerts: Alert[] }>(url, '/api/v1/alerts');
+    const got = await api<{ alerts: Alert[] }>(url, '/api/v1/alerts').catch(() => undefined);
+    if (!got) {
+      if (Date.now() > deadline) throw new Error('Prometheus did not answer /api/v1/alerts');
+      await sleep(2000);
+      continue;
+    }
+    const { alerts } = got;
     const mine = alerts.filter(
       (a) => a.labels.alertname === values.name && (!values.pod || a.labels.pod === values.pod),
     );
