@@ -226,7 +226,7 @@ e2e_under_mail() {
   mkdir -p "$d"
   mail_flow send --server "mailplus-relay.$E2E_NS.svc.cluster.local:25" --to-domain e2e.example.com \
     --min "$min" --stop-file "$d/stop" --out "$d/sent.json" --progress "$d/progress" \
-    --pid-file "$E2E_FLOW_PID_FILE" --prefix "$name" --concurrency 8 --max-seconds 900 >"$d/sender.out" 2>&1 &
+    --pid-file "$E2E_FLOW_PID_FILE" --prefix "$name" --concurrency 8 --rate 120 --max-seconds 900 >"$d/sender.out" 2>&1 &
   local sender=$!
   # mail is flowing before the drill starts
   until [[ -s $d/progress ]] && read -r n _ <"$d/progress" && ((n >= 50)); do

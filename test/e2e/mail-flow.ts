@@ -108,6 +108,9 @@ async function send(argv: string[]): Promise<number> {
       progress: { type: 'string' },
       prefix: { type: 'string', default: 'drill' },
       'pid-file': { type: 'string' },
+      // new messages per second at most (retries not counted); 0: as fast as it goes. Bounds what
+      // the sink logs: kubelet rotates a container log at 10 MiB and `kubectl logs` shows the last file only
+      rate: { type: 'string', default: '0' },
     },
   });
   const [host, portText] = (values.server ?? '').split(/:(?=\d+$)/);
@@ -157,6 +160,11 @@ async function send(argv: string[]): Promise<number> {
   const worker = async () => {
     // new messages until told to stop, then only the retry queue: an MTA does not drop its queue
     while (Date.now() < deadline) {
+      const rate = Number(values.rate);
+      if (rate > 0 && !queue.length && next >= ((Date.now() - report.startedAt) / 1000) * rate) {
+        await new Promise((r) => setTimeout(r, 20));
+        continue;
+      }
       const id = queue.shift() ?? (done() ? undefined : `${run}-${++next}@e2e.drill`);
       if (!id) {
         if (!inFlight) break;
