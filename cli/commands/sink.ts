@@ -7,7 +7,7 @@ import { parseFlags, parseHostPort, str } from '../flags.ts';
 const help = `Usage: mailplus sink [--listen HOST:PORT] [--out DIR]
 
 A local stand-in for your real mail server, for trying Mail-Plus out: accepts every message,
-prints one line per message (envelope and size) and, with --out, saves each message as an .eml
+prints one line per message (envelope, Message-ID and size) and, with --out, saves each message as an .eml
 file. It is a development tool; never expose it.
 
 Options:
@@ -15,13 +15,21 @@ Options:
   --out DIR            also write each message to DIR/<n>.eml
 `;
 
+/** The Message-ID header's value without angle brackets, or '' (header section only, unfolded). */
+export function messageIdOf(message: Buffer): string {
+  const end = message.indexOf('\r\n\r\n');
+  const head = message.subarray(0, end < 0 ? Math.min(message.length, 64 * 1024) : end).toString('latin1');
+  const m = /^message-id:[ \t]*(?:\r\n[ \t]+)*<?([^>\s]+)>?/im.exec(head);
+  return m ? m[1] : '';
+}
+
 export interface RunningSink {
   close(): Promise<void>;
 }
 
 /**
- * Starts the capture sink: every message is accepted, one JSON line per message (envelope and
- * size) goes to `print`, and with `out` the message is saved as DIR/<n>.eml.
+ * Starts the capture sink: every message is accepted, one JSON line per message (envelope,
+ * Message-ID and size) goes to `print`, and with `out` the message is saved as DIR/<n>.eml.
  */
 export async function startSink(
   listen: { host: string; port: number },
@@ -53,6 +61,7 @@ export async function startSink(
             message: n,
             from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
             to: session.envelope.rcptTo.map((r) => r.address),
+            messageId: messageIdOf(body),
             size: body.length,
           }),
         );

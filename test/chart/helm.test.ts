@@ -303,6 +303,59 @@ describe.skipIf(!helm)('helm chart charts/mail-plus (with a real helm)', () => {
     expect(plain.filter((a) => a.startsWith('--dnsbl') || a.startsWith('--dns-server'))).toEqual([]);
   }, 60_000);
 
+  it('monitoring.prometheusRule.forOverrides replaces the for: of the named alerts only', async () => {
+    type Rule = { alert: string; for: string; expr: string };
+    const rules = async (set: string[]) => {
+      const pr = find(
+        await render(undefined, ['monitoring.prometheusRule.enabled=true', ...set]),
+        'PrometheusRule',
+        '',
+      );
+      return ((pr as K8sObject).spec as { groups: { rules: Rule[] }[] }).groups.flatMap((g) => g.rules);
+    };
+    const shipped = await rules([]);
+    const changed = await rules([
+      'monitoring.prometheusRule.forOverrides.MailPlusRelayConfigReloadFailed=15s',
+    ]);
+    expect(changed.find((r) => r.alert === 'MailPlusRelayConfigReloadFailed')?.for).toBe('15s');
+    const rest = (rs: Rule[]) => rs.filter((r) => r.alert !== 'MailPlusRelayConfigReloadFailed');
+    expect(rest(changed)).toEqual(rest(shipped));
+    expect(changed.map((r) => r.expr)).toEqual(shipped.map((r) => r.expr));
+    await expect(rules(['monitoring.prometheusRule.forOverrides.MailPlusRelayDown=soon'])).rejects.toThrow(
+      /forOverrides/,
+    );
+  }, 60_000);
+
+  it('files/prometheus-scrape-configs.yaml keeps the pods, ports and jobs of the PodMonitor', async () => {
+    const objs = await render(undefined, ['monitoring.scrape.kind=PodMonitor']);
+    const plain = parse(readFileSync(join(chart, 'files/prometheus-scrape-configs.yaml'), 'utf8')) as {
+      scrape_configs: {
+        job_name: string;
+        relabel_configs: { source_labels?: string[]; regex?: string; action?: string }[];
+      }[];
+    };
+    for (const component of ['relay', 'operator']) {
+      const pm = find(objs, 'PodMonitor', `-${component}`) as K8sObject;
+      const spec = pm.spec as {
+        selector: { matchLabels: Record<string, string> };
+        podMetricsEndpoints: { port: string; relabelings: { targetLabel: string; replacement: string }[] }[];
+      };
+      const job = spec.podMetricsEndpoints[0].relabelings.find((r) => r.targetLabel === 'job')?.replacement;
+      const sc = plain.scrape_configs.find((s) => s.job_name === job);
+      expect(sc, `a scrape config for job ${job}`).toBeDefined();
+      const keep = sc?.relabel_configs.find((r) => r.action === 'keep' && r.source_labels?.length === 3);
+      expect(keep?.source_labels).toEqual([
+        '__meta_kubernetes_pod_label_app_kubernetes_io_name',
+        '__meta_kubernetes_pod_label_app_kubernetes_io_component',
+        '__meta_kubernetes_pod_container_port_name',
+      ]);
+      const sel = spec.selector.matchLabels;
+      expect(keep?.regex).toBe(
+        `${sel['app.kubernetes.io/name']};${sel['app.kubernetes.io/component']};${spec.podMetricsEndpoints[0].port}`,
+      );
+    }
+  }, 60_000);
+
   it('helm template fails clearly on contradictory values', async () => {
     await expect(
       render(undefined, ['operator.leaderElection.enabled=false', 'operator.replicaCount=2']),

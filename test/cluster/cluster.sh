@@ -9,6 +9,7 @@
 #                                        (kubectl, helm, curl to ClusterIPs and pod IPs work there)
 #   test/cluster/cluster.sh status       0 when the cluster is up and its node Ready
 #   test/cluster/cluster.sh import FILE  load an OCI/Docker image archive into the node's containerd
+#   test/cluster/cluster.sh tag IMG NEW  give an imported image a second name (docker tag)
 #   test/cluster/cluster.sh down         stop every process it started (by PID) and remove its state
 #
 # Isolation: every node process runs in one network namespace and one private mount namespace
@@ -498,8 +499,13 @@ import)
   (($# == 2)) || die "usage: $0 import ARCHIVE"
   import_image "$2"
   ;;
+tag)
+  # a second name for an imported image (e.g. the next release's tag), as `docker tag` does
+  (($# == 3)) || die "usage: $0 tag IMAGE NEW-NAME"
+  nsx ctr --address "$STATE/containerd/containerd.sock" -n k8s.io images tag --force "$2" "$3" >&2
+  ;;
 *)
-  echo "usage: $0 up | down | status | exec CMD... | import ARCHIVE" >&2
+  echo "usage: $0 up | down | status | exec CMD... | import ARCHIVE | tag IMAGE NEW-NAME" >&2
   exit 2
   ;;
 esac

@@ -10,6 +10,9 @@
 E2E_NS=mailplus-system
 E2E_TENANT_NS=e2e-tenant
 E2E_RELEASE=mailplus
+# Scratch files of this run (sender reports, sink logs, Prometheus), removed at exit.
+E2E_TMP=$(mktemp -d)
+E2E_FLOW_PID_FILE=$E2E_TMP/mail-flow.pid
 
 log() { printf '\n[e2e] %s\n' "$*" >&2; }
 fail() {
@@ -49,6 +52,7 @@ e2e_cleanup() { # e2e_cleanup RC HOW_TO_DELETE DELETE_CMD... : the drivers' exit
   local rc=$1 hint=$2
   shift 2
   phase ''
+  e2e_stop_started
   if ((rc != 0)); then
     log "FAILED (exit $rc); state for debugging:"
     e2e_debug_state
@@ -58,6 +62,7 @@ e2e_cleanup() { # e2e_cleanup RC HOW_TO_DELETE DELETE_CMD... : the drivers' exit
   else
     "$@" >/dev/null 2>&1 || true
   fi
+  rm -rf "$E2E_TMP"
   phase_summary
 }
 
@@ -70,14 +75,46 @@ e2e_wait_pod_done() { # e2e_wait_pod_done NS POD SECONDS : prints Succeeded or F
   printf '%s\n' "$phase"
 }
 
+# ClusterIP: the test sends from inside the cluster (no load balancer).
+E2E_CHART_VALUES=(--set image.repository=mailplus --set image.pullPolicy=Never
+  --set relay.service.type=ClusterIP --set relay.replicaCount=2)
+
 e2e_install_chart() { # e2e_install_chart [HELM ARGS...]
-  # ClusterIP: the test sends from inside the cluster (no load balancer).
   helm_ upgrade --install "$E2E_RELEASE" charts/mail-plus \
     --namespace "$E2E_NS" --create-namespace \
-    --set image.repository=mailplus --set image.tag=e2e --set image.pullPolicy=Never \
-    --set relay.service.type=ClusterIP --set relay.replicaCount=2 \
+    --set image.tag=e2e "${E2E_CHART_VALUES[@]}" \
     --wait --timeout 5m "$@"
   k wait --for=condition=Established crd/mailroutes.mailplus.io crd/tenantpolicies.mailplus.io --timeout=60s
+}
+
+e2e_next_version() { # the chart's version with the patch number raised by one
+  local v
+  v=$(sed -n 's/^version: *//p' charts/mail-plus/Chart.yaml)
+  printf '%s.%s\n' "${v%.*}" "$((${v##*.} + 1))"
+}
+
+e2e_upgrade_chart() { # e2e_upgrade_chart VERSION [HELM ARGS...] : the release upgraded to the chart packaged as VERSION
+  local v=$1
+  shift
+  # App version too: with image.tag unset the chart runs mailplus:VERSION, as a released chart does.
+  "$HELM" package charts/mail-plus --version "$v" --app-version "$v" -d "$E2E_TMP" >/dev/null
+  helm_ upgrade "$E2E_RELEASE" "$E2E_TMP/mail-plus-$v.tgz" --namespace "$E2E_NS" \
+    --reset-values "${E2E_CHART_VALUES[@]}" --wait --timeout 5m "$@"
+}
+
+e2e_check_upgraded() { # e2e_check_upgraded VERSION : helm reports it, every pod runs its image
+  local chart images deadline=$((SECONDS + 90))
+  chart=$(helm_ list --namespace "$E2E_NS" --filter "^$E2E_RELEASE\$" -o json)
+  grep -q "\"chart\":\"mail-plus-$1\"" <<<"$chart" && grep -q "\"app_version\":\"$1\"" <<<"$chart" ||
+    fail "helm list does not show mail-plus $1: $chart"
+  # old operator pods may still be terminating (the relay drill waited for the old relays)
+  until images=$(k -n "$E2E_NS" get pods -l app.kubernetes.io/name=mail-plus \
+    -o jsonpath='{range .items[*]}{.spec.containers[0].image}{"\n"}{end}' | sort | uniq -c) &&
+    [[ $(grep -c . <<<"$images") == 1 && $images == *"mailplus:$1" ]]; do
+    ((SECONDS < deadline)) || fail "90 s after the upgrade the pods run: $images"
+    sleep 1
+  done
+  log "upgraded to chart and app version $1; pods: $(tr -s ' \n' ' ' <<<"$images")"
 }
 
 e2e_apply_fixtures() {
@@ -153,9 +190,68 @@ e2e_uninstall_reinstall() { # helm uninstall keeps CRDs and resources (keep poli
   k get crd mailroutes.mailplus.io tenantpolicies.mailplus.io >/dev/null ||
     fail "helm uninstall removed the CRDs (crds.keep should keep them)"
   k -n "$E2E_TENANT_NS" get mailroute inbox >/dev/null || fail "helm uninstall removed the MailRoute"
+  k -n "$E2E_TENANT_NS" get tenantpolicy e2e >/dev/null || fail "helm uninstall removed the TenantPolicy"
   [[ -z $(k -n "$E2E_NS" get deploy -o name) ]] || fail "helm uninstall left Deployments: $(k -n "$E2E_NS" get deploy -o name)"
-  log "uninstalled: CRDs and the MailRoute kept, Deployments gone"
+  log "uninstalled: CRDs, the TenantPolicy and the MailRoute kept, Deployments gone"
   e2e_install_chart
   k -n "$E2E_TENANT_NS" patch mailroute inbox --type merge -p '{"spec":{"priority":100}}' >/dev/null
   e2e_wait_route_observed 120
+}
+
+# --- drills under continuous mail (drivers that define mail_flow) ---------------------------------
+# The driver defines mail_flow ARGS... (runs `node test/e2e/mail-flow.ts ARGS...` where the relay
+# Service name resolves) and mail_flow_check ARGS... (`node test/e2e/mail-flow.ts check ARGS...`).
+
+e2e_stop_started() { # the exit trap's part: stop what the drills started (each wrote $E2E_TMP/*.pid)
+  local f
+  for f in "$E2E_TMP"/*.pid; do
+    [[ -f $f ]] || continue
+    kill "$(cat "$f")" 2>/dev/null || true
+    rm -f "$f"
+  done
+}
+
+e2e_relay_pods() { k -n "$E2E_NS" get pods -l app.kubernetes.io/component=relay -o name; }
+
+# e2e_under_mail NAME MIN CMD... : runs CMD while a sender keeps mail flowing through the relay
+# Service (a fresh connection per message, 8 at a time; 4xx and lost connections are retried as an
+# MTA would). A drill window lasts until CMD returned and every relay pod that existed before it is
+# gone (drained and deleted). While fewer than MIN messages got their 250 inside the windows so far
+# (a busy machine sends slower), CMD runs again, at most 4 times in all. Then: every Message-ID the
+# sender got 250 for is at the sink exactly once, nothing else of this run is, nothing failed
+# permanently, and at least MIN messages got their 250 inside the windows.
+e2e_under_mail() {
+  local name=$1 min=$2 d=$E2E_TMP/$1 old from until n=0 n0 rc=0 round inside=0 windows=()
+  shift 2
+  mkdir -p "$d"
+  mail_flow send --server "mailplus-relay.$E2E_NS.svc.cluster.local:25" --to-domain e2e.example.com \
+    --min "$min" --stop-file "$d/stop" --out "$d/sent.json" --progress "$d/progress" \
+    --pid-file "$E2E_FLOW_PID_FILE" --prefix "$name" --concurrency 8 --rate 120 --max-seconds 900 >"$d/sender.out" 2>&1 &
+  local sender=$!
+  # mail is flowing before the drill starts
+  until [[ -s $d/progress ]] && read -r n _ <"$d/progress" && ((n >= 50)); do
+    kill -0 "$sender" 2>/dev/null || fail "$name: the sender ended before the drill: $(cat "$d/sender.out")"
+    sleep 0.2
+  done
+  for round in 1 2 3 4; do
+    old=$(e2e_relay_pods)
+    read -r n0 _ <"$d/progress"
+    from=$(date +%s%3N)
+    "$@"
+    # shellcheck disable=SC2086 # one argument per pod name
+    k -n "$E2E_NS" wait --for=delete $old --timeout=180s >/dev/null 2>&1 || true
+    until=$(date +%s%3N)
+    read -r n _ <"$d/progress"
+    windows+=(--window "$from-$until")
+    inside=$((inside + n - n0))
+    log "$name: round $round, drill window $(((until - from) / 1000)) s, about $((n - n0)) accepted in it ($inside in all); relay pods now: $(e2e_relay_pods | tr '\n' ' ')"
+    ((inside >= min + min / 10)) && break # progress is sampled every 0.5 s: keep a margin
+  done
+  touch "$d/stop"
+  wait "$sender" || rc=$?
+  cat "$d/sender.out" >&2
+  ((rc == 0)) || fail "$name: the sender failed (exit $rc)"
+  k -n "$E2E_TENANT_NS" logs deploy/sink >"$d/sink.log"
+  mail_flow_check --sent "$d/sent.json" --sink-log "$d/sink.log" "${windows[@]}" --min "$min" >&2 ||
+    fail "$name: mail was lost, duplicated or refused (above)"
 }

@@ -144,7 +144,12 @@ describe('README quick start', () => {
       const r = await runSwaks({ port: smtp, from: 'you@example.org', to: 'alice@sales.example.com' });
       expect(r.exitCode, r.transcript).toBe(0);
       const line = await proc.waitForLine((l) => l.json?.msg === 'sink received a message', 5000);
-      expect(line.json).toMatchObject({ from: 'you@example.org', to: ['alice@sales.example.com'] });
+      expect(line.json).toMatchObject({
+        from: 'you@example.org',
+        to: ['alice@sales.example.com'],
+        // swaks writes a Message-Id header; the sink reports it (how the cluster drills count deliveries)
+        messageId: expect.stringMatching(/^[^<>\s]+@[^<>\s]+$/),
+      });
     } finally {
       await proc.stop();
     }

@@ -5,54 +5,11 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
-import { parse } from 'yaml';
 import { OperatorMetrics } from '../../operator/metrics.ts';
 import { RelayMetrics } from '../../relay/observability/metrics.ts';
+import { alertQueries, dashboardQueries, metricNames, SCRAPE_SERIES } from './queries.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-
-/** Series Prometheus itself adds to every scrape target. */
-const SCRAPE_SERIES = new Set(['up', 'scrape_duration_seconds', 'scrape_samples_scraped']);
-
-const PROMQL_KEYWORDS = new Set([
-  'by',
-  'without',
-  'on',
-  'ignoring',
-  'group_left',
-  'group_right',
-  'bool',
-  'and',
-  'or',
-  'unless',
-  'offset',
-  'inf',
-  'nan',
-]);
-
-/**
- * Metric names referenced by a PromQL expression: identifiers that are not functions (followed by
- * "("), keywords, label names (inside {...} or by/without/on/ignoring/group_x lists), strings,
- * durations, or Grafana variables.
- */
-function metricNames(expr: string): string[] {
-  const s = expr
-    .replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'/g, '""') // strings
-    .replace(/\$\{?\w+\}?/g, ' ') // Grafana variables ($__rate_interval, ${namespace})
-    .replace(/\{[^}]*\}/g, ' ') // label matchers
-    .replace(/\[[^\]]*\]/g, ' ') // ranges / subqueries
-    .replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, ' '); // label lists
-  const out = new Set<string>();
-  for (const m of s.matchAll(/[A-Za-z_:][A-Za-z0-9_:]*/g)) {
-    const name = m[0];
-    const after = s.slice((m.index ?? 0) + name.length).trimStart();
-    if (after.startsWith('(')) continue; // function or aggregation
-    if (PROMQL_KEYWORDS.has(name.toLowerCase())) continue;
-    if (/^\d/.test(name)) continue;
-    out.add(name);
-  }
-  return [...out];
-}
 
 async function exposedNames(registry: Registry): Promise<Set<string>> {
   const names = new Set<string>();
@@ -71,44 +28,6 @@ afterAll(() => {
   relay.close();
   operator.registry.clear();
 });
-
-interface Panel {
-  title?: string;
-  targets?: { expr?: string }[];
-  panels?: Panel[];
-}
-
-function dashboardQueries(): { where: string; expr: string }[] {
-  const dash = JSON.parse(
-    readFileSync(`${root}charts/mail-plus/files/dashboards/mail-plus.json`, 'utf8'),
-  ) as {
-    panels: Panel[];
-    templating: { list: { name: string; query?: string | { query?: string } }[] };
-  };
-  const out: { where: string; expr: string }[] = [];
-  const walk = (panels: Panel[]) => {
-    for (const p of panels) {
-      for (const t of p.targets ?? []) if (t.expr) out.push({ where: `panel "${p.title}"`, expr: t.expr });
-      walk(p.panels ?? []);
-    }
-  };
-  walk(dash.panels);
-  for (const v of dash.templating.list) {
-    const q = typeof v.query === 'string' ? v.query : v.query?.query;
-    const inner = q && /^label_values\((.*),\s*\w+\)$/.exec(q);
-    if (inner) out.push({ where: `variable $${v.name}`, expr: inner[1] });
-  }
-  return out;
-}
-
-function alertQueries(): { where: string; expr: string }[] {
-  const doc = parse(readFileSync(`${root}charts/mail-plus/files/prometheus-rules.yaml`, 'utf8')) as {
-    groups: { rules: { alert?: string; record?: string; expr: string }[] }[];
-  };
-  return doc.groups.flatMap((g) =>
-    g.rules.map((r) => ({ where: `alert ${r.alert ?? r.record}`, expr: r.expr })),
-  );
-}
 
 describe('metric names in alerts and the dashboard', () => {
   it('extracts metric names from PromQL (self-check of the parser)', () => {
