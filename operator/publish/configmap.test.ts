@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeRelayConfigMap, relayConfigText } from '../../relay/config-configmap-watch.ts';
+import { decodeRelayConfigMap, relayConfigText } from '../../contract/config/configmap.ts';
 import type { MailRoute, TenantPolicy } from '../api/types.gen.ts';
 import { compile } from '../compile/compile.ts';
 import {

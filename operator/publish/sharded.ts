@@ -4,9 +4,9 @@
 // version of that document are held back (their previous sections stay in force), and only if that
 // still does not fit is every tenant in it reduced to a deferral section. Either way the document
 // is small enough to publish, so every other tenant's changes and revocations keep going out.
-import { canonicalTenantJson } from '../../relay/config/hash.ts';
-import { shardConfigMapName, splitRelayConfig } from '../../relay/config/shards.ts';
-import type { RelayConfig } from '../../relay/config/types.gen.ts';
+import { canonicalTenantJson } from '../../contract/config/hash.ts';
+import { shardConfigMapName, splitRelayConfig } from '../../contract/config/shards.ts';
+import type { RelayConfig } from '../../contract/config/types.gen.ts';
 import { withHeldBack } from '../compile/budgets.ts';
 import { CONFIGMAP_LIMIT, type ConfigPayload, encodeRelayConfig } from './configmap.ts';
 

@@ -43,11 +43,14 @@ function productionFiles(): string[] {
 
 /** Comments removed (strings kept), so a `from '...'` in a comment is not read as an import. */
 function stripComments(source: string): string {
-  return source.replace(/\/\*[\s\S]*?\*\/|(^|[^:'"`\\])\/\/.*$/gm, (_m, pre: string | undefined) => pre ?? '');
+  return source.replace(
+    /\/\*[\s\S]*?\*\/|(^|[^:'"`\\])\/\/.*$/gm,
+    (_m, pre: string | undefined) => pre ?? '',
+  );
 }
 
 /** The module specifiers a file imports or re-exports, type-only and dynamic imports included. */
-export function importSpecifiers(source: string): string[] {
+function importSpecifiers(source: string): string[] {
   const text = stripComments(source);
   const specs: string[] = [];
   const patterns = [
@@ -79,7 +82,7 @@ function edges(files: string[]): Edge[] {
 const layerOf = (file: string) => file.split('/')[0];
 
 /** Import cycles (strongly connected components with more than one file, or a self-import). */
-export function cycles(graph: Map<string, string[]>): string[][] {
+function cycles(graph: Map<string, string[]>): string[][] {
   let index = 0;
   const indexOf = new Map<string, number>();
   const low = new Map<string, number>();
@@ -131,12 +134,22 @@ describe('layering', () => {
       expect.arrayContaining(['./a.ts', '../b.ts', './c.ts', './e.ts', './f.ts', './g.ts', './h.ts']),
     );
     expect(importSpecifiers(source)).toHaveLength(7);
-    expect(cycles(new Map([['a', ['b']], ['b', ['a']], ['c', ['a']]]))).toEqual([['a', 'b']]);
+    expect(
+      cycles(
+        new Map([
+          ['a', ['b']],
+          ['b', ['a']],
+          ['c', ['a']],
+        ]),
+      ),
+    ).toEqual([['a', 'b']]);
   });
 
   it('finds the production files and resolves every relative import to a file', () => {
     expect(files.length).toBeGreaterThan(50);
-    const missing = all.filter((e) => !fs.existsSync(path.join(ROOT, e.to))).map((e) => `${e.from} → ${e.to}`);
+    const missing = all
+      .filter((e) => !fs.existsSync(path.join(ROOT, e.to)))
+      .map((e) => `${e.from} → ${e.to}`);
     expect(missing).toEqual([]);
   });
 

@@ -3,21 +3,14 @@
 // exits non-zero at once (fail-stop, like controller-runtime).
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { CliError } from '../cli/errors.ts';
-import {
-  type HostPort,
-  parseByteSize,
-  parseDurationMs,
-  parseFlags,
-  parseHostPort,
-  str,
-} from '../cli/flags.ts';
-import { createLogger } from '../relay/observability/log.ts';
-import { DEFAULT_TENANT_BUDGETS, type TenantBudgets } from './compile/budgets.ts';
-import { startProbeServer } from './http.ts';
-import { defaultNamespace, loadKubeConfig } from './kube/client.ts';
-import { startOperator } from './operator.ts';
-import { DEFAULT_RELAY_PORT, DEFAULT_RELAY_SELECTOR } from './relay-reports.ts';
+import { DEFAULT_TENANT_BUDGETS, type TenantBudgets } from '../../operator/compile/budgets.ts';
+import { startProbeServer } from '../../operator/http.ts';
+import { startOperator } from '../../operator/operator.ts';
+import { DEFAULT_RELAY_PORT, DEFAULT_RELAY_SELECTOR } from '../../operator/relay-reports.ts';
+import { defaultNamespace, loadKubeConfig } from '../../platform/kube-client.ts';
+import { createLogger } from '../../platform/log.ts';
+import { CliError } from '../errors.ts';
+import { type HostPort, parseByteSize, parseDurationMs, parseFlags, parseHostPort, str } from '../flags.ts';
 
 const help = `Usage: mailplus operator [options]
 

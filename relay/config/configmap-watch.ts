@@ -13,47 +13,12 @@
 //
 // RBAC: get, list, watch on configmaps with resourceNames: [NAME] in that namespace (a
 // list/watch whose fieldSelector pins metadata.name is authorised against resourceNames).
-import { gunzipSync } from 'node:zlib';
 import * as k8s from '@kubernetes/client-node';
-import { Backoff, type BackoffPolicy, WATCH_RETRY } from '../operator/controller/backoff.ts';
-import { parseRelayConfig } from './config/load.ts';
-import type { RelayConfig } from './config/types.gen.ts';
-import type { ConfigTarget, FileWatcher } from './config-file-watch.ts';
-import type { Logger } from './observability/log.ts';
-
-export const CONFIG_KEY = 'relay-config.json';
-export const CONFIG_GZ_KEY = 'relay-config.json.gz';
-export const CONFIG_HASH_ANNOTATION = 'mailplus.io/config-hash';
-
-interface ConfigMapLike {
-  metadata?: { name?: string; namespace?: string; resourceVersion?: string };
-  data?: Record<string, string>;
-  binaryData?: Record<string, string>;
-}
-
-/** The relay-config JSON text held by a ConfigMap (gzip binaryData preferred). Throws naming the keys. */
-export function relayConfigText(cm: ConfigMapLike): string {
-  const where = `ConfigMap ${cm.metadata?.namespace}/${cm.metadata?.name}`;
-  const gz = cm.binaryData?.[CONFIG_GZ_KEY];
-  if (gz !== undefined) {
-    try {
-      return gunzipSync(Buffer.from(gz, 'base64')).toString('utf8');
-    } catch (err) {
-      throw new Error(`${where}: binaryData["${CONFIG_GZ_KEY}"] is not gzip: ${(err as Error).message}`);
-    }
-  }
-  const text = cm.data?.[CONFIG_KEY];
-  if (text !== undefined) return text;
-  throw new Error(
-    `${where} has neither data["${CONFIG_KEY}"] nor binaryData["${CONFIG_GZ_KEY}"]; is the operator publishing to it?`,
-  );
-}
-
-/** Decodes and verifies (schema, hash) the relay config in a ConfigMap. Throws RelayConfigError / Error. */
-export function decodeRelayConfigMap(cm: ConfigMapLike): RelayConfig {
-  const source = `configmap/${cm.metadata?.namespace}/${cm.metadata?.name}`;
-  return parseRelayConfig(relayConfigText(cm), source);
-}
+import { type ConfigMapLike, decodeRelayConfigMap } from '../../contract/config/configmap.ts';
+import type { RelayConfig } from '../../contract/config/types.gen.ts';
+import { Backoff, type BackoffPolicy, WATCH_RETRY } from '../../platform/backoff.ts';
+import type { Logger } from '../../platform/log.ts';
+import type { ConfigTarget, FileWatcher } from './file-watch.ts';
 
 export interface ConfigMapWatchOptions {
   kc: k8s.KubeConfig;

@@ -5,12 +5,12 @@
 // serves half an update (a domain moving between tenants in two shards); until then it keeps the
 // last consistent config. An index naming ConfigMaps other than NAME-shard-<i> is refused (the
 // relay's RBAC names exactly those, and the index must not point it anywhere else).
-import { canonicalTenantJson } from './config/hash.ts';
-import { assembledFromVerified } from './config/load.ts';
-import { isShardOf, mergeShards } from './config/shards.ts';
-import type { RelayConfig } from './config/types.gen.ts';
-import { type ConfigMapWatchOptions, watchConfigMap } from './config-configmap-watch.ts';
-import type { ConfigTarget, FileWatcher } from './config-file-watch.ts';
+import { canonicalTenantJson } from '../../contract/config/hash.ts';
+import { assembledFromVerified } from '../../contract/config/load.ts';
+import { isShardOf, mergeShards } from '../../contract/config/shards.ts';
+import type { RelayConfig } from '../../contract/config/types.gen.ts';
+import { type ConfigMapWatchOptions, watchConfigMap } from './configmap-watch.ts';
+import type { ConfigTarget, FileWatcher } from './file-watch.ts';
 
 export interface FollowOptions extends ConfigMapWatchOptions {
   /** Follow a shard afresh when it is still behind the index after this long (default 10 s). */
