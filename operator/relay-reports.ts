@@ -6,8 +6,6 @@
 // relays serve").
 import type { RelayReport } from './compile/programmed.ts';
 
-/** The chart labels relay pods app.kubernetes.io/component=relay (plus name and instance). */
-export const DEFAULT_RELAY_SELECTOR = 'app.kubernetes.io/component=relay';
 /** The relay container's admin port is named `admin` in the chart. */
 export const DEFAULT_RELAY_PORT = 'admin';
 

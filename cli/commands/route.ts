@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import type { RelayConfig } from '../../contract/config/types.gen.ts';
 import { normalizeDomain } from '../../contract/grammar/match.ts';
+import { DEFAULT_CONFIGMAP_NAME, DEFAULT_NAMESPACE } from '../../contract/kube.ts';
 import { formatResourceError } from '../../operator/resources/types.ts';
 import { parseDnsServer } from '../../relay/dns/resolver.ts';
 import { type EnvelopeExplanation, explainEnvelope, formatExplanation } from '../../relay/routing/decide.ts';
@@ -45,7 +46,7 @@ Options:
   -o, --output FORMAT   text (default) or json
 `;
 
-const DEFAULT_CONFIGMAP = 'mailplus-system/mailplus-relay-config';
+const DEFAULT_CONFIGMAP = `${DEFAULT_NAMESPACE}/${DEFAULT_CONFIGMAP_NAME}`;
 
 export const NULL_SENDER_NOTE =
   'sender: <> (the null sender, because no --from was given; routes with sender patterns see "<>")';

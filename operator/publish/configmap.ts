@@ -6,6 +6,7 @@
 import { gzipSync } from 'node:zlib';
 import { CONFIG_GZ_KEY, CONFIG_HASH_ANNOTATION, CONFIG_KEY } from '../../contract/config/configmap.ts';
 import type { RelayConfig } from '../../contract/config/types.gen.ts';
+import { MANAGED_LABELS } from '../../contract/kube.ts';
 import { apiErrorText, k8s, requestOptions } from '../../platform/kube-client.ts';
 import { renderRelayConfig } from '../compile/compile.ts';
 
@@ -14,12 +15,6 @@ export const FIELD_MANAGER = 'mailplus-operator';
 export const GZIP_THRESHOLD = 256 * 1024;
 /** The API server refuses ConfigMaps over 1 MiB (data + binaryData + metadata). */
 export const CONFIGMAP_LIMIT = 1024 * 1024;
-
-export const MANAGED_LABELS = {
-  'app.kubernetes.io/managed-by': 'mailplus-operator',
-  'app.kubernetes.io/part-of': 'mail-plus',
-  'app.kubernetes.io/component': 'relay-config',
-} as const;
 
 export interface ConfigPayload {
   data?: Record<string, string>;

@@ -77,98 +77,120 @@ interface WatchOutcome {
   ms: number;
 }
 
-export function watchConfigMap(relay: ConfigTarget, opts: ConfigMapWatchOptions): FileWatcher {
-  const { kc, namespace, name, logger, metrics } = opts;
-  const core = kc.makeApiClient(k8s.CoreV1Api);
-  const where = `${namespace}/${name}`;
-  const stop = new AbortController();
-  const resyncMs = opts.resyncMs ?? 5 * 60_000;
-  const backoff = new Backoff(opts.backoff ?? WATCH_RETRY);
-  // where the next watch starts: a LIST's resourceVersion, then the last event's or bookmark's
-  let rv = '';
-  let appliedRv = '';
-  let lastList = 0;
-  let currentWatch: AbortController | undefined;
-  let missingLogged = false;
+/**
+ * One ConfigMap's watch. Its state: where the next watch starts (a LIST's resourceVersion, then
+ * the last event's or bookmark's), the resourceVersion last applied, when the last LIST ran.
+ */
+class ConfigMapWatch {
+  private rv = '';
+  private appliedRv = '';
+  private lastList = 0;
+  private currentWatch: AbortController | undefined;
+  private missingLogged = false;
+  private readonly stop = new AbortController();
+  private readonly core: k8s.CoreV1Api;
+  private readonly where: string;
+  private readonly resyncMs: number;
+  private readonly backoff: Backoff;
+  private readonly relay: ConfigTarget;
+  private readonly opts: ConfigMapWatchOptions;
 
-  const apply = (cm: ConfigMapLike) => {
+  constructor(relay: ConfigTarget, opts: ConfigMapWatchOptions) {
+    this.relay = relay;
+    this.opts = opts;
+    this.core = opts.kc.makeApiClient(k8s.CoreV1Api);
+    this.where = `${opts.namespace}/${opts.name}`;
+    this.resyncMs = opts.resyncMs ?? 5 * 60_000;
+    this.backoff = new Backoff(opts.backoff ?? WATCH_RETRY);
+  }
+
+  private apply(cm: ConfigMapLike): void {
     const objRv = cm.metadata?.resourceVersion ?? '';
-    if (objRv !== '' && objRv === appliedRv) return;
-    appliedRv = objRv;
-    const source = `configmap/${where}`;
+    if (objRv !== '' && objRv === this.appliedRv) return;
+    this.appliedRv = objRv;
+    const source = `configmap/${this.where}`;
     let config: RelayConfig;
     try {
       config = decodeRelayConfigMap(cm);
     } catch (err) {
-      relay.reportConfigError(err as Error, source);
+      this.relay.reportConfigError(err as Error, source);
       return;
     }
-    const r = relay.applyConfig(config, source);
-    if (r.ok) opts.onApplied?.(config.hash);
-  };
+    const r = this.relay.applyConfig(config, source);
+    if (r.ok) this.opts.onApplied?.(config.hash);
+  }
 
-  const list = async () => {
-    lastList = Date.now();
-    const res = await core.listNamespacedConfigMap({ namespace, fieldSelector: `metadata.name=${name}` });
+  private async list(): Promise<void> {
+    const { namespace, name, metrics } = this.opts;
+    this.lastList = Date.now();
+    const res = await this.core.listNamespacedConfigMap({
+      namespace,
+      fieldSelector: `metadata.name=${name}`,
+    });
     metrics?.relisted();
     metrics?.synced();
     const cm = res.items.find((i) => i.metadata?.name === name);
     if (cm) {
-      missingLogged = false;
-      apply(cm);
-    } else if (!missingLogged) {
-      logger.warn('relay config ConfigMap not found; waiting for the operator to publish it', {
-        configmap: where,
+      this.missingLogged = false;
+      this.apply(cm);
+    } else if (!this.missingLogged) {
+      this.opts.logger.warn('relay config ConfigMap not found; waiting for the operator to publish it', {
+        configmap: this.where,
       });
-      missingLogged = true;
+      this.missingLogged = true;
     }
     // the collection's resourceVersion, not the object's: the object's may be older than anything
     // the API server can still watch from (a restarted server's watch cache starts at "now")
-    rv = res.metadata?.resourceVersion ?? '';
-  };
+    this.rv = res.metadata?.resourceVersion ?? '';
+  }
 
-  const watchOnce = (): Promise<WatchOutcome> =>
-    new Promise((resolve, reject) => {
+  /** One watch event; returns whether it was a 410 Gone ERROR event. */
+  private onEvent(type: string, obj: ConfigMapLike & { code?: number; message?: string }): boolean {
+    const { logger, metrics } = this.opts;
+    if (type === 'ERROR') {
+      if (obj.code === 410) return true;
+      logger.warn('configmap watch error event', {
+        configmap: this.where,
+        code: obj.code,
+        error: obj.message,
+      });
+      return false;
+    }
+    metrics?.synced();
+    if (obj.metadata?.resourceVersion) this.rv = obj.metadata.resourceVersion;
+    if (type === 'ADDED' || type === 'MODIFIED') this.apply(obj);
+    else if (type === 'DELETED') {
+      this.appliedRv = '';
+      logger.warn('relay config ConfigMap deleted; keeping the last good config', { configmap: this.where });
+    }
+    return false;
+  }
+
+  private watchOnce(): Promise<WatchOutcome> {
+    const { kc, namespace, name } = this.opts;
+    return new Promise((resolve, reject) => {
       const started = Date.now();
       let events = 0;
       let gone = false;
-      const base = opts.watchTimeoutSeconds ?? 25;
+      const base = this.opts.watchTimeoutSeconds ?? 25;
       const timeoutSeconds = Math.max(1, Math.round(base * (0.8 + Math.random() * 0.4)));
       new k8s.Watch(kc)
         .watch(
           `/api/v1/namespaces/${encodeURIComponent(namespace)}/configmaps`,
           {
             fieldSelector: `metadata.name=${name}`,
-            resourceVersion: rv,
+            resourceVersion: this.rv,
             allowWatchBookmarks: true,
             timeoutSeconds,
           },
           (type: string, obj: ConfigMapLike & { code?: number; message?: string }) => {
-            if (type === 'ERROR') {
-              if (obj.code === 410) gone = true;
-              else
-                logger.warn('configmap watch error event', {
-                  configmap: where,
-                  code: obj.code,
-                  error: obj.message,
-                });
-              return;
-            }
-            events++;
-            metrics?.synced();
-            if (obj.metadata?.resourceVersion) rv = obj.metadata.resourceVersion;
-            if (type === 'ADDED' || type === 'MODIFIED') apply(obj);
-            else if (type === 'DELETED') {
-              appliedRv = '';
-              logger.warn('relay config ConfigMap deleted; keeping the last good config', {
-                configmap: where,
-              });
-            }
+            if (type !== 'ERROR') events++;
+            if (this.onEvent(type, obj)) gone = true;
           },
           (err: unknown) => {
-            currentWatch = undefined;
+            this.currentWatch = undefined;
             const ms = Date.now() - started;
-            if (err && !stop.signal.aborted && (err as Error).name !== 'TimeoutError') {
+            if (err && !this.stop.signal.aborted && (err as Error).name !== 'TimeoutError') {
               if (statusOf(err) === 410) return resolve({ events, gone: true, ms });
               return reject(err);
             }
@@ -176,60 +198,78 @@ export function watchConfigMap(relay: ConfigTarget, opts: ConfigMapWatchOptions)
           },
         )
         .then((ac) => {
-          currentWatch = ac;
-          if (stop.signal.aborted) ac.abort();
+          this.currentWatch = ac;
+          if (this.stop.signal.aborted) ac.abort();
         }, reject);
     });
+  }
 
-  const loop = async () => {
-    while (!stop.signal.aborted) {
+  /** After a watch ended without an error: re-LIST after a 410, pause after an instant end. */
+  private async afterWatch(r: WatchOutcome): Promise<void> {
+    if (r.gone) {
+      // resume from a fresh LIST, after a pause: a 410 that follows a LIST at once must not loop
+      this.rv = '';
+      const delayMs = this.backoff.next();
+      this.opts.metrics?.restarted();
+      this.opts.logger.info('configmap watch expired (410 Gone); re-reading', {
+        configmap: this.where,
+        delayMs,
+      });
+      await sleep(delayMs, this.stop.signal);
+    } else if (r.events === 0 && r.ms < 1000) {
+      // the server ends watches at once (tiny --min-request-timeout, a proxy): do not spin
+      await sleep(this.backoff.next(), this.stop.signal);
+    } else {
+      // a watch that ran its course: up to date until its end
+      this.opts.metrics?.synced();
+      this.backoff.reset();
+    }
+  }
+
+  /** After a LIST or watch failed: log (with the RBAC it needs on 403), re-LIST after a backoff. */
+  private async afterFailure(err: unknown): Promise<void> {
+    const { namespace, name, metrics } = this.opts;
+    const delay = this.backoff.next();
+    const code = statusOf(err);
+    metrics?.failed();
+    metrics?.restarted();
+    this.opts.logger.warn('configmap watch failed; retrying', {
+      configmap: this.where,
+      status: code,
+      error: (err as Error).message,
+      hint:
+        code === 403
+          ? `the relay needs get, list, watch on configmaps resourceNames [${name}] in namespace ${namespace}`
+          : undefined,
+      delayMs: delay,
+    });
+    this.rv = '';
+    await sleep(delay, this.stop.signal);
+  }
+
+  async run(): Promise<void> {
+    while (!this.stop.signal.aborted) {
       try {
-        if (rv === '' || Date.now() - lastList >= resyncMs) await list();
-        if (stop.signal.aborted) return;
-        const r = await watchOnce();
-        if (stop.signal.aborted) return;
-        if (r.gone) {
-          // resume from a fresh LIST, after a pause: a 410 that follows a LIST at once must not loop
-          rv = '';
-          const delayMs = backoff.next();
-          metrics?.restarted();
-          logger.info('configmap watch expired (410 Gone); re-reading', { configmap: where, delayMs });
-          await sleep(delayMs, stop.signal);
-        } else if (r.events === 0 && r.ms < 1000) {
-          // the server ends watches at once (tiny --min-request-timeout, a proxy): do not spin
-          await sleep(backoff.next(), stop.signal);
-        } else {
-          // a watch that ran its course: up to date until its end
-          metrics?.synced();
-          backoff.reset();
-        }
+        if (this.rv === '' || Date.now() - this.lastList >= this.resyncMs) await this.list();
+        if (this.stop.signal.aborted) return;
+        const r = await this.watchOnce();
+        if (this.stop.signal.aborted) return;
+        await this.afterWatch(r);
       } catch (err) {
-        if (stop.signal.aborted) return;
-        const delay = backoff.next();
-        const code = statusOf(err);
-        metrics?.failed();
-        metrics?.restarted();
-        logger.warn('configmap watch failed; retrying', {
-          configmap: where,
-          status: code,
-          error: (err as Error).message,
-          hint:
-            code === 403
-              ? `the relay needs get, list, watch on configmaps resourceNames [${name}] in namespace ${namespace}`
-              : undefined,
-          delayMs: delay,
-        });
-        rv = '';
-        await sleep(delay, stop.signal);
+        if (this.stop.signal.aborted) return;
+        await this.afterFailure(err);
       }
     }
-  };
-  void loop();
+  }
 
-  return {
-    close() {
-      stop.abort();
-      currentWatch?.abort();
-    },
-  };
+  close(): void {
+    this.stop.abort();
+    this.currentWatch?.abort();
+  }
+}
+
+export function watchConfigMap(relay: ConfigTarget, opts: ConfigMapWatchOptions): FileWatcher {
+  const watch = new ConfigMapWatch(relay, opts);
+  void watch.run();
+  return { close: () => watch.close() };
 }
