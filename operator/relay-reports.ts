@@ -57,7 +57,7 @@ export function relayTargets(pods: PodLike[], port: string | number): RelayTarge
   return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
-/** 'sha256:<hex>' (relay/config/hash.ts); anything else from a relay is refused. */
+/** 'sha256:<hex>' (contract/config/hash.ts); anything else from a relay is refused. */
 const HASH = /^sha256:[0-9a-f]{64}$/;
 
 export type ConfigAnswer = { hash: string | null } | { error: string };

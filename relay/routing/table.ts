@@ -121,7 +121,7 @@ function indexTenant(tenant: Tenant): TenantIndex {
 /**
  * The index of each tenant section by identity: a config is never mutated once loaded, and a new
  * config that keeps a tenant's section object (unchanged shards, and unchanged tenants of a changed
- * shard: config-configmap-set.ts) does not index its routes again.
+ * shard: relay/config/configmap-set.ts) does not index its routes again.
  */
 const indexes = new WeakMap<Tenant, TenantIndex>();
 
