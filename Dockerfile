@@ -34,14 +34,16 @@ COPY --from=deps /app/node_modules ./node_modules
 COPY --from=deps /app/sbom.cdx.json ./
 COPY package.json THIRD_PARTY_NOTICES* ./
 COPY bin ./bin
-COPY cli ./cli
+COPY contract ./contract
+COPY platform ./platform
 COPY operator ./operator
 COPY relay ./relay
+COPY cli ./cli
 # Warm Node's compile cache at build time: it keeps the type-stripped source of every module, so
 # pods never load Node's TypeScript stripper (a WebAssembly module that stays resident, ~28 MB of
 # RSS per relay). Importing the command modules loads everything the relay and operator run.
 ENV NODE_COMPILE_CACHE=/app/.node-compile-cache
-RUN node --input-type=module -e "for (const m of ['./cli/commands/relay.ts', './cli/commands/dev.ts', './operator/cli.ts']) await import(m)"
+RUN node --input-type=module -e "for (const m of ['./cli/commands/relay.ts', './cli/commands/dev.ts', './cli/commands/operator.ts']) await import(m)"
 # Numeric non-root UID/GID (matches the chart's runAsUser), so runAsNonRoot can verify it.
 # The files stay root-owned and read-only for this user: the root filesystem can be read-only.
 USER 10001:10001

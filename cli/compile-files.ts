@@ -1,3 +1,4 @@
+import type { RelayConfig } from '../contract/config/types.gen.ts';
 import type { MailRoute, TenantPolicy } from '../operator/api/types.gen.ts';
 import { compile } from '../operator/compile/compile.ts';
 import type { ResourceStatus } from '../operator/compile/status.ts';
@@ -9,7 +10,6 @@ import {
   type Service,
 } from '../operator/resources/types.ts';
 import { validateResources } from '../operator/resources/validate.ts';
-import type { RelayConfig } from '../relay/config/types.gen.ts';
 import { CliError } from './errors.ts';
 
 export interface FileProblem extends ResourceError {

@@ -29,7 +29,7 @@ const commands: Record<string, Command> = {
   },
   operator: {
     summary: 'run the Kubernetes operator: MailRoute/TenantPolicy reconciled into the relay fleet config',
-    run: async (argv) => (await import('../operator/cli.ts')).runOperator(argv),
+    run: async (argv) => (await import('./commands/operator.ts')).runOperator(argv),
   },
   trace: {
     summary:

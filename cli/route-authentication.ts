@@ -1,5 +1,5 @@
+import type { RelayConfig, TenantAuthentication } from '../contract/config/types.gen.ts';
 import { checkSpf } from '../relay/auth/verify.ts';
-import type { RelayConfig, TenantAuthentication } from '../relay/config/types.gen.ts';
 import { createDnsLookup } from '../relay/dns/resolver.ts';
 
 /** What `mailplus route` says about a recipient's sender authentication (TenantPolicy spec.authentication). */

@@ -1,8 +1,8 @@
-import type { RelayConfig, TenantDnsbl } from '../relay/config/types.gen.ts';
+import type { RelayConfig, TenantDnsbl } from '../contract/config/types.gen.ts';
+import { createLogger } from '../platform/log.ts';
 import { createDnsLookup } from '../relay/dns/resolver.ts';
 import { DnsblChecker } from '../relay/dnsbl/check.ts';
 import { tenantDnsblRefusal } from '../relay/dnsbl/rcpt.ts';
-import { createLogger } from '../relay/observability/log.ts';
 import type { EnvelopeExplanation, RecipientExplanation } from '../relay/routing/decide.ts';
 
 /** What `mailplus route` says about a recipient's DNS blocklist checks (TenantPolicy spec.dnsbl). */

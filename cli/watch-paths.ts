@@ -1,7 +1,7 @@
 import { statSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { watchAndPoll } from '../relay/config-file-watch.ts';
+import { watchAndPoll } from '../relay/config/file-watch.ts';
 
 export interface PathWatcher {
   close(): void;

@@ -1,7 +1,7 @@
 // /metrics, /healthz (the event loop answers), /readyz (every informer has synced).
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import { createProbeServer } from '../relay/admin-http.ts';
+import { createProbeServer } from '../platform/probe-http.ts';
 
 export interface ProbeSource {
   registry: Registry;

@@ -6,10 +6,12 @@
 // transitions. Relay pods and their answers to "which config do you serve" (RelayScraper) only
 // re-evaluate Programmed (no recompile).
 
-import { mergeShards, shardConfigMapName, shardIndex } from '../relay/config/shards.ts';
-import type { RelayConfig } from '../relay/config/types.gen.ts';
-import { CONFIG_GZ_KEY, CONFIG_KEY, decodeRelayConfigMap } from '../relay/config-configmap-watch.ts';
-import type { Logger } from '../relay/observability/log.ts';
+import { CONFIG_GZ_KEY, CONFIG_KEY, decodeRelayConfigMap } from '../contract/config/configmap.ts';
+import { mergeShards, shardConfigMapName, shardIndex } from '../contract/config/shards.ts';
+import type { RelayConfig } from '../contract/config/types.gen.ts';
+import { MAILPLUS_API_VERSION, MANAGED_LABELS } from '../contract/kube.ts';
+import { k8s, requestOptions } from '../platform/kube-client.ts';
+import type { Logger } from '../platform/log.ts';
 import type { MailRoute, TenantPolicy } from './api/types.gen.ts';
 import {
   BUDGET_REASONS,
@@ -28,7 +30,6 @@ import {
 } from './compile/programmed.ts';
 import type { ResourceStatus } from './compile/status.ts';
 import { type Controller, type ReconcileResult, startController } from './controller/controller.ts';
-import { k8s, requestOptions } from './kube/client.ts';
 import { listPaginated, ResilientInformer } from './kube/informer.ts';
 import { LeaderElector } from './leader/election.ts';
 import { OperatorMetrics } from './metrics.ts';
@@ -37,13 +38,11 @@ import {
   type ConfigPayload,
   configMapMatches,
   encodeRelayConfig,
-  MANAGED_LABELS,
   relayConfigMap,
 } from './publish/configmap.ts';
 import { planPublish } from './publish/sharded.ts';
 import { relayReports, relayTargets } from './relay-reports.ts';
 import { RelayScraper, type RelayScraperOptions } from './relay-scraper.ts';
-import { MAILPLUS_API_VERSION } from './resources/load.ts';
 import { resourceKey, resourceLabel, type Service } from './resources/types.ts';
 import { type DesiredStatus, desiredStatus, statusDiffers, transitions } from './status/conditions.ts';
 import { EventRecorder } from './status/events.ts';

@@ -6,8 +6,6 @@
 // relays serve").
 import type { RelayReport } from './compile/programmed.ts';
 
-/** The chart labels relay pods app.kubernetes.io/component=relay (plus name and instance). */
-export const DEFAULT_RELAY_SELECTOR = 'app.kubernetes.io/component=relay';
 /** The relay container's admin port is named `admin` in the chart. */
 export const DEFAULT_RELAY_PORT = 'admin';
 
@@ -59,7 +57,7 @@ export function relayTargets(pods: PodLike[], port: string | number): RelayTarge
   return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
-/** 'sha256:<hex>' (relay/config/hash.ts); anything else from a relay is refused. */
+/** 'sha256:<hex>' (contract/config/hash.ts); anything else from a relay is refused. */
 const HASH = /^sha256:[0-9a-f]{64}$/;
 
 export type ConfigAnswer = { hash: string | null } | { error: string };

@@ -3,7 +3,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createLogger } from '../relay/observability/log.ts';
+import { createLogger } from '../platform/log.ts';
 import { OperatorMetrics } from './metrics.ts';
 import { boundedGet, RelayScraper } from './relay-scraper.ts';
 

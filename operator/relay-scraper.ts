@@ -5,7 +5,7 @@
 // per relay at a time and a bounded number in flight overall, so a relay that hangs or floods
 // cannot slow the operator or the other relays' reports.
 import http from 'node:http';
-import type { Logger } from '../relay/observability/log.ts';
+import type { Logger } from '../platform/log.ts';
 import type { OperatorMetrics } from './metrics.ts';
 import { type ConfigAnswer, parseConfigAnswer, type RelayTarget, type Scrape } from './relay-reports.ts';
 

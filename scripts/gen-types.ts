@@ -1,5 +1,5 @@
 // Generates TypeScript types (and the CRD schemas as data) from the sources of truth:
-//   relay/config/schema.json          -> relay/config/types.gen.ts
+//   contract/config/schema.json        -> contract/config/types.gen.ts
 //   crds/*.yaml (openAPIV3Schema)      -> operator/api/types.gen.ts, operator/api/schemas.gen.ts
 // Usage: node scripts/gen-types.ts [--check]
 // --check writes nothing and exits 1 naming every stale file.
@@ -125,8 +125,8 @@ function formatTs(code: string): string {
 }
 
 async function relayTypes(): Promise<string> {
-  const schema = JSON.parse(await readFile(join(root, 'relay/config/schema.json'), 'utf8')) as JsonObject;
-  return tsFrom(schema, 'RelayConfig', 'relay/config/schema.json');
+  const schema = JSON.parse(await readFile(join(root, 'contract/config/schema.json'), 'utf8')) as JsonObject;
+  return tsFrom(schema, 'RelayConfig', 'contract/config/schema.json');
 }
 
 async function crdOutputs(): Promise<{ types: string; schemas: string }> {
@@ -158,7 +158,7 @@ async function main(): Promise<void> {
   const check = process.argv.includes('--check');
   const crd = await crdOutputs();
   const outputs: Array<[string, string]> = [
-    ['relay/config/types.gen.ts', await relayTypes()],
+    ['contract/config/types.gen.ts', await relayTypes()],
     ['operator/api/types.gen.ts', crd.types],
     ['operator/api/schemas.gen.ts', crd.schemas],
   ];

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { parseRelayConfig } from '../../relay/config/load.ts';
-import type { RelayConfig } from '../../relay/config/types.gen.ts';
-import { watchConfigFile } from '../../relay/config-file-watch.ts';
+import { parseRelayConfig } from '../../contract/config/load.ts';
+import type { RelayConfig } from '../../contract/config/types.gen.ts';
+import { watchConfigFile } from '../../relay/config/file-watch.ts';
 import { buildRoutingTable } from '../../relay/routing/table.ts';
 import { CliError } from '../errors.ts';
 import { parseFlags, str } from '../flags.ts';
@@ -91,7 +91,7 @@ export async function runRelay(argv: string[]): Promise<number> {
   // Kubernetes client code loads only for --configmap (it needs Node >= 22.19).
   let kc: import('@kubernetes/client-node').KubeConfig | undefined;
   if (cm) {
-    const { loadKubeConfig } = await import('../../operator/kube/client.ts');
+    const { loadKubeConfig } = await import('../../platform/kube-client.ts');
     try {
       kc = loadKubeConfig(str(values.kubeconfig));
     } catch (err) {
@@ -106,7 +106,7 @@ export async function runRelay(argv: string[]): Promise<number> {
   if (file) {
     relay.own(watchConfigFile(file, relay));
   } else if (cm && kc) {
-    const { followRelayConfig } = await import('../../relay/config-configmap-set.ts');
+    const { followRelayConfig } = await import('../../relay/config/configmap-set.ts');
     relay.own(
       followRelayConfig(relay, {
         kc,

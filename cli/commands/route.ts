@@ -1,9 +1,10 @@
 import { isIP } from 'node:net';
+import type { RelayConfig } from '../../contract/config/types.gen.ts';
+import { normalizeDomain } from '../../contract/grammar/match.ts';
+import { DEFAULT_CONFIGMAP_NAME, DEFAULT_NAMESPACE } from '../../contract/kube.ts';
 import { formatResourceError } from '../../operator/resources/types.ts';
-import type { RelayConfig } from '../../relay/config/types.gen.ts';
 import { parseDnsServer } from '../../relay/dns/resolver.ts';
 import { type EnvelopeExplanation, explainEnvelope, formatExplanation } from '../../relay/routing/decide.ts';
-import { normalizeDomain } from '../../relay/routing/match.ts';
 import { buildRoutingTable } from '../../relay/routing/table.ts';
 import { REPLY } from '../../relay/smtp/transaction.ts';
 import { compileFiles } from '../compile-files.ts';
@@ -45,7 +46,7 @@ Options:
   -o, --output FORMAT   text (default) or json
 `;
 
-const DEFAULT_CONFIGMAP = 'mailplus-system/mailplus-relay-config';
+const DEFAULT_CONFIGMAP = `${DEFAULT_NAMESPACE}/${DEFAULT_CONFIGMAP_NAME}`;
 
 export const NULL_SENDER_NOTE =
   'sender: <> (the null sender, because no --from was given; routes with sender patterns see "<>")';
@@ -71,9 +72,9 @@ export function checkAddressFlag(flag: string, value: string): void {
 async function readClusterConfig(kubeconfig: string | undefined, ref: string): Promise<RelayConfig> {
   const { parseConfigMapRef } = await import('./relay.ts');
   const { namespace, name } = parseConfigMapRef(ref);
-  const { apiErrorText, k8s, loadKubeConfig } = await import('../../operator/kube/client.ts');
-  const { decodeRelayConfigMap } = await import('../../relay/config-configmap-watch.ts');
-  const { isShardOf, mergeShards } = await import('../../relay/config/shards.ts');
+  const { apiErrorText, k8s, loadKubeConfig } = await import('../../platform/kube-client.ts');
+  const { decodeRelayConfigMap } = await import('../../contract/config/configmap.ts');
+  const { isShardOf, mergeShards } = await import('../../contract/config/shards.ts');
   let kc: import('@kubernetes/client-node').KubeConfig;
   try {
     kc = loadKubeConfig(kubeconfig);

@@ -1,4 +1,4 @@
-import type { TenantAuthentication } from '../../relay/config/types.gen.ts';
+import type { TenantAuthentication } from '../../contract/config/types.gen.ts';
 import type { TenantPolicy } from '../api/types.gen.ts';
 
 /** Default of spec.authentication.holdBytes (the CRD's default, for specs written before it existed). */

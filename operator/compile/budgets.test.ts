@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { verifyRelayConfig } from '../../relay/config/load.ts';
+import { verifyRelayConfig } from '../../contract/config/load.ts';
 import { buildRoutingTable } from '../../relay/routing/table.ts';
 import { fleet, mailRoute, routePatterns, tenantPolicy } from '../../test/support/fleet.ts';
 import { enforceTenantBudgets, HELD_BACK_REPLY, overBudget, tenantUsage } from './budgets.ts';

@@ -6,8 +6,8 @@
 // tenant still owns. A tenant that never had a section published gets a deferral section instead
 // (its domains answer 451, so senders retry until the tenant fits again; nothing is handed over,
 // nothing bounces). Pure: the previous config and the budgets are parameters.
-import { canonicalTenantJson, hashDerivedConfig } from '../../relay/config/hash.ts';
-import type { RelayConfig, Tenant } from '../../relay/config/types.gen.ts';
+import { canonicalTenantJson, hashDerivedConfig } from '../../contract/config/hash.ts';
+import type { RelayConfig, Tenant } from '../../contract/config/types.gen.ts';
 import type { CompileResult } from './compile.ts';
 import { makeStatus } from './status.ts';
 

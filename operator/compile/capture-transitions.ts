@@ -8,7 +8,7 @@
 //             ('exhausted', when the caller passes the used counts from the store).
 // A consent that expired is reported once: when prev still had it active at prevNow (or no prevNow
 // was given) — the operator passes the time of the previous evaluation to avoid repeats.
-import type { Capture, RelayConfig } from '../../relay/config/types.gen.ts';
+import type { Capture, RelayConfig } from '../../contract/config/types.gen.ts';
 
 export interface CaptureTransition {
   tenant: string;

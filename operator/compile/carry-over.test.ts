@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parseRelayConfig } from '../../relay/config/load.ts';
-import type { RelayConfig } from '../../relay/config/types.gen.ts';
+import { parseRelayConfig } from '../../contract/config/load.ts';
+import type { RelayConfig } from '../../contract/config/types.gen.ts';
 import { decideRecipient } from '../../relay/routing/decide.ts';
 import { buildRoutingTable } from '../../relay/routing/table.ts';
 import type { MailRoute, MailRouteSpec, TenantPolicy, TenantPolicySpec } from '../api/types.gen.ts';

@@ -2,7 +2,7 @@
 // serve). A resource whose new generation is invalid keeps that version in force, as a Deployment
 // keeps serving its old ReplicaSet: the published config is the operator's own output, survives
 // operator restarts (it is read back from the ConfigMap) and needs no extra writes. Pure.
-import type { RelayConfig, Route, Tenant } from '../../relay/config/types.gen.ts';
+import type { RelayConfig, Route, Tenant } from '../../contract/config/types.gen.ts';
 import { resourceKey } from '../resources/types.ts';
 
 /**

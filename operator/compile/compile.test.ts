@@ -1,6 +1,6 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: recipient templates use ${…}
 import { describe, expect, it } from 'vitest';
-import { parseRelayConfig } from '../../relay/config/load.ts';
+import { parseRelayConfig } from '../../contract/config/load.ts';
 import { decideRecipient } from '../../relay/routing/decide.ts';
 import { buildRoutingTable } from '../../relay/routing/table.ts';
 import type { MailRoute, MailRouteSpec, TenantPolicy, TenantPolicySpec } from '../api/types.gen.ts';

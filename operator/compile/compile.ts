@@ -2,8 +2,7 @@
 // RelayConfig and one status per Mail-Plus resource out. Everything the relay must not decide on
 // its own is settled here: validity, domain ownership, route order, upstream addresses, defaults.
 
-import { checkConsent, type TroubleshootingSpec } from '../../relay/capture/consent.ts';
-import { canonicalJson, hashConfig, hashDerivedConfig } from '../../relay/config/hash.ts';
+import { canonicalJson, hashConfig, hashDerivedConfig } from '../../contract/config/hash.ts';
 import type {
   Limits,
   RelayConfig,
@@ -11,11 +10,11 @@ import type {
   Tenant,
   TenantDnsbl,
   Upstream,
-} from '../../relay/config/types.gen.ts';
-import { parseCidr } from '../../relay/routing/cidr.ts';
-import { normalizeDomainClaim, type Pattern, parsePattern } from '../../relay/routing/match.ts';
-import { parseRewriteTemplate } from '../../relay/routing/rewrite.ts';
-import { parseRetention } from '../../relay/trace/retention.ts';
+} from '../../contract/config/types.gen.ts';
+import { parseCidr } from '../../contract/grammar/cidr.ts';
+import { normalizeDomainClaim, type Pattern, parsePattern } from '../../contract/grammar/match.ts';
+import { parseRetention } from '../../contract/grammar/retention.ts';
+import { parseRewriteTemplate } from '../../contract/grammar/rewrite.ts';
 import type { MailRoute, MailRouteSpec, TenantPolicy } from '../api/types.gen.ts';
 import { resourceKey, resourceLabel, type Service } from '../resources/types.ts';
 import { parseByteQuantity, parseDurationSeconds } from '../resources/units.ts';
@@ -23,6 +22,7 @@ import { type ValidationResult, validateMailRoute, validateTenantPolicy } from '
 import { compileAuthentication } from './authentication.ts';
 import type { CompileCache, SectionInputs } from './cache.ts';
 import { generationInForce, previousRoute, previousTenant } from './carry-over.ts';
+import { checkConsent, type TroubleshootingSpec } from './consent.ts';
 import { type Conflict, makeStatus, REASONS, type ResourceStatus, type StatusCondition } from './status.ts';
 
 export interface CompileInput {

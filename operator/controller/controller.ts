@@ -1,6 +1,6 @@
 // Runs reconcile workers over a work queue, reporting controller-runtime's metrics. A reconcile
 // returns nothing (success), {requeueAfter} or throws (error → per-key backoff retry).
-import type { Logger } from '../../relay/observability/log.ts';
+import type { Logger } from '../../platform/log.ts';
 import type { OperatorMetrics } from '../metrics.ts';
 import { WorkQueue } from './workqueue.ts';
 

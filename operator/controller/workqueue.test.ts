@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { Backoff, backoffDelay, WATCH_RETRY } from './backoff.ts';
+import { Backoff, backoffDelay, WATCH_RETRY } from '../../platform/backoff.ts';
 import { WorkQueue } from './workqueue.ts';
 
 describe('backoff', () => {

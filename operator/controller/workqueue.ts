@@ -3,7 +3,7 @@
 // meanwhile mark it dirty and it is queued again when done()); delayed adds (addAfter) keep the
 // earliest deadline, which is what coalesces bursts into one batch; per-key exponential backoff
 // for retries (addRateLimited / forget).
-import { type BackoffPolicy, backoffDelay } from './backoff.ts';
+import { type BackoffPolicy, backoffDelay } from '../../platform/backoff.ts';
 
 export interface WorkQueueMetrics {
   depth(n: number): void;

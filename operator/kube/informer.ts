@@ -13,10 +13,11 @@
 //   cache does not have (and still lacks after a grace period) mean a silently dead watch, so the
 //   informer is recreated. The old cache keeps serving until the new one has listed.
 // Health: mailplus_operator_informer_{last_sync_timestamp_seconds,errors_total,restarts_total,relists_total}.
-import type { Logger } from '../../relay/observability/log.ts';
-import { Backoff, type BackoffPolicy, backoffDelay, WATCH_RETRY } from '../controller/backoff.ts';
+
+import { Backoff, type BackoffPolicy, backoffDelay, WATCH_RETRY } from '../../platform/backoff.ts';
+import { k8s } from '../../platform/kube-client.ts';
+import type { Logger } from '../../platform/log.ts';
 import type { OperatorMetrics } from '../metrics.ts';
-import { k8s } from './client.ts';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 

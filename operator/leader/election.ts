@@ -3,8 +3,16 @@
 // Lease's resourceVersion (a racing write gets 409 and loses); expiry judged on OUR clock from
 // when we last saw the record change (no trust in other machines' clocks); a takeover bumps
 // leaseTransitions. Losing the lease aborts `signal` at once; the owner then fails stop.
-import type { Logger } from '../../relay/observability/log.ts';
-import { apiErrorText, apiStatus, type k8s, microTime, requestOptions, timeMs } from '../kube/client.ts';
+
+import {
+  apiErrorText,
+  apiStatus,
+  type k8s,
+  microTime,
+  requestOptions,
+  timeMs,
+} from '../../platform/kube-client.ts';
+import type { Logger } from '../../platform/log.ts';
 
 export interface LeaseRecord {
   holder: string;

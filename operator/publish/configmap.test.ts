@@ -1,14 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { decodeRelayConfigMap, relayConfigText } from '../../relay/config-configmap-watch.ts';
+import { decodeRelayConfigMap, relayConfigText } from '../../contract/config/configmap.ts';
+import { MANAGED_LABELS } from '../../contract/kube.ts';
 import type { MailRoute, TenantPolicy } from '../api/types.gen.ts';
 import { compile } from '../compile/compile.ts';
-import {
-  CONFIGMAP_LIMIT,
-  configMapMatches,
-  encodeRelayConfig,
-  MANAGED_LABELS,
-  relayConfigMap,
-} from './configmap.ts';
+import { CONFIGMAP_LIMIT, configMapMatches, encodeRelayConfig, relayConfigMap } from './configmap.ts';
 
 function fleet(routes: number, tenants: number): { tenantPolicies: TenantPolicy[]; mailRoutes: MailRoute[] } {
   const tenantPolicies: TenantPolicy[] = [];

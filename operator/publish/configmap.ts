@@ -4,22 +4,17 @@
 // adopt or prune the generated object). Written by server-side apply with force, so fields we
 // stop sending (data ↔ binaryData) are removed and a hand edit is overwritten.
 import { gzipSync } from 'node:zlib';
-import type { RelayConfig } from '../../relay/config/types.gen.ts';
-import { CONFIG_GZ_KEY, CONFIG_HASH_ANNOTATION, CONFIG_KEY } from '../../relay/config-configmap-watch.ts';
+import { CONFIG_GZ_KEY, CONFIG_HASH_ANNOTATION, CONFIG_KEY } from '../../contract/config/configmap.ts';
+import type { RelayConfig } from '../../contract/config/types.gen.ts';
+import { MANAGED_LABELS } from '../../contract/kube.ts';
+import { apiErrorText, k8s, requestOptions } from '../../platform/kube-client.ts';
 import { renderRelayConfig } from '../compile/compile.ts';
-import { apiErrorText, k8s, requestOptions } from '../kube/client.ts';
 
 export const FIELD_MANAGER = 'mailplus-operator';
 /** Above this many bytes of JSON the config is stored gzip-compressed. */
 export const GZIP_THRESHOLD = 256 * 1024;
 /** The API server refuses ConfigMaps over 1 MiB (data + binaryData + metadata). */
 export const CONFIGMAP_LIMIT = 1024 * 1024;
-
-export const MANAGED_LABELS = {
-  'app.kubernetes.io/managed-by': 'mailplus-operator',
-  'app.kubernetes.io/part-of': 'mail-plus',
-  'app.kubernetes.io/component': 'relay-config',
-} as const;
 
 export interface ConfigPayload {
   data?: Record<string, string>;

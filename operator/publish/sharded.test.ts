@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { mergeShards, shardIndex, shardOf } from '../../relay/config/shards.ts';
-import { decodeRelayConfigMap } from '../../relay/config-configmap-watch.ts';
+import { decodeRelayConfigMap } from '../../contract/config/configmap.ts';
+import { mergeShards, shardIndex, shardOf } from '../../contract/config/shards.ts';
 import { fleet, mailRoute, routePatterns } from '../../test/support/fleet.ts';
 import { compile } from '../compile/compile.ts';
 import { type ConfigPayload, relayConfigMap } from './configmap.ts';

@@ -1,12 +1,12 @@
 // Planning what to publish (pure): the compiled config goes out as one ConfigMap (--config-shards=1)
-// or as N shard ConfigMaps plus an index (relay/config/shards.ts). A document that does not fit a
+// or as N shard ConfigMaps plus an index (contract/config/shards.ts). A document that does not fit a
 // ConfigMap never blocks the others: the tenants in it that changed since the last published
 // version of that document are held back (their previous sections stay in force), and only if that
 // still does not fit is every tenant in it reduced to a deferral section. Either way the document
 // is small enough to publish, so every other tenant's changes and revocations keep going out.
-import { canonicalTenantJson } from '../../relay/config/hash.ts';
-import { shardConfigMapName, splitRelayConfig } from '../../relay/config/shards.ts';
-import type { RelayConfig } from '../../relay/config/types.gen.ts';
+import { canonicalTenantJson } from '../../contract/config/hash.ts';
+import { shardConfigMapName, splitRelayConfig } from '../../contract/config/shards.ts';
+import type { RelayConfig } from '../../contract/config/types.gen.ts';
 import { withHeldBack } from '../compile/budgets.ts';
 import { CONFIGMAP_LIMIT, type ConfigPayload, encodeRelayConfig } from './configmap.ts';
 

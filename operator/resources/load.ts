@@ -3,10 +3,10 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import { MAILPLUS_API_VERSION, MAILPLUS_GROUP } from '../../contract/kube.ts';
 import type { LoadedResource, ResourceError, ResourceKind } from './types.ts';
 import { resourceLabel } from './types.ts';
 
-export const MAILPLUS_API_VERSION = 'mailplus.io/v1alpha1';
 const EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
 
 async function expand(path: string, errors: ResourceError[]): Promise<string[]> {
@@ -60,13 +60,13 @@ export function documentShapeError(
     return { field: 'apiVersion', message: `missing for kind ${kind}${hint}` };
   }
   const group = apiVersion.includes('/') ? apiVersion.slice(0, apiVersion.indexOf('/')) : '';
-  if (group === 'mailplus.io' && !(MAILPLUS_KINDS as readonly string[]).includes(kind)) {
+  if (group === MAILPLUS_GROUP && !(MAILPLUS_KINDS as readonly string[]).includes(kind)) {
     const hint = meant ? `did you mean ${meant}?` : `use ${MAILPLUS_KINDS.join(' or ')}`;
     return { field: 'kind', message: `unknown kind ${kind} in ${apiVersion}; ${hint}` };
   }
   if (meant && meant !== kind)
     return { field: 'kind', message: `unknown kind ${kind}; did you mean ${meant}?` };
-  if (meant && group !== 'mailplus.io')
+  if (meant && group !== MAILPLUS_GROUP)
     return { field: 'apiVersion', message: `${apiVersion} has no kind ${kind}; use ${MAILPLUS_API_VERSION}` };
   return undefined;
 }

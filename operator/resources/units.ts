@@ -1,5 +1,5 @@
 // Kubernetes quantities (maxMessageSize) and Go-style durations (rate.per), parsed exactly.
-import type { ParseResult } from '../../relay/routing/match.ts';
+import type { ParseResult } from '../../contract/grammar/match.ts';
 
 const BINARY: Record<string, bigint> = { Ki: 1n, Mi: 2n, Gi: 3n, Ti: 4n, Pi: 5n, Ei: 6n };
 const DECIMAL: Record<string, number> = { k: 3, M: 6, G: 9, T: 12, P: 15, E: 18 };

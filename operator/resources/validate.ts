@@ -3,10 +3,10 @@
 // and `mailplus validate` cannot rely on CEL), then the address/domain grammar. Pure.
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
-import { dnsblZoneError, matchPatternError } from '../../relay/dnsbl/policy.ts';
-import { parseCidr, parseIp } from '../../relay/routing/cidr.ts';
-import { normalizeDomain, normalizeDomainClaim, parsePattern } from '../../relay/routing/match.ts';
-import { parseRewriteTemplate } from '../../relay/routing/rewrite.ts';
+import { parseCidr, parseIp } from '../../contract/grammar/cidr.ts';
+import { dnsblZoneError, matchPatternError } from '../../contract/grammar/dnsbl.ts';
+import { normalizeDomain, normalizeDomainClaim, parsePattern } from '../../contract/grammar/match.ts';
+import { parseRewriteTemplate } from '../../contract/grammar/rewrite.ts';
 import { crdSchemas } from '../api/schemas.gen.ts';
 import type { MailRoute, TenantPolicy } from '../api/types.gen.ts';
 import { type LoadedResource, type ResourceError, resourceLabel } from './types.ts';

@@ -1,8 +1,9 @@
 // Kubernetes Events (events.k8s.io/v1) for status transitions, with our own dedupe (client-node
 // has no EventRecorder): the same reason and note for the same object at most once per window,
 // and at most `burst` events per object per window, so a flapping object cannot spam.
-import type { Logger } from '../../relay/observability/log.ts';
-import { apiErrorText, type k8s, microTime, requestOptions } from '../kube/client.ts';
+
+import { apiErrorText, type k8s, microTime, requestOptions } from '../../platform/kube-client.ts';
+import type { Logger } from '../../platform/log.ts';
 import type { Transition } from './conditions.ts';
 
 export const REPORTING_CONTROLLER = 'mailplus.io/operator';

@@ -9,9 +9,9 @@
 // so a forced apply silently dropped another manager's condition (test/operator/
 // status-conflict.test.ts caught it). The read-modify-write is correct on every version.
 
+import { MAILPLUS_API_VERSION } from '../../contract/kube.ts';
+import { apiErrorText, apiStatus, k8s, requestOptions } from '../../platform/kube-client.ts';
 import type { Condition } from '../api/types.gen.ts';
-import { apiErrorText, apiStatus, k8s, requestOptions } from '../kube/client.ts';
-import { MAILPLUS_API_VERSION } from '../resources/load.ts';
 import { type DesiredStatus, OWNED_TYPES } from './conditions.ts';
 
 export const STATUS_FIELD_MANAGER = 'mailplus-operator';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { TenantAuthentication } from '../config/types.gen.ts';
+import type { TenantAuthentication } from '../../contract/config/types.gen.ts';
 import { type AuthOutcome, decideAuthentication } from './decide.ts';
 
 const enforce: TenantAuthentication = {

@@ -1,4 +1,4 @@
-import type { TenantAuthentication } from '../config/types.gen.ts';
+import type { TenantAuthentication } from '../../contract/config/types.gen.ts';
 
 /**
  * What the checks found, in RFC 8601 result words, and what enforce mode does with it. Pure: the

@@ -1,4 +1,4 @@
-import type { TenantAuthentication } from '../config/types.gen.ts';
+import type { TenantAuthentication } from '../../contract/config/types.gen.ts';
 import { type AuthDecision, type AuthOutcome, decideAuthentication } from './decide.ts';
 import { authResultsHeader, headerSectionEnd, stripOwnAuthResults } from './headers.ts';
 import type { MessageVerifier, SpfVerdict } from './verify.ts';

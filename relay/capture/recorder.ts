@@ -3,7 +3,7 @@
 // appends the message chunk by chunk while it streams to the upstream. The mail never waits for
 // the store except for the reservation (bounded by reserveTimeoutMs, and only for in-scope
 // messages of a tenant with an active consent); a failed capture is discarded, the mail unaffected.
-import type { Capture } from '../config/types.gen.ts';
+import type { Capture } from '../../contract/config/types.gen.ts';
 import type { TraceStore } from '../trace/store.ts';
 import { CaptureEncryptor } from './crypto.ts';
 import { consentActive } from './scope.ts';

@@ -3,8 +3,8 @@
 // expired at this instant, and EVERY accepted recipient of the transaction belongs to that tenant
 // and matches the consent's scope: a message that also goes to anyone outside the scope (another
 // mailbox, another tenant) is never captured, because they did not consent.
-import type { Capture, Tenant } from '../config/types.gen.ts';
-import { matchesPattern, parseAddress, parsePattern } from '../routing/match.ts';
+import type { Capture, Tenant } from '../../contract/config/types.gen.ts';
+import { matchesPattern, parseAddress, parsePattern } from '../../contract/grammar/match.ts';
 
 export type CaptureVerdict =
   | { capture: true; tenant: string; consent: Capture }

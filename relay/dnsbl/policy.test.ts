@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
+import { matchPatternError } from '../../contract/grammar/dnsbl.ts';
 import {
   codeMatches,
   type DnsblPolicy,
   decideDnsbl,
   dnsblQueryName,
-  matchPatternError,
   parseDnsblSite,
   type ZoneAnswer,
 } from './policy.ts';

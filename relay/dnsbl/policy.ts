@@ -1,4 +1,10 @@
 import { isIP } from 'node:net';
+import {
+  dnsblZoneError,
+  matchPatternError,
+  patternOctets,
+  splitOutsideBrackets,
+} from '../../contract/grammar/dnsbl.ts';
 
 /**
  * DNS blocklist policy, postscreen-style (Postfix postscreen_dnsbl_sites / _threshold /
@@ -72,24 +78,6 @@ export function displayIp(ip: string): string {
   return v4Of(ip) ?? ip;
 }
 
-const OCTET = /^(\d{1,3}|\[\d{1,3}\.\.\d{1,3}\]|\[\d{1,3}(;\d{1,3})*\])$/;
-
-/** Splits on '.' outside [..] ranges. */
-function patternOctets(pattern: string): string[] {
-  return splitOutsideBrackets(pattern, '.');
-}
-
-/** Why a match pattern is invalid, or undefined when it is valid. */
-export function matchPatternError(pattern: string): string | undefined {
-  const octets = patternOctets(pattern);
-  if (octets.length !== 4 || !octets.every((o) => OCTET.test(o))) {
-    return `"${pattern}" is not a return-code pattern; use e.g. 127.0.0.2, 127.0.0.[2..11] or 127.0.0.[2;4]`;
-  }
-  for (const n of pattern.match(/\d+/g) ?? [])
-    if (Number(n) > 255) return `"${pattern}": ${n} is not an octet`;
-  return undefined;
-}
-
 function octetMatches(pattern: string, value: number): boolean {
   if (/^\d+$/.test(pattern)) return Number(pattern) === value;
   const range = /^\[(\d+)\.\.(\d+)\]$/.exec(pattern);
@@ -153,30 +141,6 @@ export function parseDnsblSite(spec: string): DnsblZone {
     weight: m[3] === undefined ? 1 : Number(m[3]),
     ...(match ? { match } : {}),
   };
-}
-
-function splitOutsideBrackets(s: string, sep: string): string[] {
-  const out: string[] = [];
-  let depth = 0;
-  let cur = '';
-  for (const ch of s) {
-    if (ch === '[') depth++;
-    if (ch === ']') depth--;
-    if (ch === sep && depth === 0) {
-      out.push(cur);
-      cur = '';
-    } else cur += ch;
-  }
-  out.push(cur);
-  return out;
-}
-
-export function dnsblZoneError(zone: string): string | undefined {
-  const name = zone.endsWith('.') ? zone.slice(0, -1) : zone;
-  if (name.length > 200 || !/^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]*[a-z0-9])?$/i.test(name)) {
-    return `"${zone}" is not a DNS zone name; use e.g. zen.spamhaus.org`;
-  }
-  return undefined;
 }
 
 /** Reply texts; 554 at connect (RFC 5321 §3.1 allows only 220 or 554 there), 550 at RCPT as postscreen. */

@@ -1,5 +1,5 @@
-import type { TenantDnsbl } from '../config/types.gen.ts';
-import type { Logger } from '../observability/log.ts';
+import type { TenantDnsbl } from '../../contract/config/types.gen.ts';
+import type { Logger } from '../../platform/log.ts';
 import type { DnsblChecker } from './check.ts';
 import { DNSBL_REPLY, type DnsblPolicy } from './policy.ts';
 

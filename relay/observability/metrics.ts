@@ -1,6 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import type { ConfigMapWatchMetrics } from '../config-configmap-watch.ts';
-import { LIMIT_NAMES } from '../smtp/fairness.ts';
+import type { ConfigMapWatchMetrics } from '../config/configmap-watch.ts';
+import { LIMIT_NAMES } from '../smtp/limit-names.ts';
 
 /**
  * One registry per relay instance (no prom-client global registry), so several relays can run in

@@ -1,7 +1,7 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: recipient templates use ${…}
 import { describe, expect, it } from 'vitest';
-import { hashConfig } from '../config/hash.ts';
-import type { RelayConfig, Route, Tenant, Upstream } from '../config/types.gen.ts';
+import { hashConfig } from '../../contract/config/hash.ts';
+import type { RelayConfig, Route, Tenant, Upstream } from '../../contract/config/types.gen.ts';
 import { decideRecipient, explainEnvelope, formatExplanation, formatReply } from './decide.ts';
 import { buildRoutingTable } from './table.ts';
 

@@ -1,9 +1,9 @@
 // The per-recipient decision: who owns the domain, may this client send to it, is TLS required,
 // which route wins, and what that route does. Reply texts follow docs/architecture.md exactly.
-import type { Route, Tenant, Upstream } from '../config/types.gen.ts';
-import { cidrContains, parseIp } from './cidr.ts';
-import { type Address, matchesPattern, parseAddress } from './match.ts';
-import { expandRewrite } from './rewrite.ts';
+import type { Route, Tenant, Upstream } from '../../contract/config/types.gen.ts';
+import { cidrContains, parseIp } from '../../contract/grammar/cidr.ts';
+import { type Address, matchesPattern, parseAddress } from '../../contract/grammar/match.ts';
+import { expandRewrite } from '../../contract/grammar/rewrite.ts';
 import { type Candidate, candidateLists, findOwner, type RouteEntry, type RoutingTable } from './table.ts';
 
 export type RejectReason =

@@ -2,11 +2,11 @@
 // O(routes): domain -> tenant (exact map, then a walk over wildcard suffixes, longest first), and
 // per tenant the routes by exact address, by tagged address, by domain and by subdomain suffix.
 
-import type { RelayConfig, Route, Tenant } from '../config/types.gen.ts';
-import { dnsblZoneError, matchPatternError } from '../dnsbl/policy.ts';
-import { type Cidr, parseCidr } from './cidr.ts';
-import { type Address, type Pattern, parsePattern } from './match.ts';
-import { parseRewriteTemplate, type RewriteTemplate } from './rewrite.ts';
+import type { RelayConfig, Route, Tenant } from '../../contract/config/types.gen.ts';
+import { type Cidr, parseCidr } from '../../contract/grammar/cidr.ts';
+import { dnsblZoneError, matchPatternError } from '../../contract/grammar/dnsbl.ts';
+import { type Address, type Pattern, parsePattern } from '../../contract/grammar/match.ts';
+import { parseRewriteTemplate, type RewriteTemplate } from '../../contract/grammar/rewrite.ts';
 
 export interface RouteEntry {
   route: Route;
@@ -121,7 +121,7 @@ function indexTenant(tenant: Tenant): TenantIndex {
 /**
  * The index of each tenant section by identity: a config is never mutated once loaded, and a new
  * config that keeps a tenant's section object (unchanged shards, and unchanged tenants of a changed
- * shard: config-configmap-set.ts) does not index its routes again.
+ * shard: relay/config/configmap-set.ts) does not index its routes again.
  */
 const indexes = new WeakMap<Tenant, TenantIndex>();
 

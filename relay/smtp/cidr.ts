@@ -1,4 +1,4 @@
-import { cidrContains, parseCidr, parseIp } from '../routing/cidr.ts';
+import { cidrContains, parseCidr, parseIp } from '../../contract/grammar/cidr.ts';
 
 /**
  * A matcher over a CIDR list (trusted proxies); a bare address is a host route, an unparseable

@@ -2,8 +2,9 @@
 // resources, so that hostile or broken senders cannot starve everyone else. Counters only: the
 // callers (relay.ts for connections, transaction.ts for upstream connections) decide what to send.
 // Replies are Postfix's for the same limit, so operators and senders see familiar text.
-import { parseIp } from '../routing/cidr.ts';
-import { smtpError } from './transaction.ts';
+import { parseIp } from '../../contract/grammar/cidr.ts';
+import type { LimitName } from './limit-names.ts';
+import { smtpError } from './smtp-error.ts';
 
 export interface FairnessLimits {
   /** Concurrent connections per client address; 0 = unlimited. Postfix smtpd_client_connection_count_limit. */
@@ -40,30 +41,6 @@ export const DEFAULT_FAIRNESS: FairnessLimits = {
   hardErrorLimit: 20,
   errorSleepMs: 1000,
 };
-
-/** The `limit` label of mailplus_relay_limit_hits_total: a fixed set. */
-export type LimitName =
-  | 'connections_per_client'
-  | 'connections_per_network'
-  | 'upstream_per_client'
-  | 'upstream_per_tenant'
-  | 'upstream_hold_time'
-  | 'recipients_per_transaction'
-  | 'recorded_recipients'
-  | 'errors_per_session'
-  | 'error_sleep';
-
-export const LIMIT_NAMES: readonly LimitName[] = [
-  'connections_per_client',
-  'connections_per_network',
-  'upstream_per_client',
-  'upstream_per_tenant',
-  'upstream_hold_time',
-  'recipients_per_transaction',
-  'recorded_recipients',
-  'errors_per_session',
-  'error_sleep',
-];
 
 export const FAIRNESS_REPLY = {
   /** Postfix smtpd (anvil connection count limit); sent before the greeting, then the connection closes. */

@@ -11,7 +11,8 @@ import {
   receivedPath,
   UNDECLARED_UTF8_REPLY,
 } from './address-form.ts';
-import { FAIRNESS_REPLY, type LimitName } from './fairness.ts';
+import { FAIRNESS_REPLY } from './fairness.ts';
+import type { LimitName } from './limit-names.ts';
 import { RawDataStream } from './raw-data-stream.ts';
 
 /**

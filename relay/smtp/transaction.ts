@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import type { SMTPServerAddress, SMTPServerSession } from 'smtp-server';
+import type { Tenant, TenantAuthentication, Upstream } from '../../contract/config/types.gen.ts';
+import type { Logger } from '../../platform/log.ts';
 import { AuthGate, HeaderTooLarge } from '../auth/gate.ts';
 import { checkSpf, MessageVerifier, type Resolve, type SpfVerdict } from '../auth/verify.ts';
 import type { CaptureTee } from '../capture/recorder.ts';
-import type { Tenant, TenantAuthentication, Upstream } from '../config/types.gen.ts';
 import type { DnsblChecker } from '../dnsbl/check.ts';
 import { tenantDnsblRefusal } from '../dnsbl/rcpt.ts';
-import type { Logger } from '../observability/log.ts';
 import type { RelayMetrics } from '../observability/metrics.ts';
 import { decideRecipient } from '../routing/decide.ts';
 import type { RoutingTable } from '../routing/table.ts';
@@ -18,6 +18,7 @@ import { DEFAULT_FAIRNESS, FAIRNESS_REPLY, type FairnessLimits, type UpstreamSha
 import type { RateLimiter } from './rate-limit.ts';
 import type { RawSMTPDataStream } from './raw-data-stream.ts';
 import { HopCounter, type ReceivedFields, receivedHeader } from './received.ts';
+import { type SmtpError, smtpError } from './smtp-error.ts';
 import type { MailParams, SmtpReply, UpstreamPoolLike, UpstreamTx } from './upstream-contract.ts';
 
 /**
@@ -63,16 +64,6 @@ export interface TransactionDeps {
   dnsbl?: DnsblChecker;
   /** DNS for sender authentication (TenantPolicy spec.authentication); unset: no tenant's checks run. */
   authResolve?: Resolve;
-}
-
-export interface SmtpError extends Error {
-  responseCode: number;
-}
-
-export function smtpError(code: number, enhanced: string, text: string): SmtpError {
-  const err = new Error(`${enhanced} ${text}`) as SmtpError;
-  err.responseCode = code;
-  return err;
 }
 
 export const REPLY = {

@@ -1,4 +1,4 @@
-import type { Upstream } from '../config/types.gen.ts';
+import type { Upstream } from '../../contract/config/types.gen.ts';
 import type { MailParams } from '../upstream/connection.ts';
 import type { SmtpReply } from '../upstream/reply.ts';
 

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import tls from 'node:tls';
-import { type FileWatcher, watchFiles } from '../config-file-watch.ts';
+import { type FileWatcher, watchFiles } from '../config/file-watch.ts';
 
 /** The listener's key pair as read from disk, checked by building a SecureContext from it. */
 export interface KeyPair {

@@ -2,9 +2,9 @@
 // (per-tenant pseudonyms), the trace entries at the end of each transaction, and consented
 // captures in the DATA path. Without a trace store only the log-line part is active.
 
+import type { RelayConfig, Tenant } from '../../contract/config/types.gen.ts';
 import type { CaptureOutcome, CaptureRecorder, CaptureTee } from '../capture/recorder.ts';
 import { captureVerdict } from '../capture/scope.ts';
-import type { RelayConfig, Tenant } from '../config/types.gen.ts';
 import {
   type AddressPolicy,
   type FinishedTransaction,

@@ -1,7 +1,7 @@
 // From a finished transaction to its trace entries (one per tenant concerned, each with only that
 // tenant's recipients) and to the addresses of the relay's log line, honouring each tenant's
 // spec.privacy.pseudonymize. Pure.
-import type { Tenant } from '../config/types.gen.ts';
+import type { Tenant } from '../../contract/config/types.gen.ts';
 import type { TraceEntry, TraceRecipient, TraceResult } from './entry.ts';
 import { pseudonymWithKey, redactAddress, tenantPseudonymKey } from './pseudonym.ts';
 

@@ -14,12 +14,12 @@ import { loadavg } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import * as k8s from '@kubernetes/client-node';
+import { decodeRelayConfigMap } from '../../contract/config/configmap.ts';
+import { mergeShards } from '../../contract/config/shards.ts';
+import type { RelayConfig } from '../../contract/config/types.gen.ts';
 import { DEFAULT_TENANT_BUDGETS, enforceTenantBudgets } from '../../operator/compile/budgets.ts';
 import { CompileCache, compile } from '../../operator/compile/compile.ts';
 import { planPublish } from '../../operator/publish/sharded.ts';
-import { mergeShards } from '../../relay/config/shards.ts';
-import type { RelayConfig } from '../../relay/config/types.gen.ts';
-import { decodeRelayConfigMap } from '../../relay/config-configmap-watch.ts';
 import { kubectl } from '../envtest/control-plane.ts';
 import {
   adminClient,

@@ -1,8 +1,8 @@
 // The relay config the benchmark serves: tenant `bench` owns `bench.test`, one route
 // `*@bench.test` forwarding to the sink without TLS; in the verifying cells the tenant's sender
 // authentication is on, as TenantPolicy spec.authentication compiles it with its defaults.
-// Shape: relay/config/schema.json.
-import { hashConfig } from '../../relay/config/hash.ts';
+// Shape: contract/config/schema.json.
+import { hashConfig } from '../../contract/config/hash.ts';
 
 export interface BenchRelayConfig {
   apiVersion: 'relay.mailplus.io/v1alpha1';

@@ -5,7 +5,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { dkimSign, sealMessage } from 'mailauth';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { TenantAuthentication } from '../../relay/config/types.gen.ts';
+import type { TenantAuthentication } from '../../contract/config/types.gen.ts';
 import type { Relay } from '../../relay/relay.ts';
 import { forward, relayConfig, splitReceived, tenant } from '../../relay/smtp/testing/harness.ts';
 import { dataRaw, envelope, relayKit } from '../../relay/smtp/testing/relay-kit.ts';

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseRelayConfig } from '../../relay/config/load.ts';
+import { parseRelayConfig } from '../../contract/config/load.ts';
 import { listing, startDnsServer, txt } from '../support/dns.ts';
 import { freePort, startProcess } from '../support/processes.ts';
 

@@ -5,7 +5,7 @@
 // loopback addresses (127.0.0.2 is listed, 127.0.0.9 is not), as a remote MTA would.
 import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { TenantDnsbl } from '../../relay/config/types.gen.ts';
+import type { TenantDnsbl } from '../../contract/config/types.gen.ts';
 import type { DnsblPolicy } from '../../relay/dnsbl/policy.ts';
 import type { Relay } from '../../relay/relay.ts';
 import { forward, RawClient, relayConfig, tenant } from '../../relay/smtp/testing/harness.ts';

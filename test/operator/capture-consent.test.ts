@@ -6,9 +6,9 @@
 import { generateKeyPairSync } from 'node:crypto';
 import type * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadKubeConfig } from '../../operator/kube/client.ts';
 import { type Operator, startOperator } from '../../operator/operator.ts';
-import { createLogger } from '../../relay/observability/log.ts';
+import { loadKubeConfig } from '../../platform/kube-client.ts';
+import { createLogger } from '../../platform/log.ts';
 import { type ControlPlane, kubectl } from '../envtest/control-plane.ts';
 import {
   adminClient,

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeRelayConfigMap } from '../../relay/config-configmap-watch.ts';
+import { decodeRelayConfigMap } from '../../contract/config/configmap.ts';
 import { type ControlPlane, kubectl } from '../envtest/control-plane.ts';
 import { type CaptureSink, startCaptureSink } from '../support/capture-sink.ts';
 import { runSwaks } from '../support/swaks.ts';

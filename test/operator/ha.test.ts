@@ -4,7 +4,7 @@
 // the Lease so the standby takes over at once.
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeRelayConfigMap } from '../../relay/config-configmap-watch.ts';
+import { decodeRelayConfigMap } from '../../contract/config/configmap.ts';
 import { type ControlPlane, kubectl } from '../envtest/control-plane.ts';
 import {
   adminClient,

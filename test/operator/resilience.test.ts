@@ -4,7 +4,7 @@
 // change made afterwards still reaches the ConfigMap, the relay and the status.
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeRelayConfigMap } from '../../relay/config-configmap-watch.ts';
+import { decodeRelayConfigMap } from '../../contract/config/configmap.ts';
 import { type ControlPlane, kubectl } from '../envtest/control-plane.ts';
 import {
   adminClient,

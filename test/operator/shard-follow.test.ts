@@ -3,16 +3,16 @@
 // the hash the index names, never a mix, and refuses an index that points outside its shards.
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { compile } from '../../operator/compile/compile.ts';
-import { applyConfigMap, encodeRelayConfig, relayConfigMap } from '../../operator/publish/configmap.ts';
 import {
   mergeShards,
   shardConfigMapName,
   shardIndex,
   shardOf,
   splitRelayConfig,
-} from '../../relay/config/shards.ts';
-import type { RelayConfig } from '../../relay/config/types.gen.ts';
+} from '../../contract/config/shards.ts';
+import type { RelayConfig } from '../../contract/config/types.gen.ts';
+import { compile } from '../../operator/compile/compile.ts';
+import { applyConfigMap, encodeRelayConfig, relayConfigMap } from '../../operator/publish/configmap.ts';
 import { type ControlPlane, kubectl } from '../envtest/control-plane.ts';
 import { mailRoute, tenantPolicy } from '../support/fleet.ts';
 import {

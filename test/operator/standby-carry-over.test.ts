@@ -6,13 +6,13 @@
 // in force in the ConfigMap it publishes.
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeRelayConfigMap } from '../../contract/config/configmap.ts';
 import type { MailRoute, TenantPolicy } from '../../operator/api/types.gen.ts';
 import { compile } from '../../operator/compile/compile.ts';
-import { loadKubeConfig } from '../../operator/kube/client.ts';
 import { type Operator, startOperator } from '../../operator/operator.ts';
 import { applyConfigMap, encodeRelayConfig, relayConfigMap } from '../../operator/publish/configmap.ts';
-import { decodeRelayConfigMap } from '../../relay/config-configmap-watch.ts';
-import { createLogger } from '../../relay/observability/log.ts';
+import { loadKubeConfig } from '../../platform/kube-client.ts';
+import { createLogger } from '../../platform/log.ts';
 import { type ControlPlane, kubectl } from '../envtest/control-plane.ts';
 import {
   adminClient,

@@ -12,7 +12,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
 import { parseAllDocuments, stringify } from 'yaml';
-import { shardConfigMapName } from '../../relay/config/shards.ts';
+import { shardConfigMapName } from '../../contract/config/shards.ts';
 import {
   type ControlPlane,
   kubectl,

@@ -13,7 +13,7 @@ import {
   CONFIG_KEY,
   decodeRelayConfigMap,
   relayConfigText,
-} from '../../relay/config-configmap-watch.ts';
+} from '../../contract/config/configmap.ts';
 import { type ControlPlane, kubectl } from '../envtest/control-plane.ts';
 import { memoryOf } from '../support/processes.ts';
 import {

@@ -20,10 +20,10 @@
 import { readFileSync } from 'node:fs';
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { decodeRelayConfigMap } from '../../contract/config/configmap.ts';
 import { startProbeServer } from '../../operator/http.ts';
 import { type Operator, type OperatorOptions, startOperator } from '../../operator/operator.ts';
-import { decodeRelayConfigMap } from '../../relay/config-configmap-watch.ts';
-import { createLogger } from '../../relay/observability/log.ts';
+import { createLogger } from '../../platform/log.ts';
 import { type ControlPlane, kubectl } from '../envtest/control-plane.ts';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
 import {

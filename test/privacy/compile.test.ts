@@ -1,10 +1,10 @@
 // The compile step's privacy and troubleshooting handling (pure: the time is passed in), and the
 // supply-chain scripts' pure parts (notices rendering, copyright extraction, license allow-list).
 import { describe, expect, it } from 'vitest';
+import { validateRelayConfig } from '../../contract/config/load.ts';
 import type { MailRoute, TenantPolicy, TenantPolicySpec } from '../../operator/api/types.gen.ts';
 import { compile } from '../../operator/compile/compile.ts';
 import { generateCaptureKeyPair } from '../../relay/capture/crypto.ts';
-import { validateRelayConfig } from '../../relay/config/load.ts';
 import { checkLicenses, licenseAllowed } from '../../scripts/license-check.ts';
 import {
   type Component,

@@ -3,20 +3,21 @@
 // the capture start/end transitions for the operator.
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { parseRecipientKey } from '../../contract/capture/key.ts';
+import type { Capture, RelayConfig, Tenant } from '../../contract/config/types.gen.ts';
+import { DEFAULT_RETENTION_SECONDS, parseRetention } from '../../contract/grammar/retention.ts';
 import { captureTransitions } from '../../operator/compile/capture-transitions.ts';
-import { checkConsent, consentId, MAX_CONSENT_MS, parseRfc3339 } from '../../relay/capture/consent.ts';
+import { checkConsent, consentId, MAX_CONSENT_MS, parseRfc3339 } from '../../operator/compile/consent.ts';
 import {
   CaptureDecryptor,
   CaptureEncryptor,
   decryptCapture,
   encryptCapture,
   generateCaptureKeyPair,
-  parseRecipientKey,
 } from '../../relay/capture/crypto.ts';
 import { captureVerdict, consentActive, inScope } from '../../relay/capture/scope.ts';
 import { DotUnstuffer } from '../../relay/capture/unstuff.ts';
-import type { Capture, RelayConfig, Tenant } from '../../relay/config/types.gen.ts';
-import { createPseudonymizer } from '../../relay/observability/log.ts';
+import { createPseudonymizer } from '../../relay/observability/pseudonymize.ts';
 import { entryAddresses, normalizeAddress } from '../../relay/trace/entry.ts';
 import {
   addressForms,
@@ -32,14 +33,7 @@ import {
   logText,
   traceEntries,
 } from '../../relay/trace/record.ts';
-import {
-  clampRetention,
-  DEFAULT_RETENTION_SECONDS,
-  expiryMs,
-  parseRetention,
-  purgePlan,
-  retentionSecondsOf,
-} from '../../relay/trace/retention.ts';
+import { clampRetention, expiryMs, purgePlan, retentionSecondsOf } from '../../relay/trace/retention.ts';
 
 const KEY = 'master-key-0123456789abcdef';
 const NOW = Date.parse('2025-03-01T12:00:00Z');

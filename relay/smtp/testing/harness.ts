@@ -1,7 +1,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
-import { hashConfig } from '../../config/hash.ts';
-import type { RelayConfig, Route, Tenant } from '../../config/types.gen.ts';
+import { hashConfig } from '../../../contract/config/hash.ts';
+import type { RelayConfig, Route, Tenant } from '../../../contract/config/types.gen.ts';
 import { ReplyParser, type SmtpReply } from '../../upstream/reply.ts';
 
 /** Test-only helpers: relay configs with a valid hash, and a raw SMTP client for protocol edge cases. */

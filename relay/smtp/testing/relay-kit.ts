@@ -1,9 +1,9 @@
+import type { RelayConfig } from '../../../contract/config/types.gen.ts';
 import {
   type CaptureSink,
   type SinkBehaviour,
   startCaptureSink,
 } from '../../../test/support/capture-sink.ts';
-import type { RelayConfig } from '../../config/types.gen.ts';
 import { type Relay, type RelayOptions, startRelay } from '../../relay.ts';
 import { RawClient } from './harness.ts';
 

@@ -3,21 +3,20 @@
 // exits non-zero at once (fail-stop, like controller-runtime).
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { CliError } from '../cli/errors.ts';
 import {
-  type HostPort,
-  parseByteSize,
-  parseDurationMs,
-  parseFlags,
-  parseHostPort,
-  str,
-} from '../cli/flags.ts';
-import { createLogger } from '../relay/observability/log.ts';
-import { DEFAULT_TENANT_BUDGETS, type TenantBudgets } from './compile/budgets.ts';
-import { startProbeServer } from './http.ts';
-import { defaultNamespace, loadKubeConfig } from './kube/client.ts';
-import { startOperator } from './operator.ts';
-import { DEFAULT_RELAY_PORT, DEFAULT_RELAY_SELECTOR } from './relay-reports.ts';
+  DEFAULT_CONFIGMAP_NAME,
+  DEFAULT_LEASE_NAME,
+  DEFAULT_NAMESPACE,
+  DEFAULT_RELAY_SELECTOR,
+} from '../../contract/kube.ts';
+import { DEFAULT_TENANT_BUDGETS, type TenantBudgets } from '../../operator/compile/budgets.ts';
+import { startProbeServer } from '../../operator/http.ts';
+import { startOperator } from '../../operator/operator.ts';
+import { DEFAULT_RELAY_PORT } from '../../operator/relay-reports.ts';
+import { defaultNamespace, loadKubeConfig } from '../../platform/kube-client.ts';
+import { createLogger } from '../../platform/log.ts';
+import { CliError } from '../errors.ts';
+import { type HostPort, parseByteSize, parseDurationMs, parseFlags, parseHostPort, str } from '../flags.ts';
 
 const help = `Usage: mailplus operator [options]
 
@@ -85,8 +84,8 @@ function wholeNumber(value: string | undefined, flag: string, def: number, max: 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
 
-/** Parses the operator's flags; throws CliError naming the flag. Returns undefined for --help. */
-export function parseOperatorFlags(argv: string[]): OperatorFlags | undefined {
+/** Takes --leader-elect[=true|false] and --no-leader-elect out of argv (parseArgs has no =false form). */
+function leaderElectFlag(argv: string[]): { leaderElect: boolean; rest: string[] } {
   let leaderElect = true;
   const rest: string[] = [];
   for (const a of argv) {
@@ -105,42 +104,48 @@ export function parseOperatorFlags(argv: string[]): OperatorFlags | undefined {
     else if (m[2] === 'false') leaderElect = false;
     else throw new CliError(`--leader-elect=${m[2]}: use true or false`);
   }
-  const { values, help: shown } = parseFlags(
-    rest,
-    {
-      kubeconfig: { type: 'string' },
-      namespace: { type: 'string' },
-      configmap: { type: 'string' },
-      'lease-name': { type: 'string' },
-      identity: { type: 'string' },
-      'metrics-listen': { type: 'string' },
-      'relay-selector': { type: 'string' },
-      'relay-port': { type: 'string' },
-      'relay-scrape-interval': { type: 'string' },
-      'relay-scrape-timeout': { type: 'string' },
-      resync: { type: 'string' },
-      'max-concurrent-reconciles': { type: 'string' },
-      'batch-window': { type: 'string' },
-      'config-shards': { type: 'string' },
-      'tenant-max-routes': { type: 'string' },
-      'tenant-max-patterns': { type: 'string' },
-      'tenant-max-config-bytes': { type: 'string' },
-    },
-    help,
-  );
-  if (shown) return undefined;
-  const configMapName = str(values.configmap) ?? 'mailplus-relay-config';
+  return { leaderElect, rest };
+}
+
+const OPTIONS = {
+  kubeconfig: { type: 'string' },
+  namespace: { type: 'string' },
+  configmap: { type: 'string' },
+  'lease-name': { type: 'string' },
+  identity: { type: 'string' },
+  'metrics-listen': { type: 'string' },
+  'relay-selector': { type: 'string' },
+  'relay-port': { type: 'string' },
+  'relay-scrape-interval': { type: 'string' },
+  'relay-scrape-timeout': { type: 'string' },
+  resync: { type: 'string' },
+  'max-concurrent-reconciles': { type: 'string' },
+  'batch-window': { type: 'string' },
+  'config-shards': { type: 'string' },
+  'tenant-max-routes': { type: 'string' },
+  'tenant-max-patterns': { type: 'string' },
+  'tenant-max-config-bytes': { type: 'string' },
+} as const;
+
+type Values = Partial<Record<keyof typeof OPTIONS, string | boolean | string[]>>;
+
+/** --namespace, --configmap, --lease-name: Kubernetes names, checked before anything is contacted. */
+function nameFlags(values: Values): Pick<OperatorFlags, 'namespace' | 'configMapName' | 'leaseName'> {
+  const configMapName = str(values.configmap) ?? DEFAULT_CONFIGMAP_NAME;
   if (!DNS_SUBDOMAIN.test(configMapName))
     throw new CliError(`--configmap ${configMapName}: not a valid ConfigMap name (lower-case DNS subdomain)`);
   const namespace = str(values.namespace);
   if (namespace !== undefined && !DNS_LABEL.test(namespace))
     throw new CliError(`--namespace ${namespace}: not a valid namespace name`);
-  const leaseName = str(values['lease-name']) ?? 'mailplus-operator';
+  const leaseName = str(values['lease-name']) ?? DEFAULT_LEASE_NAME;
   if (!DNS_SUBDOMAIN.test(leaseName)) throw new CliError(`--lease-name ${leaseName}: not a valid Lease name`);
-  const workers = Number(str(values['max-concurrent-reconciles']) ?? '4');
-  if (!Number.isInteger(workers) || workers < 1 || workers > 64)
-    throw new CliError('--max-concurrent-reconciles must be a whole number from 1 to 64');
-  const resyncMs = parseDurationMs(str(values.resync) ?? '10m', '--resync');
+  return { namespace, configMapName, leaseName };
+}
+
+/** --relay-selector, --relay-port, --relay-scrape-interval, --relay-scrape-timeout. */
+function relayFlags(
+  values: Values,
+): Pick<OperatorFlags, 'relaySelector' | 'relayPort' | 'relayScrapeIntervalMs' | 'relayScrapeTimeoutMs'> {
   const relaySelector = str(values['relay-selector']) ?? DEFAULT_RELAY_SELECTOR;
   if (relaySelector.trim() === '')
     throw new CliError(
@@ -161,41 +166,55 @@ export function parseOperatorFlags(argv: string[]): OperatorFlags | undefined {
   if (relayScrapeIntervalMs < 1000) throw new CliError('--relay-scrape-interval must be at least 1s');
   if (relayScrapeTimeoutMs < 100 || relayScrapeTimeoutMs > relayScrapeIntervalMs)
     throw new CliError('--relay-scrape-timeout must be at least 100ms and at most --relay-scrape-interval');
+  return { relaySelector, relayPort, relayScrapeIntervalMs, relayScrapeTimeoutMs };
+}
+
+/** --tenant-max-routes, --tenant-max-patterns, --tenant-max-config-bytes. */
+function tenantBudgetFlags(values: Values): TenantBudgets {
+  return {
+    maxRoutes: wholeNumber(
+      str(values['tenant-max-routes']),
+      '--tenant-max-routes',
+      DEFAULT_TENANT_BUDGETS.maxRoutes,
+      10_000_000,
+    ),
+    maxPatterns: wholeNumber(
+      str(values['tenant-max-patterns']),
+      '--tenant-max-patterns',
+      DEFAULT_TENANT_BUDGETS.maxPatterns,
+      100_000_000,
+    ),
+    maxBytes:
+      str(values['tenant-max-config-bytes']) === undefined
+        ? DEFAULT_TENANT_BUDGETS.maxBytes
+        : parseByteSize(str(values['tenant-max-config-bytes']) as string, '--tenant-max-config-bytes'),
+  };
+}
+
+/** Parses the operator's flags; throws CliError naming the flag. Returns undefined for --help. */
+export function parseOperatorFlags(argv: string[]): OperatorFlags | undefined {
+  const { leaderElect, rest } = leaderElectFlag(argv);
+  const { values, help: shown } = parseFlags(rest, OPTIONS, help);
+  if (shown) return undefined;
+  const names = nameFlags(values);
+  const workers = Number(str(values['max-concurrent-reconciles']) ?? '4');
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64)
+    throw new CliError('--max-concurrent-reconciles must be a whole number from 1 to 64');
+  const resyncMs = parseDurationMs(str(values.resync) ?? '10m', '--resync');
+  const relay = relayFlags(values);
   if (resyncMs < 1000) throw new CliError('--resync must be at least 1s');
   return {
     kubeconfig: str(values.kubeconfig),
-    namespace,
-    configMapName,
+    ...names,
     leaderElect,
-    leaseName,
     identity: str(values.identity) ?? `${hostname()}_${randomUUID().slice(0, 8)}`,
     metricsListen: parseHostPort(str(values['metrics-listen']) ?? ':8080', '--metrics-listen'),
-    relaySelector,
-    relayPort,
-    relayScrapeIntervalMs,
-    relayScrapeTimeoutMs,
+    ...relay,
     resyncMs,
     maxConcurrentReconciles: workers,
     batchWindowMs: parseDurationMs(str(values['batch-window']) ?? '100ms', '--batch-window'),
     configShards: wholeNumber(str(values['config-shards']), '--config-shards', 1, 1024),
-    tenantBudgets: {
-      maxRoutes: wholeNumber(
-        str(values['tenant-max-routes']),
-        '--tenant-max-routes',
-        DEFAULT_TENANT_BUDGETS.maxRoutes,
-        10_000_000,
-      ),
-      maxPatterns: wholeNumber(
-        str(values['tenant-max-patterns']),
-        '--tenant-max-patterns',
-        DEFAULT_TENANT_BUDGETS.maxPatterns,
-        100_000_000,
-      ),
-      maxBytes:
-        str(values['tenant-max-config-bytes']) === undefined
-          ? DEFAULT_TENANT_BUDGETS.maxBytes
-          : parseByteSize(str(values['tenant-max-config-bytes']) as string, '--tenant-max-config-bytes'),
-    },
+    tenantBudgets: tenantBudgetFlags(values),
   };
 }
 
@@ -209,7 +228,7 @@ export async function runOperator(argv: string[]): Promise<number> {
   } catch (err) {
     throw new CliError((err as Error).message, 1);
   }
-  const namespace = flags.namespace ?? defaultNamespace(flags.kubeconfig ? kc : undefined, 'mailplus-system');
+  const namespace = flags.namespace ?? defaultNamespace(flags.kubeconfig ? kc : undefined, DEFAULT_NAMESPACE);
   const operator = await startOperator({
     kc,
     namespace,

@@ -2,9 +2,9 @@
 // capture) for the compile step. Pure: the current time is a parameter. Anything short of a
 // complete, current consent is refused with the field named (reason ConsentInvalid).
 import { createHash } from 'node:crypto';
-import type { Capture } from '../config/types.gen.ts';
-import { claimCoversPattern, parsePattern } from '../routing/match.ts';
-import { parseRecipientKey } from './crypto.ts';
+import { parseRecipientKey } from '../../contract/capture/key.ts';
+import type { Capture } from '../../contract/config/types.gen.ts';
+import { claimCoversPattern, parsePattern } from '../../contract/grammar/match.ts';
 
 export const MAX_CONSENT_MS = 7 * 24 * 3600 * 1000;
 export const MAX_CAPTURE_MESSAGES = 1000;

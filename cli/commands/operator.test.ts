@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseOperatorFlags } from './cli.ts';
+import { parseOperatorFlags } from './operator.ts';
 
 describe('mailplus operator flags', () => {
   it('has the documented defaults', () => {

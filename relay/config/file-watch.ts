@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseRelayConfig } from './config/load.ts';
-import type { RelayConfig } from './config/types.gen.ts';
+import { parseRelayConfig } from '../../contract/config/load.ts';
+import type { RelayConfig } from '../../contract/config/types.gen.ts';
 
 /**
  * Watching files that get replaced rather than edited: Kubernetes ConfigMap/Secret volumes swap a

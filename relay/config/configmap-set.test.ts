@@ -1,12 +1,12 @@
 // A shard that changed in one tenant keeps the other tenants' sections (and routing indexes) as
 // they were: same content and hash, no second copy, no re-indexing of their routes.
 import { describe, expect, it } from 'vitest';
-import { compile } from '../operator/compile/compile.ts';
-import { fleet } from '../test/support/fleet.ts';
-import { verifyRelayConfig } from './config/load.ts';
-import { splitRelayConfig } from './config/shards.ts';
-import { withUnchangedTenantsOf } from './config-configmap-set.ts';
-import { buildRoutingTable } from './routing/table.ts';
+import { verifyRelayConfig } from '../../contract/config/load.ts';
+import { splitRelayConfig } from '../../contract/config/shards.ts';
+import { compile } from '../../operator/compile/compile.ts';
+import { fleet } from '../../test/support/fleet.ts';
+import { buildRoutingTable } from '../routing/table.ts';
+import { withUnchangedTenantsOf } from './configmap-set.ts';
 
 /** What a relay decodes from a ConfigMap: new objects, verified. */
 const decoded = <T>(doc: T): T => verifyRelayConfig(JSON.parse(JSON.stringify(doc)), 'test') as T;

@@ -5,6 +5,7 @@
 // tenants in it. Relays (and `mailplus route --cluster`) serve the union only once they hold every
 // shard with the hash the index names, so a change spanning two shards (a domain moving between
 // tenants) is never served half-applied. Pure: shared by the operator, the relay and the CLI.
+import { RELAY_CONFIG_API_VERSION } from '../kube.ts';
 import { hashDerivedConfig } from './hash.ts';
 import type { RelayConfig } from './types.gen.ts';
 
@@ -44,7 +45,7 @@ const namespaceOfSource = (key: string): string => key.split('/')[1] ?? '';
 /** Splits a compiled config into `shards` documents; shard i holds the tenants with shardOf(name) = i. */
 export function splitRelayConfig(config: RelayConfig, shards: number): RelayConfig[] {
   const out: RelayConfig[] = Array.from({ length: shards }, () => ({
-    apiVersion: 'relay.mailplus.io/v1alpha1',
+    apiVersion: RELAY_CONFIG_API_VERSION,
     kind: 'RelayConfig',
     hash: '',
     sources: {},
@@ -60,7 +61,7 @@ export function splitRelayConfig(config: RelayConfig, shards: number): RelayConf
 /** The index document naming each shard's ConfigMap and hash, in shard order. */
 export function shardIndex(refs: ShardRef[]): RelayConfig {
   return stamp({
-    apiVersion: 'relay.mailplus.io/v1alpha1',
+    apiVersion: RELAY_CONFIG_API_VERSION,
     kind: 'RelayConfig',
     hash: '',
     shards: refs.map((r) => ({ configMap: r.configMap, hash: r.hash })),
@@ -92,7 +93,7 @@ export function mergeShards(index: RelayConfig, docs: ReadonlyMap<string, RelayC
   tenants.sort((a, b) => cmpStr(a.name, b.name));
   sourceEntries.sort((a, b) => cmpStr(a[0], b[0]));
   const config: RelayConfig = {
-    apiVersion: 'relay.mailplus.io/v1alpha1',
+    apiVersion: RELAY_CONFIG_API_VERSION,
     kind: 'RelayConfig',
     hash: '',
     sources: Object.fromEntries(sourceEntries),

@@ -1,8 +1,8 @@
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { hashConfig } from './config/hash.ts';
-import type { RelayConfig } from './config/types.gen.ts';
-import { decodeRelayConfigMap, relayConfigText } from './config-configmap-watch.ts';
+import { decodeRelayConfigMap, relayConfigText } from './configmap.ts';
+import { hashConfig } from './hash.ts';
+import type { RelayConfig } from './types.gen.ts';
 
 const config: RelayConfig = {
   apiVersion: 'relay.mailplus.io/v1alpha1',
