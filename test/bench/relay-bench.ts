@@ -503,6 +503,8 @@ interface AbuseRun {
   kind: AbuseKind;
   result: CellResult;
   hostile?: HostileStats;
+  /** The relay process ended during the run (e.g. its heap limit with the limits off): how. */
+  relayGone?: string;
   /** mailplus_relay_limit_hits_total by limit, at the end of the run (non-zero ones). */
   limitHits: Record<string, number>;
   /** The machine's 1-minute load average at the end of the run (the machine may be shared). */
@@ -565,13 +567,16 @@ async function runAbuse(
         ABUSE_SOURCE_TIMEOUT_MS,
       );
       const stats = hostile ? await hostile.stop() : undefined;
-      const hits = await limitHits(running.admin);
+      // a relay that died (its heap limit, with the limits off) has no /metrics left to read
+      const relayGone = running.gone?.();
+      const hits = relayGone ? {} : await limitHits(running.admin);
       const load = loadavg()[0];
-      out.push({ run, kind, result, hostile: stats, limitHits: hits, load });
+      out.push({ run, kind, result, hostile: stats, relayGone, limitHits: hits, load });
       console.error(
         `abuse     ${run.padEnd(20)} ${result.ok ? `${result.msgsPerSec.toFixed(1)} msg/s` : result.error}` +
           ` p99=${fmt(result.p99Ms)}ms rss=${fmt(result.peakRssMiB)}MiB delivered=${result.delivered}/${result.acked}` +
           `${result.exactlyOnce ? '' : ' NOT-EXACTLY-ONCE'}${stats ? ` hostile=${JSON.stringify(stats)}` : ''}` +
+          `${relayGone ? ` relay ${relayGone}` : ''}` +
           ` limits=${JSON.stringify(hits)} load=${load.toFixed(1)}`,
       );
     } finally {
@@ -609,7 +614,7 @@ function abuseReport(runs: AbuseRun[]): string {
   ];
   const pass = (b: boolean) => (b ? 'PASS' : 'FAIL');
   const rssOk = (r: CellResult) => r.peakRssMiB !== undefined && r.peakRssMiB * MiB < 150e6;
-  for (const [i, { run, kind, result: r, hostile, limitHits: hits, load }] of runs.entries()) {
+  for (const [i, { run, kind, result: r, hostile, relayGone, limitHits: hits, load }] of runs.entries()) {
     const { tput, p99 } = kind === 'quiet' ? { tput: 1, p99: 1 } : ratios(i);
     const target = kind === 'abuse' ? `RSS<150MB ${pass(rssOk(r))}` : '';
     const h = hostile
@@ -621,9 +626,11 @@ function abuseReport(runs: AbuseRun[]): string {
           `${hostile.junkRcpts} junk RCPTs in ${hostile.junkTransactions} transactions`,
         ].join('; ')
       : '-';
-    const limits = Object.entries(hits)
-      .map(([k, v]) => `${k} ${v}`)
-      .join(', ');
+    const limits = relayGone
+      ? `relay ${relayGone}`
+      : Object.entries(hits)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ');
     // a normal load that did not finish (killed at the bound, or aborted on a refusal) is reported as
     // ended; for it, exactly once covers what was acknowledged (the probe's messages)
     const ended = r.error?.includes('SIGKILL')

@@ -25,6 +25,8 @@ export interface RunningSut {
   queueing: boolean;
   /** The relay's admin port (/metrics), for mailplus. */
   admin?: number;
+  /** How the system's process ended if it is gone before stop() (exit code or signal, last stderr line). */
+  gone?(): string | undefined;
   stop(): Promise<void>;
 }
 
@@ -74,11 +76,19 @@ export const mailplus: Sut = {
       { cwd: REPO, name: 'mailplus relay', env: { ...process.env, MAILPLUS_LOG_LEVEL: 'warn' } },
     );
     await proc.waitForPort(port, '127.0.0.1', 15_000);
+    let gone: string | undefined;
+    void proc.exited.then((how) => {
+      const err = proc.lines.filter((l) => l.stream === 'stderr' && l.text.trim());
+      // V8's fatal line (heap limit) says why; the stack frames after it do not
+      const last = (err.find((l) => /FATAL ERROR|out of memory/i.test(l.text)) ?? err.at(-1))?.text;
+      gone = `exited ${how}${last ? `: ${last.trim().slice(0, 120)}` : ''}`;
+    });
     return {
       port,
       pid: proc.pid,
       queueing: false,
       admin,
+      gone: () => gone,
       async stop() {
         await proc.stop(5000);
         await rm(dir, { recursive: true, force: true });
