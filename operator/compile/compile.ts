@@ -16,6 +16,13 @@ import { normalizeDomainClaim, type Pattern, parsePattern } from '../../contract
 import { parseRetention } from '../../contract/grammar/retention.ts';
 import { parseRewriteTemplate } from '../../contract/grammar/rewrite.ts';
 import type { MailRoute, MailRouteSpec, TenantPolicy } from '../api/types.gen.ts';
+import {
+  type Conflict,
+  makeStatus,
+  REASONS,
+  type ResourceStatus,
+  type StatusCondition,
+} from '../conditions/resource-status.ts';
 import { resourceKey, resourceLabel, type Service } from '../resources/types.ts';
 import { parseByteQuantity, parseDurationSeconds } from '../resources/units.ts';
 import { type ValidationResult, validateMailRoute, validateTenantPolicy } from '../resources/validate.ts';
@@ -23,7 +30,6 @@ import { compileAuthentication } from './authentication.ts';
 import type { CompileCache, SectionInputs } from './cache.ts';
 import { generationInForce, previousRoute, previousTenant } from './carry-over.ts';
 import { checkConsent, type TroubleshootingSpec } from './consent.ts';
-import { type Conflict, makeStatus, REASONS, type ResourceStatus, type StatusCondition } from './status.ts';
 
 export interface CompileInput {
   tenantPolicies: TenantPolicy[];
