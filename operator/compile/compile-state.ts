@@ -139,7 +139,10 @@ export interface NamespaceSection {
 
 export const bySpecificity = (a: Pattern, b: Pattern): number => a.rank - b.rank || cmpStr(a.text, b.text);
 
-/** A route's priority: from its valid spec, else from the generation in force. */
+/**
+ * A route's priority: from its valid spec (validation applied the CRD's default), else from the
+ * generation in force.
+ */
 export const priorityOf = (e: RouteEntry): number =>
   e.spec?.priority ?? (e.carried as NonNullable<RouteEntry['carried']>).route.priority;
 

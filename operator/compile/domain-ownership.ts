@@ -26,7 +26,10 @@ export function settleDomainOwnership(state: CompileState): void {
 }
 
 /** The namespace of the tenant that owns the domain of a recipient pattern, if any. */
-export function patternOwner(state: Pick<CompileState, 'exactClaims' | 'wildcardClaims'>, p: Pattern) {
+export function patternOwner(
+  state: Pick<CompileState, 'exactClaims' | 'wildcardClaims'>,
+  p: Pattern,
+): string | undefined {
   return domainHolder(state.exactClaims, state.wildcardClaims, p.domain, p.kind === 'subdomains')?.meta
     .namespace;
 }

@@ -35,13 +35,11 @@ export function compileNamespace(
   }
   const p = c.tenantByNs.get(namespace);
   if (!p) return section;
-  entries.sort((a, b) => priorityOf(a) - priorityOf(b) || byAgeOf(a, b));
+  entries.sort((a, b) => priorityOf(a) - priorityOf(b) || byAge(a.meta, b.meta));
   const routes = compileRoutes(c, section, entries, shadowedPatterns(entries));
   section.tenant = tenantSection(p, routes, c.captureByNs.get(namespace));
   return section;
 }
-
-const byAgeOf = (a: RouteEntry, b: RouteEntry): number => byAge(a.meta, b.meta);
 
 /**
  * The route as it takes part in its tenant's section, or undefined with its status set: invalid

@@ -106,6 +106,7 @@ function routeAction(
     return { action: (e.carried as NonNullable<RouteEntry['carried']>).route.action, refs: ALL_RESOLVED };
   }
   if (spec.reject) {
+    // code and tls: validation applied the CRD's defaults (550, opportunistic)
     const code = spec.reject.code as number;
     return {
       action: {
