@@ -18,8 +18,15 @@ export function compileNamespaces(state: CompileState, mailRoutes: MailRoute[]):
     else routesByNs.set(item[0].namespace, [item]);
   }
   for (const list of routesByNs.values()) list.sort(byKey);
+  // only what the phases before settled: a section must not see (or write) the rest of the state
   const ctx: NamespaceContext = {
-    ...state,
+    tenantByNs: state.tenantByNs,
+    rejectedPolicyByNs: state.rejectedPolicyByNs,
+    captureByNs: state.captureByNs,
+    exactClaims: state.exactClaims,
+    wildcardClaims: state.wildcardClaims,
+    services: state.services,
+    previous: state.previous,
     validateRoute: cache ? (raw) => cache.validated(raw, validateMailRoute) : validateMailRoute,
   };
   const namespaces = new Set([...routesByNs.keys(), ...state.tenantByNs.keys()]);
