@@ -10,7 +10,7 @@ import {
   invalidSpecStatus,
   makeStatus,
   REASONS,
-  type StatusCondition,
+  type Verdict,
 } from '../conditions/resource-status.ts';
 import type { Service } from '../resources/types.ts';
 import {
@@ -32,7 +32,6 @@ export const UNRESOLVED_REPLY = {
 };
 
 type UpstreamSpec = NonNullable<MailRouteSpec['forward']>['upstreams'][number];
-type Verdict = Omit<StatusCondition, 'type'>;
 
 const ALL_RESOLVED: Verdict = {
   status: 'True',

@@ -122,7 +122,8 @@ export function makeStatus(
   return status;
 }
 
-type Verdict = Omit<StatusCondition, 'type'>;
+/** One condition as decided, before it gets its type. */
+export type Verdict = Omit<StatusCondition, 'type'>;
 
 /** ResolvedRefs of a TenantPolicy: it references nothing. */
 export const NO_REFERENCES: Verdict = {
