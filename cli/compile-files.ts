@@ -1,7 +1,7 @@
 import type { RelayConfig } from '../contract/config/types.gen.ts';
 import type { MailRoute, TenantPolicy } from '../operator/api/types.gen.ts';
 import { compile } from '../operator/compile/compile.ts';
-import type { ResourceStatus } from '../operator/compile/status.ts';
+import { isWarning, type ResourceStatus } from '../operator/conditions/resource-status.ts';
 import { loadResourceFiles } from '../operator/resources/load.ts';
 import {
   type LoadedResource,
@@ -54,9 +54,8 @@ export async function compileFiles(paths: string[]): Promise<CompiledFiles> {
     for (const c of status.conditions) {
       if (c.type === 'Ready') continue;
       const bad = c.status !== 'True';
-      // Accepted=True with a non-standard reason is a warning worth showing (e.g. Conflicted).
-      const warn = !bad && c.reason !== c.type && c.reason !== 'Accepted' && c.reason !== 'ResolvedRefs';
-      if (!bad && !warn) continue;
+      // Accepted=True with a warning reason is worth showing (e.g. Conflicted).
+      if (!bad && !isWarning(c)) continue;
       problems.push({
         file: r.file,
         resource: label,

@@ -23,12 +23,18 @@ import {
 import { captureTransitions } from './compile/capture-transitions.ts';
 import { CompileCache, type CompileResult, compile } from './compile/compile.ts';
 import {
+  type DesiredStatus,
+  desiredStatus,
+  statusDiffers,
+  transitions,
+} from './conditions/api-conditions.ts';
+import {
   ConfigHistory,
   programmedCondition,
   type RelayReport,
   withProgrammed,
-} from './compile/programmed.ts';
-import type { ResourceStatus } from './compile/status.ts';
+} from './conditions/programmed.ts';
+import type { ResourceStatus } from './conditions/resource-status.ts';
 import { type Controller, type ReconcileResult, startController } from './controller/controller.ts';
 import { listPaginated, ResilientInformer } from './kube/informer.ts';
 import { LeaderElector } from './leader/election.ts';
@@ -44,7 +50,6 @@ import { planPublish } from './publish/sharded.ts';
 import { relayReports, relayTargets } from './relay-reports.ts';
 import { RelayScraper, type RelayScraperOptions } from './relay-scraper.ts';
 import { resourceKey, resourceLabel, type Service } from './resources/types.ts';
-import { type DesiredStatus, desiredStatus, statusDiffers, transitions } from './status/conditions.ts';
 import { EventRecorder } from './status/events.ts';
 import { type MailPlusKind, type StatusTarget, writeStatus } from './status/writer.ts';
 

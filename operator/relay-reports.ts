@@ -4,7 +4,7 @@
 // right in the API at all, so a compromised relay cannot forge anyone's report or the leader Lease;
 // the worst it can do is lie about itself. See docs/operator.md ("How the operator learns what
 // relays serve").
-import type { RelayReport } from './compile/programmed.ts';
+import type { RelayReport } from './conditions/programmed.ts';
 
 /** The relay container's admin port is named `admin` in the chart. */
 export const DEFAULT_RELAY_PORT = 'admin';

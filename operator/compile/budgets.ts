@@ -8,8 +8,8 @@
 // nothing bounces). Pure: the previous config and the budgets are parameters.
 import { canonicalTenantJson, hashDerivedConfig } from '../../contract/config/hash.ts';
 import type { RelayConfig, Tenant } from '../../contract/config/types.gen.ts';
+import { notAccepted, withAccepted } from '../conditions/resource-status.ts';
 import type { CompileResult } from './compile.ts';
-import { makeStatus } from './status.ts';
 
 export interface TenantBudgets {
   /** MailRoutes published per tenant (operator flag --tenant-max-routes). */
@@ -175,24 +175,11 @@ export function enforceTenantBudgets(
     const accepted = st.conditions.find((c) => c.type === 'Accepted');
     // only what would have been published; invalid or rejected resources keep their own reason
     if (accepted?.status !== 'True') continue;
-    const refs = st.conditions.find((c) => c.type === 'ResolvedRefs') ?? {
-      status: 'True' as const,
-      reason: 'ResolvedRefs',
-      message: 'no references',
-    };
     const served = held.get(ns)?.kept
       ? 'the routes published before stay in force'
       : `nothing was published for it before, so its domains answer ${HELD_BACK_REPLY.code} ${HELD_BACK_REPLY.enhancedCode} (senders retry)`;
     const message = `tenant ${ns} is over its budget: ${over.join('; ')}; this change is not published and ${served}; remove routes or patterns, or ask the platform team to raise the limit`;
-    statuses.set(
-      key,
-      makeStatus(
-        st.generation,
-        { status: 'False', reason: BUDGET_REASONS.overBudget, message },
-        refs,
-        st.conflicts,
-      ),
-    );
+    statuses.set(key, withAccepted(st, notAccepted(BUDGET_REASONS.overBudget, message)));
   }
   return { config, statuses, overBudget: broken };
 }

@@ -4,9 +4,9 @@ import type { RelayConfig } from '../../contract/config/types.gen.ts';
 import { decideRecipient } from '../../relay/routing/decide.ts';
 import { buildRoutingTable } from '../../relay/routing/table.ts';
 import type { MailRoute, MailRouteSpec, TenantPolicy, TenantPolicySpec } from '../api/types.gen.ts';
+import { ConfigHistory, programmedCondition } from '../conditions/programmed.ts';
 import { previousTenantSection } from './carry-over.ts';
 import { type CompileInput, compile, renderRelayConfig } from './compile.ts';
-import { ConfigHistory, programmedCondition } from './programmed.ts';
 
 const ts = (n: number) => new Date(Date.UTC(2024, 0, 1) + n * 60_000).toISOString();
 const tp = (ns: string, age: number, generation: number, spec: Partial<TenantPolicySpec>): TenantPolicy => ({

@@ -96,6 +96,12 @@ describe('validateMailRoute', () => {
     });
     const rej = validateMailRoute(mr({ match: { recipients: ['a@a.org'] }, reject: {} }));
     expect(rej.value?.spec.reject).toEqual({ code: 550 });
+    // the defaulted code is what an enhanced code must agree with
+    expect(
+      fields(
+        validateMailRoute(mr({ match: { recipients: ['a@a.org'] }, reject: { enhancedCode: '4.7.1' } })),
+      ),
+    ).toEqual(['spec.reject.enhancedCode: 4.7.1 does not agree with code 550: use 5.x.x']);
   });
   it.each([
     [{ match: { recipients: ['a@a.org'] } }, 'spec: set exactly one action: forward or reject'],
@@ -220,6 +226,20 @@ describe('validateMailRoute: forward.rewrite.recipient', () => {
         ),
       ),
     ).toEqual(['spec.forward.rewrite.recipient: required field is missing']);
+  });
+});
+
+describe('validateTenantPolicy: spec.authentication', () => {
+  it('fills the defaults the compile step reads (mode, holdBytes, quarantine, onLookupFailure)', () => {
+    const off = validateTenantPolicy(tp({ domains: ['a.org'], authentication: {} }));
+    expect(off.value?.spec.authentication).toEqual({
+      mode: 'none',
+      holdBytes: 262144,
+      quarantine: 'deliver',
+      onLookupFailure: 'Defer',
+    });
+    const on = validateTenantPolicy(tp({ domains: ['a.org'], authentication: { mode: 'enforce' } }));
+    expect(on.value?.spec.authentication).toMatchObject({ mode: 'enforce', holdBytes: 262144 });
   });
 });
 

@@ -204,7 +204,8 @@ function dnsblSemantics(dnsbl: Obj): Array<{ field: string; message: string }> {
         });
       } else seen.set(key, i);
     }
-    if ((typeof z.weight === 'number' ? z.weight : 1) > 0) positive++;
+    // ajv applied the CRD's default weight; a weight of the wrong type is a schema error already
+    if (typeof z.weight !== 'number' || z.weight > 0) positive++;
     if (Array.isArray(z.match)) {
       z.match.forEach((m, j) => {
         if (typeof m !== 'string') return;
@@ -313,9 +314,14 @@ function mailRouteSemantics(spec: Obj): Array<{ field: string; message: string }
     if (!r.ok) out.push({ field: 'spec.forward.rewrite.recipient', message: r.error });
   }
   if (isObj(spec.reject)) {
-    const code = typeof spec.reject.code === 'number' ? spec.reject.code : 550;
+    // ajv applied the CRD's default code; a code of the wrong type is a schema error already
+    const code = spec.reject.code;
     const enhanced = spec.reject.enhancedCode;
-    if (typeof enhanced === 'string' && enhanced[0] !== String(Math.floor(code / 100))) {
+    if (
+      typeof code === 'number' &&
+      typeof enhanced === 'string' &&
+      enhanced[0] !== String(Math.floor(code / 100))
+    ) {
       out.push({
         field: 'spec.reject.enhancedCode',
         message: `${enhanced} does not agree with code ${code}: use ${Math.floor(code / 100)}.x.x`,

@@ -4,7 +4,7 @@
 
 import { apiErrorText, type k8s, microTime, requestOptions } from '../../platform/kube-client.ts';
 import type { Logger } from '../../platform/log.ts';
-import type { Transition } from './conditions.ts';
+import type { Transition } from '../conditions/api-conditions.ts';
 
 export const REPORTING_CONTROLLER = 'mailplus.io/operator';
 

@@ -12,7 +12,7 @@
 import { MAILPLUS_API_VERSION } from '../../contract/kube.ts';
 import { apiErrorText, apiStatus, k8s, requestOptions } from '../../platform/kube-client.ts';
 import type { Condition } from '../api/types.gen.ts';
-import { type DesiredStatus, OWNED_TYPES } from './conditions.ts';
+import { type DesiredStatus, OWNED_TYPES } from '../conditions/api-conditions.ts';
 
 export const STATUS_FIELD_MANAGER = 'mailplus-operator';
 const PLURAL = { TenantPolicy: 'tenantpolicies', MailRoute: 'mailroutes' } as const;

@@ -5,6 +5,7 @@
 import type { RelayConfig, Route, Tenant } from '../../contract/config/types.gen.ts';
 import { type Cidr, parseCidr } from '../../contract/grammar/cidr.ts';
 import { dnsblZoneError, matchPatternError } from '../../contract/grammar/dnsbl.ts';
+import { domainHolder } from '../../contract/grammar/domain-holder.ts';
 import { type Address, type Pattern, parsePattern } from '../../contract/grammar/match.ts';
 import { parseRewriteTemplate, type RewriteTemplate } from '../../contract/grammar/rewrite.ts';
 
@@ -159,13 +160,7 @@ export function buildRoutingTable(config: RelayConfig): RoutingTable {
 /** The tenant owning a (normalised) domain: an exact claim first, then the longest wildcard suffix. */
 export function findOwner(table: RoutingTable, domain: string): TenantIndex | undefined {
   if (domain === '') return undefined;
-  const exact = table.exactDomains.get(domain);
-  if (exact) return exact;
-  for (let dot = domain.indexOf('.'); dot >= 0; dot = domain.indexOf('.', dot + 1)) {
-    const owner = table.wildcardDomains.get(domain.slice(dot + 1));
-    if (owner) return owner;
-  }
-  return undefined;
+  return domainHolder(table.exactDomains, table.wildcardDomains, domain);
 }
 
 /**

@@ -1,7 +1,7 @@
 // Programmed: does every live relay serve this generation? The operator asks each ready relay pod
 // which config it loaded (its admin /config endpoint); it remembers which generations each published config
 // contained (its `sources`, by hash). Pure: leases are plain data, time is a parameter.
-import { REASONS, type ResourceStatus, type StatusCondition, summarizeReady } from './status.ts';
+import { REASONS, type ResourceStatus, type StatusCondition, summarizeReady } from './resource-status.ts';
 
 export interface RelayReport {
   /** The relay's id (its pod name). */

@@ -1,5 +1,7 @@
-// Conditions written by the compile step. Accepted and ResolvedRefs are decided here; Ready is the
-// summary (recomputed with summarizeReady once the operator adds Programmed from relay reports).
+// The pure status rules of TenantPolicy and MailRoute: the condition model, the reasons, which
+// reason is a warning, the Ready summary, and the builders the compile step and the budget check
+// use. Accepted and ResolvedRefs are decided by the compile step; Ready is the summary (recomputed
+// with summarizeReady once the operator adds Programmed from relay reports, see programmed.ts).
 
 export type ConditionType = 'Accepted' | 'ResolvedRefs' | 'Ready' | 'Programmed' | 'Reconciling' | 'Stalled';
 export type ConditionStatus = 'True' | 'False' | 'Unknown';
@@ -62,7 +64,17 @@ export const REASONS = {
   notStalled: 'NotStalled',
 } as const;
 
-const HAPPY = new Set<string>([REASONS.accepted, REASONS.resolvedRefs, REASONS.ready, 'Programmed']);
+/** The reasons that say "all is well" for the condition they are on. */
+const HAPPY = new Set<string>([REASONS.accepted, REASONS.resolvedRefs, REASONS.ready, REASONS.programmed]);
+
+/**
+ * A True condition whose reason is not the happy one is a warning: accepted, but something needs
+ * a look (Accepted=True/Conflicted, Accepted=True/DomainClaimedByOtherTenant). The one rule for
+ * Ready's reason, the Warning Events and `mailplus validate`.
+ */
+export function isWarning(c: Pick<StatusCondition, 'status' | 'reason'>): boolean {
+  return c.status === 'True' && !HAPPY.has(c.reason);
+}
 
 /**
  * Ready = every other condition True. Its reason is the first unhappy reason among them in order
@@ -80,7 +92,7 @@ export function summarizeReady(conditions: StatusCondition[]): StatusCondition {
       message: notTrue.message,
     };
   }
-  const warning = others.find((c) => !HAPPY.has(c.reason));
+  const warning = others.find(isWarning);
   if (warning) return { type: 'Ready', status: 'True', reason: warning.reason, message: warning.message };
   return {
     type: 'Ready',
@@ -92,6 +104,7 @@ export function summarizeReady(conditions: StatusCondition[]): StatusCondition {
   };
 }
 
+/** The status from the compile step's two decisions, with Ready summarising them. */
 export function makeStatus(
   generation: number | undefined,
   accepted: Omit<StatusCondition, 'type'>,
@@ -107,4 +120,71 @@ export function makeStatus(
   if (generation !== undefined) status.generation = generation;
   if (conflicts && conflicts.length > 0) status.conflicts = conflicts;
   return status;
+}
+
+/** One condition as decided, before it gets its type. */
+export type Verdict = Omit<StatusCondition, 'type'>;
+
+/** ResolvedRefs of a TenantPolicy: it references nothing. */
+export const NO_REFERENCES: Verdict = {
+  status: 'True',
+  reason: REASONS.resolvedRefs,
+  message: 'no references',
+};
+
+/** Accepted=True (reason Accepted, or a warning reason such as Conflicted). */
+export const accepted = (message: string, reason: string = REASONS.accepted): Verdict => ({
+  status: 'True',
+  reason,
+  message,
+});
+
+/** Accepted=False: `reason` says why, `message` what to do. */
+export const notAccepted = (reason: string, message: string): Verdict => ({
+  status: 'False',
+  reason,
+  message,
+});
+
+/** A TenantPolicy's status: it has no references, so only Accepted is decided. */
+export function policyStatus(
+  generation: number | undefined,
+  verdict: Verdict,
+  conflicts?: Conflict[],
+): ResourceStatus {
+  return makeStatus(generation, verdict, NO_REFERENCES, conflicts);
+}
+
+/** An invalid spec: Accepted=False/InvalidSpec with the field errors, references not looked at. */
+export function invalidSpecStatus(
+  generation: number | undefined,
+  message: string,
+  conflicts?: Conflict[],
+): ResourceStatus {
+  return makeStatus(
+    generation,
+    notAccepted(REASONS.invalidSpec, message),
+    { status: 'Unknown', reason: REASONS.notChecked, message: 'not checked: the spec is invalid' },
+    conflicts,
+  );
+}
+
+/** A MailRoute refused for `reason` (no tenant, a domain not owned): its references are not looked at. */
+export function routeNotAcceptedStatus(
+  generation: number | undefined,
+  reason: string,
+  message: string,
+): ResourceStatus {
+  return makeStatus(generation, notAccepted(reason, message), {
+    status: 'Unknown',
+    reason,
+    message: 'not checked: the route is not accepted',
+  });
+}
+
+/** `status` with Accepted replaced (ResolvedRefs and conflicts kept), Ready recomputed. */
+export function withAccepted(status: ResourceStatus, verdict: Verdict): ResourceStatus {
+  const refs = status.conditions.find((c) => c.type === 'ResolvedRefs') ?? NO_REFERENCES;
+  const { status: refsStatus, reason, message } = refs;
+  return makeStatus(status.generation, verdict, { status: refsStatus, reason, message }, status.conflicts);
 }

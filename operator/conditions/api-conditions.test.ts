@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import type { Condition } from '../api/types.gen.ts';
-import type { StatusCondition } from '../compile/status.ts';
-import { desiredStatus, statusDiffers, toApiConditions, transitions } from './conditions.ts';
-import { EventDeduper } from './events.ts';
-import { mergeConditions } from './writer.ts';
+import { EventDeduper } from '../status/events.ts';
+import { mergeConditions } from '../status/writer.ts';
+import { desiredStatus, statusDiffers, toApiConditions, transitions } from './api-conditions.ts';
+import type { StatusCondition } from './resource-status.ts';
 
 const computed = (acc: 'True' | 'False', reason = 'Accepted'): StatusCondition[] => [
   { type: 'Accepted', status: acc, reason, message: 'm' },

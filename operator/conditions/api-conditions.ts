@@ -2,7 +2,7 @@
 // lastTransitionTime kept unless the status flips, deciding whether a write is needed (ignoring
 // lastTransitionTime and conditions other writers own), and which transitions deserve an Event.
 import type { Condition } from '../api/types.gen.ts';
-import type { ResourceStatus, StatusCondition } from '../compile/status.ts';
+import { isWarning, type ResourceStatus, type StatusCondition } from './resource-status.ts';
 
 /** The condition types this operator owns on TenantPolicy and MailRoute. */
 export const OWNED_TYPES = [
@@ -113,9 +113,10 @@ export function transitions(
       out.push({ type: 'Warning', reason: acc.reason, note: `${label} not accepted: ${acc.message}` });
   } else if (acc?.status === 'True') {
     // accepted with a warning (Conflicted, DomainClaimedByOtherTenant): a conflict appeared
-    if (acc.reason !== 'Accepted' && accWas?.reason !== acc.reason)
-      out.push({ type: 'Warning', reason: acc.reason, note: `${label}: ${acc.message}` });
-    else if (acc.reason === 'Accepted' && accWas?.status !== 'True')
+    if (isWarning(acc)) {
+      if (accWas?.reason !== acc.reason)
+        out.push({ type: 'Warning', reason: acc.reason, note: `${label}: ${acc.message}` });
+    } else if (accWas?.status !== 'True')
       out.push({ type: 'Normal', reason: 'Accepted', note: `${label}: ${acc.message}` });
   }
   const ready = now('Ready');

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigHistory, programmedCondition, withProgrammed } from './programmed.ts';
-import { makeStatus } from './status.ts';
+import { makeStatus } from './resource-status.ts';
 
 const relay = (id: string, hash: string | undefined, error?: string) => ({ id, hash, error });
 
