@@ -160,11 +160,13 @@ class Verifier extends DkimVerifier {
   }
 
   override addBodyHash(bodyCanon: string, hashAlgo: string, maxBodyLength?: number): string {
-    const key = super.addBodyHash(bodyCanon, hashAlgo, maxBodyLength);
-    const hasher = this.bodyHashes.get(key);
-    // registered before the first body byte (from the header section), so nothing is lost
-    if (hasher?.constructor === RelaxedHash)
-      this.bodyHashes.set(key, new FastRelaxedHash(hashAlgo, maxBodyLength));
+    if (bodyCanon.split('/').pop()?.trim().toLowerCase() !== 'relaxed') {
+      return super.addBodyHash(bodyCanon, hashAlgo, maxBodyLength);
+    }
+    // the verifier finds a signature's hasher by the key returned here
+    const key = ['relaxed', hashAlgo, maxBodyLength].join(':');
+    // registered from the header section, before the first body byte
+    if (!this.bodyHashes.has(key)) this.bodyHashes.set(key, new FastRelaxedHash(hashAlgo, maxBodyLength));
     return key;
   }
 }

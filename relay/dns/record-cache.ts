@@ -86,7 +86,13 @@ export function outcomeOf(r: WireResponse, type: CachedType): Outcome {
 
 function dnsError(code: string, type: string, name: string): NodeJS.ErrnoException {
   const syscall = `query${type.charAt(0)}${type.slice(1).toLowerCase()}`;
-  return Object.assign(new Error(`${syscall} ${code} ${name}`), { code, syscall, hostname: name });
+  // a cached "no such record" is thrown for every message that asks: without a stack (capturing
+  // one cost more than the rest of the lookup, and it would only show this function)
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  const err = new Error(`${syscall} ${code} ${name}`);
+  Error.stackTraceLimit = limit;
+  return Object.assign(err, { code, syscall, hostname: name });
 }
 
 /** Fresh arrays for every caller: the cached ones are never handed out to be changed. */
