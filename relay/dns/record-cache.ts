@@ -105,7 +105,7 @@ export interface RecordResolverOptions {
   tries: number;
   cache: RecordCacheOptions;
   now: () => number;
-  /** Every query sent (not cache hits), with its result code ('ok', 'nxdomain', …). */
+  /** Every lookup sent to the servers (not cache hits), with its error code (undefined: records). */
   onQuery?: (code: string | undefined, type: string) => void;
 }
 
@@ -122,9 +122,10 @@ async function ask(opts: RecordResolverOptions, name: string, type: CachedType):
     } catch (err) {
       last = { code: (err as NodeJS.ErrnoException).code ?? 'ECONNREFUSED', failed: true };
     }
-    opts.onQuery?.('records' in last ? undefined : last.code, type);
-    if (!('failed' in last)) return last;
+    if (!('failed' in last)) break;
   }
+  // one count per lookup, whatever the tries it took (as c-ares's answers are counted)
+  opts.onQuery?.('records' in last ? undefined : last.code, type);
   return last;
 }
 
