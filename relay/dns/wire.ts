@@ -89,7 +89,7 @@ function overUdp(
     socket.on('error', (err) => done(() => reject(err)));
     socket.on('message', (msg, from) => {
       // answers from elsewhere, and undecodable or unrelated ones, are ignored (spoofing, late replies)
-      if (from.port !== server.port) return;
+      if (from.port !== server.port || (isIP(server.host) === 4 && from.address !== server.host)) return;
       let p: DecodedPacket;
       try {
         p = decode(msg);
