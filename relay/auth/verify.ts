@@ -1,7 +1,8 @@
 import { PassThrough } from 'node:stream';
-import { arc, dkimVerify, dmarc, spf } from 'mailauth';
+import { arc, dmarc, spf } from 'mailauth';
 import { DotUnstuffer } from '../capture/unstuff.ts';
 import type { AuthOutcome } from './decide.ts';
+import { type DkimResult, KeyRecords, verifyDkim } from './dkim-verifier.ts';
 import { headerSectionEnd } from './headers.ts';
 
 /**
@@ -41,6 +42,9 @@ const SIGNED = /^(dkim-signature|arc-seal|arc-message-signature|arc-authenticati
 
 const oneLine = (s: string) => s.replace(/\r?\n[ \t]*/g, ' ').trim();
 
+/** Parsed DKIM and ARC keys, shared by the relay's messages (see dkim-verifier.ts). */
+const KEYS = new KeyRecords();
+
 /** SPF for the envelope; an exception from the library is a temperror, never a crash. */
 export async function checkSpf(env: Envelope, resolver: Resolve, mta: string): Promise<SpfVerdict> {
   try {
@@ -67,7 +71,7 @@ export async function checkSpf(env: Envelope, resolver: Resolve, mta: string): P
 export class MessageVerifier {
   private readonly input = new PassThrough();
   private readonly unstuffer = new DotUnstuffer();
-  private readonly dkim: ReturnType<typeof dkimVerify>;
+  private readonly dkim: Promise<DkimResult>;
   private readonly resolver: Resolve;
   private readonly spf: Promise<SpfVerdict>;
   private ended = false;
@@ -80,7 +84,7 @@ export class MessageVerifier {
   constructor(spfVerdict: Promise<SpfVerdict>, resolver: Resolve, sender: string) {
     this.spf = spfVerdict;
     this.resolver = resolver;
-    this.dkim = dkimVerify(this.input, { resolver: resolver as never, sender });
+    this.dkim = verifyDkim(this.input, resolver, sender, KEYS);
     // surfaced by finish(); an early rejection must not be unhandled
     this.dkim.catch(() => undefined);
   }
@@ -127,7 +131,7 @@ export class MessageVerifier {
     this.input.end();
     const spfV = await this.spf;
     const results = [spfV.info];
-    let d: Awaited<ReturnType<typeof dkimVerify>>;
+    let d: DkimResult;
     try {
       d = await this.dkim;
     } catch (err) {

@@ -1,5 +1,12 @@
 import { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import {
+  CACHED_TYPES,
+  type CachedType,
+  createRecordResolver,
+  type RecordCacheOptions,
+} from './record-cache.ts';
+import { serverAddress } from './wire.ts';
 
 /**
  * Every DNS lookup the relay makes goes through one DnsLookup: the servers from --dns-server
@@ -15,6 +22,13 @@ export interface DnsOptions {
   timeoutMs?: number;
   /** Tries per query (the first one included). Default 2. */
   tries?: number;
+  /**
+   * resolve()'s answers (sender authentication's records) are cached within their TTL (see
+   * record-cache.ts); false asks every time. resolve4 (DNSBL) has its own cache in relay/dnsbl.
+   */
+  cache?: RecordCacheOptions | false;
+  /** Clock of the cache, milliseconds. Default Date.now. */
+  now?: () => number;
 }
 
 export type DnsFailure = 'timeout' | 'servfail' | 'refused' | 'error';
@@ -32,6 +46,7 @@ export interface DnsLookup {
    * Any record type, answered as node:dns resolve() answers (TXT: string[][]) and failing with its
    * error codes (ENOTFOUND, ENODATA, ETIMEOUT, ESERVFAIL…): the form mailauth's custom resolver
    * takes, so sender authentication asks the same servers with the same timeouts and tries.
+   * TXT, A, AAAA, MX, PTR, CNAME and NS answers come from the cache while their TTL lasts.
    */
   resolve(name: string, rrtype: string): Promise<unknown>;
   readonly servers: string[];
@@ -86,9 +101,22 @@ export function createDnsLookup(
   opts: DnsOptions = {},
   onResult?: (result: DnsResult, type: string) => void,
 ): DnsLookup {
-  const resolver = new Resolver({ timeout: opts.timeoutMs ?? 2000, tries: opts.tries ?? 2 });
+  const timeoutMs = opts.timeoutMs ?? 2000;
+  const tries = opts.tries ?? 2;
+  const resolver = new Resolver({ timeout: timeoutMs, tries });
   const servers = (opts.servers ?? []).map(parseDnsServer);
   if (servers.length) resolver.setServers(servers);
+  const records =
+    opts.cache === false
+      ? undefined
+      : createRecordResolver({
+          servers: resolver.getServers().map(serverAddress),
+          timeoutMs,
+          tries,
+          cache: opts.cache ?? {},
+          now: opts.now ?? Date.now,
+          onQuery: (code, type) => onResult?.(code ? classify(code) : 'ok', type),
+        });
   return {
     servers: resolver.getServers(),
     async resolve4(name) {
@@ -113,6 +141,7 @@ export function createDnsLookup(
     },
     async resolve(name, rrtype) {
       const type = rrtype.toUpperCase();
+      if (records && CACHED_TYPES.has(type)) return records.resolve(name, type as CachedType);
       try {
         const answer = await resolver.resolve(name, type);
         onResult?.('ok', type);

@@ -22,7 +22,14 @@ function rsaKey() {
     record: `v=DKIM1; k=rsa; p=${publicKey.export({ type: 'spki', format: 'der' }).toString('base64')}`,
   };
 }
-const keys = { rej: rsaKey(), quar: rsaKey(), none: rsaKey(), other: rsaKey(), fwd: rsaKey() };
+const keys = {
+  rej: rsaKey(),
+  quar: rsaKey(),
+  none: rsaKey(),
+  other: rsaKey(),
+  fwd: rsaKey(),
+  brief: rsaKey(),
+};
 
 let dns: DnsServer;
 let proxy: DnsProxy;
@@ -47,6 +54,16 @@ beforeAll(async () => {
           txt('s1._domainkey.none', keys.none.record),
           txt('s1._domainkey.other', keys.other.record),
           txt('arc._domainkey.fwd', keys.fwd.record),
+        ],
+      },
+      {
+        // records (and negative answers) that live for one second: the cache must ask again after it
+        zone: 'brief.example',
+        ttl: 1,
+        records: [
+          txt('@', 'v=spf1 ip4:127.0.0.0/8 -all'),
+          txt('s1._domainkey', keys.brief.record),
+          txt('_dmarc', 'v=DMARC1; p=reject'),
         ],
       },
     ],
@@ -247,6 +264,56 @@ describe('annotate: Authentication-Results for SPF, DKIM, DMARC and ARC', () => 
     const [m] = await up.waitForMessages(1);
     expect(arOf(m.data).ar).toBeUndefined();
     expect(proxy.count('good.test')).toBe(before);
+  });
+});
+
+describe('DNS answers are cached within their TTL', () => {
+  it('a second message asks nothing the first one asked (positive and negative answers); after the TTL it asks again', async () => {
+    const { up, relay, port } = await setup(policy());
+    const queries = () => relay.metrics.registry.getSingleMetricAsString('mailplus_relay_dns_queries_total');
+    const total = async () =>
+      [...(await queries()).matchAll(/^mailplus_relay_dns_queries_total\{[^}]*\} (\d+)$/gm)].reduce(
+        (sum, m) => sum + Number(m[1]),
+        0,
+      );
+    // SPF, DKIM key and DMARC of the zone `test` (TTL 300 s); nospf.test has no SPF record (NODATA)
+    const first = await signed(message('a@rej.test'), 'rej');
+    expect(await send(port, 'bounce@nospf.test', first)).toMatch(/^250 /);
+    const afterFirst = { rej: proxy.count('rej.test'), nospf: proxy.count('nospf.test'), all: await total() };
+    expect(afterFirst.rej).toBeGreaterThanOrEqual(2); // the key and the DMARC record
+    expect(afterFirst.nospf).toBeGreaterThanOrEqual(1); // the SPF lookup, answered NODATA
+    expect(await send(port, 'bounce@nospf.test', await signed(message('b@rej.test'), 'rej'))).toMatch(
+      /^250 /,
+    );
+    const msgs = await up.waitForMessages(2);
+    for (const m of msgs)
+      expect(arOf(m.data).ar).toMatch(/spf=none .*dkim=pass header\.i=@rej\.test .*dmarc=pass/);
+    expect(proxy.count('rej.test')).toBe(afterFirst.rej);
+    expect(proxy.count('nospf.test')).toBe(afterFirst.nospf);
+    expect(await total()).toBe(afterFirst.all);
+
+    // a zone whose answers live one second: cached within it, asked again after it
+    const brief = async () => signed(message('a@brief.example'), 'brief', 's1', 'brief.example');
+    expect(await send(port, 'a@brief.example', await brief())).toMatch(/^250 /);
+    const asked = proxy.count('brief.example');
+    expect(asked).toBeGreaterThanOrEqual(3); // SPF, key, DMARC
+    expect(await send(port, 'a@brief.example', await brief())).toMatch(/^250 /);
+    expect(proxy.count('brief.example')).toBe(asked);
+    await new Promise((r) => setTimeout(r, 1100));
+    expect(await send(port, 'a@brief.example', await brief())).toMatch(/^250 /);
+    expect(proxy.count('brief.example')).toBe(2 * asked);
+    const last = (await up.waitForMessages(5)).slice(2);
+    for (const m of last) expect(arOf(m.data).ar).toMatch(/spf=pass .*dkim=pass .*dmarc=pass/);
+  });
+
+  it('a lookup that timed out is not cached: the next message asks again', async () => {
+    const { port } = await setup(policy());
+    const slow = async () => signed(message('a@rej.test'), 'rej', 'slowsel');
+    await send(port, 'a@good.test', await slow());
+    const asked = proxy.count('slowsel._domainkey.rej.test');
+    expect(asked).toBe(1);
+    await send(port, 'a@good.test', await slow());
+    expect(proxy.count('slowsel._domainkey.rej.test')).toBe(2);
   });
 });
 
