@@ -34,6 +34,7 @@ import { createPrivacyHooks } from './trace/privacy.ts';
 import { purgePlan } from './trace/retention.ts';
 import type { TraceStore } from './trace/store.ts';
 import { TraceWriter, type TraceWriterOptions } from './trace/writer.ts';
+import { targetLabel } from './upstream/connection.ts';
 import { type PoolOptions, UpstreamPool } from './upstream/pool.ts';
 
 export interface RelayOptions {
@@ -190,7 +191,13 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
       heloName: heloName ?? hostname,
       fleetMark,
       ...(caFile ? { ca: fs.readFileSync(caFile) } : {}),
+      onConnect: (target, _ms, ok) =>
+        metrics.upstreamConnectionsTotal.inc({ upstream: targetLabel(target), result: ok ? 'ok' : 'error' }),
+      onTransaction: (target, _ms, r) =>
+        metrics.upstreamTransactionsTotal.inc({ upstream: targetLabel(target), outcome: r.outcome }),
     });
+  const poolStats = pool.stats?.bind(pool);
+  if (poolStats) metrics.upstreamPool(poolStats);
 
   const now = opts.now ?? Date.now;
   let traceWriter: TraceWriter | undefined;
@@ -265,7 +272,6 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
     pool,
     metrics,
     logger,
-    pseudonymize,
     rateLimiter: new RateLimiter(),
     maxMessageSize,
     maxTransactions: opts.maxTransactions ?? 1000,
@@ -307,7 +313,6 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
     {
       greetPauseMs: opts.greetPauseMs ?? 0,
       maxCommands: opts.maxCommands ?? 10_000,
-      maxTransactions: opts.maxTransactions ?? 1000,
       maxSessionMs: opts.maxSessionMs ?? 10 * 60_000,
       maxMessageSize,
       softErrorLimit: fairness.softErrorLimit,

@@ -43,7 +43,6 @@ export interface SessionHooks {
 export interface ListenerSettings {
   greetPauseMs: number;
   maxCommands: number;
-  maxTransactions: number;
   maxSessionMs: number;
   maxMessageSize: number;
   /** Postfix smtpd_soft_error_limit / smtpd_hard_error_limit / smtpd_error_sleep_time; 0 = off. */

@@ -11,7 +11,6 @@ import type { RelayMetrics } from '../observability/metrics.ts';
 import { decideRecipient } from '../routing/decide.ts';
 import type { RoutingTable } from '../routing/table.ts';
 import type { PrivacyHooks } from '../trace/privacy.ts';
-import { replaceAddressesIn } from '../trace/record.ts';
 import { targetLabel } from '../upstream/connection.ts';
 import { UpstreamError } from '../upstream/errors.ts';
 import { DEFAULT_FAIRNESS, FAIRNESS_REPLY, type FairnessLimits, type UpstreamShares } from './fairness.ts';
@@ -40,12 +39,11 @@ export interface TransactionDeps {
   pool: UpstreamPoolLike;
   metrics: RelayMetrics;
   logger: Logger;
-  pseudonymize(address: string): string;
   rateLimiter: RateLimiter;
   maxMessageSize: number;
   maxTransactions: number;
   /** Message trace, per-tenant pseudonyms in the log line, consented captures (relay/trace/privacy.ts). */
-  privacy?: PrivacyHooks;
+  privacy: PrivacyHooks;
   /** Our host name in the Received header. */
   hostname: string;
   /** Received header fields a message may arrive with (a loop otherwise); RFC 5321 §6.3. */
@@ -530,7 +528,6 @@ export class SmtpHandlers {
     tenant: string,
   ): Promise<{ tx?: UpstreamTx; reply?: SmtpReply; label: string; protocolError?: boolean; loop?: boolean }> {
     const m = this.deps.metrics;
-    let lastDeferral: SmtpReply | undefined;
     let protocolError = false;
     for (const target of upstreams) {
       const label = targetLabel(target);
@@ -547,7 +544,6 @@ export class SmtpHandlers {
             return { reply: begun.reply, label };
           }
           m.upstreamAttemptsTotal.inc({ upstream: label, result: 'deferred' });
-          lastDeferral = begun.reply;
           continue;
         }
         if (t.done) return { tx: begun.tx, label };
@@ -562,7 +558,6 @@ export class SmtpHandlers {
           return { reply, label };
         }
         m.upstreamAttemptsTotal.inc({ upstream: label, result: 'deferred' });
-        lastDeferral = reply;
       } catch (err) {
         const protocol = isProtocolError(err);
         protocolError ||= protocol;
@@ -575,7 +570,7 @@ export class SmtpHandlers {
         if (loop) return { label, loop: true };
       }
     }
-    void lastDeferral; // every upstream failed or deferred: the client gets 451 4.4.1, not one upstream's text
+    // every upstream failed or deferred: the client gets 451 4.4.1, not one upstream's text
     return { label: '', protocolError };
   }
 
@@ -626,9 +621,7 @@ export class SmtpHandlers {
    */
   private logUpstreamError(t: Transaction, tenants: readonly string[], upstream: string, err: unknown): void {
     const raw = (err as Error).message;
-    const error = this.deps.privacy
-      ? this.deps.privacy.logText(t.snapshot.table.config, tenants, raw)
-      : replaceAddressesIn(raw, this.deps.pseudonymize);
+    const error = this.deps.privacy.logText(t.snapshot.table.config, tenants, raw);
     const kind = err instanceof UpstreamError ? err.kind : undefined;
     const msg =
       kind === 'protocol'
@@ -708,7 +701,7 @@ export class SmtpHandlers {
     // upstream answers DATA; undefined at once for everyone else (the fast path)
     const privacy = this.deps.privacy;
     const capturing =
-      privacy && utx && !t.broken
+      utx && !t.broken
         ? privacy.startCapture(
             t.snapshot.table.config,
             t.id,
@@ -740,7 +733,7 @@ export class SmtpHandlers {
     if (capturing) {
       tee = await capturing.catch(() => undefined);
       if (tee && failure) {
-        privacy?.endCapture(tee, false);
+        privacy.endCapture(tee, false);
         tee = undefined;
       }
     }
@@ -822,7 +815,7 @@ export class SmtpHandlers {
       }
     } else if (gate) gate.abort();
     // kept only when the whole message was received and handed to the upstream
-    if (tee) privacy?.endCapture(tee, !failure);
+    if (tee) privacy.endCapture(tee, !failure);
     let result: { err?: SmtpError; message?: string };
     let code: number;
     let msgResult: MessageResult;
@@ -910,21 +903,16 @@ export class SmtpHandlers {
     clearTimeout(t.holdTimer);
     t.releaseShare?.();
     t.releaseShare = undefined;
-    const p = this.deps.pseudonymize;
     const privacy = this.deps.privacy;
     const config = t.snapshot.table.config;
-    const shown = privacy
-      ? privacy.logAddresses(config, t.sender, t.recipients)
-      : { sender: p(t.sender), recipients: t.recipients.map((r) => p(r.address)) };
+    const shown = privacy.logAddresses(config, t.sender, t.recipients);
     // the rewritten addresses in the same form as the originals (a pseudonymising tenant's pseudonym)
     const rewritten = t.recipients.some((r) => r.rewrittenTo !== undefined)
-      ? privacy
-        ? privacy.logAddresses(
-            config,
-            t.sender,
-            t.recipients.map((r) => ({ address: r.rewrittenTo ?? '', tenant: r.tenant })),
-          ).recipients
-        : t.recipients.map((r) => p(r.rewrittenTo ?? ''))
+      ? privacy.logAddresses(
+          config,
+          t.sender,
+          t.recipients.map((r) => ({ address: r.rewrittenTo ?? '', tenant: r.tenant })),
+        ).recipients
       : undefined;
     const durationMs = Math.round(performance.now() - t.startedAt);
     this.deps.logger.info('transaction', {
@@ -960,7 +948,7 @@ export class SmtpHandlers {
       clientDisconnected: clientGone || undefined,
       durationMs,
     });
-    privacy?.finished(config, {
+    privacy.finished(config, {
       timeMs: Date.now(),
       txid: t.id,
       clientIp: t.clientIp,
