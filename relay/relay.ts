@@ -16,17 +16,12 @@ import { RelayMetrics } from './observability/metrics.ts';
 import { createPseudonymizer } from './observability/pseudonymize.ts';
 import { buildRoutingTable } from './routing/table.ts';
 import { cidrMatcher } from './smtp/cidr.ts';
-import {
-  ConnectionLimiter,
-  DEFAULT_FAIRNESS,
-  FAIRNESS_REPLY,
-  type FairnessLimits,
-  UpstreamShares,
-} from './smtp/fairness.ts';
-import { DRAINING_REPLY, type RelayConnection, RelaySmtpServer } from './smtp/listener.ts';
+import { ConnectionLimiter, DEFAULT_FAIRNESS, type FairnessLimits, UpstreamShares } from './smtp/fairness.ts';
 import { readProxyHeader } from './smtp/proxy-accept.ts';
 import { RateLimiter } from './smtp/rate-limit.ts';
 import type { RawSMTPDataStream } from './smtp/raw-data-stream.ts';
+import { FAIRNESS_REPLY, SESSION_REPLY } from './smtp/replies.ts';
+import { type RelayConnection, RelaySmtpServer } from './smtp/smtp-server-overrides.ts';
 import { type ConfigSnapshot, SmtpHandlers } from './smtp/transaction.ts';
 import type { UpstreamPoolLike } from './smtp/upstream-contract.ts';
 import { loadKeyPair, watchKeyPair } from './tls/certificates.ts';
@@ -400,7 +395,7 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
       // a reset before the session starts; smtp-server handles errors after the hand-over
     });
     if (draining) {
-      socket.end(`421 ${DRAINING_REPLY}\r\n`);
+      socket.end(`421 ${SESSION_REPLY.draining}\r\n`);
       return;
     }
     if (!trusted(socket.remoteAddress)) return handOver(socket);
@@ -481,7 +476,7 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
         // later) rather than getting a connection reset; it closes once drained.
       }
       const conns = () => [...smtp.connections] as RelayConnection[];
-      for (const c of conns()) if (!c.busy) c.send(421, DRAINING_REPLY);
+      for (const c of conns()) if (!c.busy) c.send(421, SESSION_REPLY.draining);
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
         handlers.whenIdle(),
@@ -490,7 +485,7 @@ export async function startRelay(opts: RelayOptions = {}): Promise<Relay> {
         }),
       ]);
       clearTimeout(timer);
-      for (const c of conns()) c.send(421, DRAINING_REPLY);
+      for (const c of conns()) c.send(421, SESSION_REPLY.draining);
       if (front.listening) front.close();
       poolClosed ??= pool.close();
       await poolClosed;
