@@ -22,17 +22,9 @@ export interface UpstreamTx {
 
 export type BeginResult = { ok: true; tx: UpstreamTx; reply: SmtpReply } | { ok: false; reply: SmtpReply };
 
-export interface PoolStats {
-  open: number;
-  idle: number;
-  waiting: number;
-}
-
 export interface UpstreamPoolLike {
   begin(target: Upstream, mailFrom: string, params: MailParams): Promise<BeginResult>;
   close(): Promise<void>;
-  /** Connections now, for the pool gauge (a test's stand-in pool may have none). */
-  stats?(): PoolStats;
 }
 
 export type { MailParams, SmtpReply };
