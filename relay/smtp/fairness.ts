@@ -1,6 +1,6 @@
 // Fairness limits: what one client (address, network) or one tenant may hold of the relay's shared
 // resources, so that hostile or broken senders cannot starve everyone else. Counters only: the
-// callers (relay.ts for connections, transaction.ts for upstream connections) decide what to send.
+// callers (relay-front.ts for connections, transaction.ts for upstream connections) decide what to send.
 // Replies (replies.ts FAIRNESS_REPLY) are Postfix's for the same limit, so operators and senders
 // see familiar text.
 import { parseIp } from '../../contract/grammar/cidr.ts';

@@ -38,7 +38,7 @@ function sizeLimitText(n: number): string {
 }
 
 /**
- * Replies the listener (relay/smtp/smtp-server-overrides.ts) and the connection front (relay/relay.ts) write on
+ * Replies the listener (relay/smtp/smtp-server-overrides.ts) and the connection front (relay/relay-front.ts) write on
  * the socket: `enhanced text`, the code given separately.
  */
 export const SESSION_REPLY = {
