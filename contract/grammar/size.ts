@@ -24,7 +24,7 @@ export function parseSize(value: number | string): SizeResult {
   if (!m) {
     return {
       ok: false,
-      error: `"${value}" is not a size; use bytes (1048576) or a suffix Ki, Mi, Gi (binary) or k, M, G (decimal), e.g. 25Mi`,
+      error: `"${value}" is not a quantity; use bytes (1048576) or a suffix Ki, Mi, Gi (binary) or k, M, G (decimal), e.g. 25Mi`,
     };
   }
   const [whole, frac = ''] = m[1].split('.');

@@ -19,7 +19,7 @@ describe('parseSize (one grammar for flags and resources)', () => {
   it('refuses what is not a whole number of bytes, with the grammar in the error', () => {
     expect(parseSize('10MB')).toMatchObject({
       ok: false,
-      error: expect.stringMatching(/"10MB" is not a size; use bytes/),
+      error: expect.stringMatching(/"10MB" is not a quantity; use bytes/),
     });
     expect(parseSize('1.5')).toMatchObject({ ok: false, error: '"1.5" is not a whole number of bytes' });
     expect(parseSize('100Ei')).toMatchObject({ ok: false, error: '"100Ei" is too large' });
