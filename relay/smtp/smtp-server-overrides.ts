@@ -165,13 +165,7 @@ export class RelayConnection extends SMTPConnection {
     const parsed = this.session.envelope.mailFrom ? false : this._parseAddressCommand('mail from', command);
     const declared =
       parsed && parsed.args !== false && (parsed.args as Record<string, unknown>).SMTPUTF8 === true;
-    if (parsed && !declared && needsSmtpUtf8(parsed.address)) {
-      this.send(553, SESSION_REPLY.undeclaredUtf8);
-      callback();
-      return;
-    }
-    if (parsed && !isIdnaDomain(parsed.address)) {
-      this.send(553, SESSION_REPLY.notIdnaSender);
+    if (parsed && this.refusedAddress(parsed.address, !!declared, SESSION_REPLY.notIdnaSender)) {
       callback();
       return;
     }
@@ -180,20 +174,25 @@ export class RelayConnection extends SMTPConnection {
 
   override handler_RCPT(command: Buffer, callback: () => void): void {
     const envelope = this.session.envelope;
-    if (envelope.mailFrom) {
-      const parsed = this._parseAddressCommand('rcpt to', command);
-      if (parsed && !envelope.smtpUtf8 && needsSmtpUtf8(parsed.address)) {
-        this.send(553, SESSION_REPLY.undeclaredUtf8);
-        callback();
-        return;
-      }
-      if (parsed && !isIdnaDomain(parsed.address)) {
-        this.send(553, SESSION_REPLY.notIdnaRecipient);
-        callback();
-        return;
-      }
+    const parsed = envelope.mailFrom ? this._parseAddressCommand('rcpt to', command) : false;
+    if (parsed && this.refusedAddress(parsed.address, !!envelope.smtpUtf8, SESSION_REPLY.notIdnaRecipient)) {
+      callback();
+      return;
     }
     super.handler_RCPT(command, callback);
+  }
+
+  /** 553 for a non-ASCII address without SMTPUTF8, or a domain not in IDNA form; true when refused. */
+  private refusedAddress(address: string, smtpUtf8: boolean, notIdnaReply: string): boolean {
+    if (!smtpUtf8 && needsSmtpUtf8(address)) {
+      this.send(553, SESSION_REPLY.undeclaredUtf8);
+      return true;
+    }
+    if (!isIdnaDomain(address)) {
+      this.send(553, notIdnaReply);
+      return true;
+    }
+    return false;
   }
 
   override _resetSession(): void {
