@@ -1,5 +1,7 @@
 import { isIP } from 'node:net';
 import { parseArgs } from 'node:util';
+import { parseDuration } from '../contract/grammar/duration.ts';
+import { parseSize } from '../contract/grammar/size.ts';
 import { CliError } from './errors.ts';
 
 export interface HostPort {
@@ -19,27 +21,18 @@ export function parseHostPort(value: string, flag: string): HostPort {
   return { host, port };
 }
 
-/** Parses a byte size such as 26214400, 25Mi, 10M, 512Ki. */
+/** A size flag (contract/grammar/size.ts: 26214400, 25Mi, 10M, 512Ki). */
 export function parseByteSize(value: string, flag: string): number {
-  const m = /^(\d+)(Ki|Mi|Gi|k|K|M|G)?$/.exec(value.trim());
-  if (!m) throw new CliError(`${flag}: "${value}" is not a size (examples: 26214400, 25Mi, 10M)`);
-  const mult: Record<string, number> = {
-    Ki: 1024,
-    Mi: 1024 ** 2,
-    Gi: 1024 ** 3,
-    k: 1000,
-    K: 1000,
-    M: 1e6,
-    G: 1e9,
-  };
-  return Number(m[1]) * (m[2] ? mult[m[2]] : 1);
+  const r = parseSize(value);
+  if (!r.ok) throw new CliError(`${flag}: ${r.error}`);
+  return r.value;
 }
 
+/** A duration flag in milliseconds (contract/grammar/duration.ts: 500ms, 30s, 5m, 1h30m). */
 export function parseDurationMs(value: string, flag: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(value.trim());
-  if (!m) throw new CliError(`${flag}: "${value}" is not a duration (examples: 500ms, 30s, 5m)`);
-  const mult: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-  return Math.round(Number(m[1]) * mult[m[2]]);
+  const r = parseDuration(value);
+  if (!r.ok) throw new CliError(`${flag}: ${r.error}`);
+  return r.value;
 }
 
 export type OptionSpec = NonNullable<Parameters<typeof parseArgs>[0]>['options'];

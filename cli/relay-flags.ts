@@ -1,7 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { formatDuration } from '../contract/grammar/duration.ts';
+import { formatSize } from '../contract/grammar/size.ts';
 import { parseDnsServer } from '../relay/dns/resolver.ts';
 import { type DnsblPolicy, parseDnsblSite } from '../relay/dnsbl/policy.ts';
+import { RELAY_DEFAULTS } from '../relay/relay-defaults.ts';
 import { cidrMatcher } from '../relay/smtp/cidr.ts';
 import { DEFAULT_FAIRNESS, type FairnessLimits } from '../relay/smtp/fairness.ts';
 import { CliError } from './errors.ts';
@@ -47,64 +50,68 @@ export const relayFlagSpec = {
   'dnsbl-fail': { type: 'string' },
 } as const;
 
+const D = RELAY_DEFAULTS;
+const F = DEFAULT_FAIRNESS;
+const hostPort = (a: { host: string; port: number }) => `${a.host}:${a.port}`;
+
 export const relayFlagHelp = `Relay options:
-  --listen HOST:PORT            SMTP listener (default 0.0.0.0:2525)
-  --admin-listen HOST:PORT      HTTP /metrics, /healthz, /readyz, /config (default 0.0.0.0:9090)
+  --listen HOST:PORT            SMTP listener (default ${hostPort(D.listen)})
+  --admin-listen HOST:PORT      HTTP /metrics, /healthz, /readyz, /config (default ${hostPort(D.admin)})
   --tls-cert FILE --tls-key FILE
                                 certificate for STARTTLS; reloaded when the files change
   --hostname NAME               name in the greeting and EHLO to upstreams (default: this host's name)
   --trusted-proxy CIDR          accept PROXY protocol v1/v2 from these load balancers (repeatable)
-  --max-message-size SIZE       relay-wide limit advertised with SIZE (default 25Mi)
-  --max-clients N               concurrent SMTP sessions (default 1000)
+  --max-message-size SIZE       relay-wide limit advertised with SIZE (default ${formatSize(D.maxMessageSize)})
+  --max-clients N               concurrent SMTP sessions (default ${D.maxClients})
   --max-transactions-per-session N
                                 messages per connection before 421, the sender reconnects
-                                (default 1000)
+                                (default ${D.maxTransactions})
   --upstream-ca FILE            extra CA certificates trusted for upstream TLS verification
-  --greet-pause DURATION        wait before the greeting to catch early talkers (default 0ms)
-  --drain-timeout DURATION      on SIGTERM, how long in-flight transactions may finish (default 30s)
+  --greet-pause DURATION        wait before the greeting to catch early talkers (default ${formatDuration(D.greetPauseMs)})
+  --drain-timeout DURATION      on SIGTERM, how long in-flight transactions may finish (default ${formatDuration(D.drainTimeoutMs)})
   --pseudonymize-key-file FILE  replace addresses in logs with a keyed HMAC (key read from FILE); also the
                                 master key of per-tenant pseudonyms (TenantPolicy spec.privacy.pseudonymize)
   --postmaster ADDRESS          where RCPT TO:<postmaster> without a domain goes (RFC 5321 §4.5.1), e.g.
                                 postmaster@example.com, routed like any recipient (unset: refused, 550 5.1.1)
   --fleet-id ID                 the same on every relay of a fleet: shown in the greeting, so a route back
                                 into the fleet is refused as a mail loop (554 5.4.6) at RCPT
-  --max-hops N                  Received header fields that make a message a loop (default 50)
+  --max-hops N                  Received header fields that make a message a loop (default ${D.maxHops})
   --dns-server IP[:PORT]        DNS server for every lookup the relay makes (repeatable or comma list;
                                 default: the system resolver, /etc/resolv.conf)
-  --dns-timeout DURATION        per-try DNS timeout (default 2s)
-  --dns-tries N                 tries per DNS query, the first included (default 2)
+  --dns-timeout DURATION        per-try DNS timeout (default ${formatDuration(D.dnsTimeoutMs)})
+  --dns-tries N                 tries per DNS query, the first included (default ${D.dnsTries})
   --dnsbl-site ZONE[=CODES][*WEIGHT]
                                 DNS blocklist checked at connect, Postfix postscreen_dnsbl_sites syntax:
                                 zen.example*2, bl.example=127.0.0.[2..11], wl.example*-2 (repeatable)
-  --dnsbl-threshold N           refuse (554 5.7.1) when the listed zones' weights reach N (default 1)
+  --dnsbl-threshold N           refuse (554 5.7.1) when the listed zones' weights reach N (default ${D.dnsblThreshold})
   --dnsbl-allow CIDR            clients never checked (repeatable or comma list)
   --dnsbl-fail open|closed      a failed lookup lets the client in (open, default) or gets 421 4.7.1 (closed)
   --trace-store STORE           message trace and consented captures: sqlite:PATH or postgres://USER@HOST/DB
                                 (default: env MAILPLUS_TRACE_STORE; unset: no trace, no captures)
   --trace-buffer-size SIZE      memory for trace entries while the store is unreachable; past it
-                                entries are dropped and counted (default 8Mi)
+                                entries are dropped and counted (default ${formatSize(D.traceBufferBytes)})
 
 Fairness limits (0 switches a limit off; refusals count in mailplus_relay_limit_hits_total):
   --max-connections-per-client N
-                                concurrent connections from one address, then 421 4.7.0 (default 50)
+                                concurrent connections from one address, then 421 4.7.0 (default ${F.connectionsPerClient})
   --max-connections-per-network N
-                                concurrent connections from one /24 (IPv4) or /64 (IPv6) (default 200)
+                                concurrent connections from one /24 (IPv4) or /64 (IPv6) (default ${F.connectionsPerNetwork})
   --max-upstream-per-client N   upstream connections one client address holds at once, then
-                                RCPT gets 450 4.7.1 (default 20)
+                                RCPT gets 450 4.7.1 (default ${F.upstreamPerClient})
   --max-upstream-per-tenant N   upstream connections held at once for one tenant, then RCPT gets
-                                451 4.4.5 (default 0: only the pool's 50 per upstream)
+                                451 4.4.5 (default ${F.upstreamPerTenant}: only the pool's 50 per upstream)
   --upstream-hold-timeout DURATION
                                 how long a session may hold an upstream connection without an
                                 accepted RCPT or DATA; then it is released and the client gets
-                                421 4.4.2 and is disconnected (default 10s)
-  --max-recipients N            accepted recipients per transaction, then 452 4.5.3 (default 1000)
+                                421 4.4.2 and is disconnected (default ${formatDuration(F.upstreamHoldMs)})
+  --max-recipients N            accepted recipients per transaction, then 452 4.5.3 (default ${F.recipientsPerTransaction})
   --max-recorded-recipients N   recipients kept per transaction in the log line and trace; further
-                                refused ones are only counted (default 100)
+                                refused ones are only counted (default ${F.recordedRecipients})
   --soft-error-limit N          errors (4xx/5xx replies) a session may make without delivering mail
-                                before every further command waits --error-sleep (default 10)
+                                before every further command waits --error-sleep (default ${F.softErrorLimit})
   --hard-error-limit N          errors without delivering mail, then 421 4.7.0 and disconnect
-                                (default 20)
-  --error-sleep DURATION        the wait past the soft error limit (default 1s)
+                                (default ${F.hardErrorLimit})
+  --error-sleep DURATION        the wait past the soft error limit (default ${formatDuration(F.errorSleepMs)})
   --client-limit-exempt CIDR    clients the per-client and per-network limits do not apply to,
                                 e.g. an in-cluster sender (repeatable)
 `;
@@ -139,10 +146,10 @@ export function readRelayFlags(values: Record<string, string | boolean | string[
   const cert = str(values['tls-cert']);
   const key = str(values['tls-key']);
   if (Boolean(cert) !== Boolean(key)) throw new CliError('--tls-cert and --tls-key go together');
-  const maxClients = Number(str(values['max-clients']) ?? '1000');
+  const maxClients = Number(str(values['max-clients']) ?? D.maxClients);
   if (!Number.isInteger(maxClients) || maxClients < 1)
     throw new CliError('--max-clients must be a whole number ≥ 1');
-  const maxTransactions = Number(str(values['max-transactions-per-session']) ?? '1000');
+  const maxTransactions = Number(str(values['max-transactions-per-session']) ?? D.maxTransactions);
   if (!Number.isInteger(maxTransactions) || maxTransactions < 1) {
     throw new CliError('--max-transactions-per-session must be a whole number ≥ 1');
   }
@@ -165,7 +172,7 @@ export function readRelayFlags(values: Record<string, string | boolean | string[
   if (fleetId !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(fleetId)) {
     throw new CliError(`--fleet-id: "${fleetId}" must be 1-64 letters, digits, '.', '_' or '-'`);
   }
-  const maxHops = Number(str(values['max-hops']) ?? '50');
+  const maxHops = Number(str(values['max-hops']) ?? D.maxHops);
   if (!Number.isInteger(maxHops) || maxHops < 1) throw new CliError('--max-hops must be a whole number ≥ 1');
   return {
     dns: readDnsFlags(values),
@@ -173,23 +180,44 @@ export function readRelayFlags(values: Record<string, string | boolean | string[
     postmaster,
     fleetId,
     maxHops,
-    listen: parseHostPort(str(values.listen) ?? '0.0.0.0:2525', '--listen'),
-    admin: parseHostPort(str(values['admin-listen']) ?? '0.0.0.0:9090', '--admin-listen'),
+    listen: parseHostPort(str(values.listen) ?? hostPort(D.listen), '--listen'),
+    admin: parseHostPort(str(values['admin-listen']) ?? hostPort(D.admin), '--admin-listen'),
     tls: cert && key ? { certFile: cert, keyFile: key } : undefined,
     hostname: str(values.hostname) ?? hostname(),
     trustedProxies: list(values['trusted-proxy']),
-    maxMessageSize: parseByteSize(str(values['max-message-size']) ?? '25Mi', '--max-message-size'),
+    maxMessageSize: optional(
+      values['max-message-size'],
+      D.maxMessageSize,
+      parseByteSize,
+      '--max-message-size',
+    ),
     maxClients,
     maxTransactions,
     upstreamCaFile: str(values['upstream-ca']),
-    greetPauseMs: parseDurationMs(str(values['greet-pause']) ?? '0ms', '--greet-pause'),
-    drainTimeoutMs: parseDurationMs(str(values['drain-timeout']) ?? '30s', '--drain-timeout'),
+    greetPauseMs: optional(values['greet-pause'], D.greetPauseMs, parseDurationMs, '--greet-pause'),
+    drainTimeoutMs: optional(values['drain-timeout'], D.drainTimeoutMs, parseDurationMs, '--drain-timeout'),
     pseudonymizeKey,
     traceStore: readTraceStoreFlag(str(values['trace-store'])),
-    traceBufferBytes: parseByteSize(str(values['trace-buffer-size']) ?? '8Mi', '--trace-buffer-size'),
+    traceBufferBytes: optional(
+      values['trace-buffer-size'],
+      D.traceBufferBytes,
+      parseByteSize,
+      '--trace-buffer-size',
+    ),
     fairness: readFairnessFlags(values),
     clientLimitExempt: readExempt(list(values['client-limit-exempt'])),
   };
+}
+
+/** A flag's parsed value, or the default (already a number) when the flag is unset. */
+function optional(
+  value: string | boolean | string[] | undefined,
+  fallback: number,
+  parse: (v: string, flag: string) => number,
+  flag: string,
+): number {
+  const v = str(value);
+  return v === undefined ? fallback : parse(v, flag);
 }
 
 function readExempt(cidrs: string[]): string[] {
@@ -251,9 +279,9 @@ export function readDnsFlags(
       throw new CliError(`--dns-server: ${(err as Error).message}`);
     }
   });
-  const timeoutMs = parseDurationMs(str(values['dns-timeout']) ?? '2s', '--dns-timeout');
+  const timeoutMs = optional(values['dns-timeout'], D.dnsTimeoutMs, parseDurationMs, '--dns-timeout');
   if (timeoutMs < 1) throw new CliError('--dns-timeout must be at least 1ms');
-  const tries = Number(str(values['dns-tries']) ?? '2');
+  const tries = Number(str(values['dns-tries']) ?? D.dnsTries);
   if (!Number.isInteger(tries) || tries < 1 || tries > 10)
     throw new CliError('--dns-tries must be a whole number 1-10');
   return { servers, timeoutMs, tries };
@@ -263,7 +291,7 @@ function readDnsblFlags(
   values: Record<string, string | boolean | string[] | undefined>,
 ): DnsblPolicy | undefined {
   const sites = list(values['dnsbl-site']);
-  const threshold = Number(str(values['dnsbl-threshold']) ?? '1');
+  const threshold = Number(str(values['dnsbl-threshold']) ?? D.dnsblThreshold);
   if (!Number.isInteger(threshold) || threshold < 1)
     throw new CliError('--dnsbl-threshold must be a whole number ≥ 1');
   const fail = str(values['dnsbl-fail']) ?? 'open';

@@ -4,9 +4,15 @@ import { normalizeDomain } from '../../contract/grammar/match.ts';
 import { DEFAULT_CONFIGMAP_NAME, DEFAULT_NAMESPACE } from '../../contract/kube.ts';
 import { formatResourceError } from '../../operator/resources/types.ts';
 import { parseDnsServer } from '../../relay/dns/resolver.ts';
-import { type EnvelopeExplanation, explainEnvelope, formatExplanation } from '../../relay/routing/decide.ts';
+import {
+  type EnvelopeExplanation,
+  explainEnvelope,
+  formatExplanation,
+  formatReply,
+  REPLIES,
+} from '../../relay/routing/decide.ts';
 import { buildRoutingTable } from '../../relay/routing/table.ts';
-import { REPLY } from '../../relay/smtp/transaction.ts';
+import { joinsTransaction, transactionScope } from '../../relay/routing/transaction-scope.ts';
 import { compileFiles } from '../compile-files.ts';
 import { CliError } from '../errors.ts';
 import { list, parseFlags, str } from '../flags.ts';
@@ -115,21 +121,25 @@ async function readClusterConfig(kubeconfig: string | undefined, ref: string): P
   return merged.config;
 }
 
-/** Applies the relay's one-upstream-set-per-transaction rule to a per-recipient explanation. */
-export function applyTransactionRule(e: EnvelopeExplanation): EnvelopeExplanation {
-  let key: string | undefined;
-  // the very reply the relay gives (REPLY.split carries the enhanced code in its message)
-  const split = REPLY.split();
-  const splitReply = `${split.responseCode} ${split.message}`;
+/**
+ * Applies the relay's one-transaction-scope rule (relay/routing/transaction-scope.ts) to a
+ * per-recipient explanation: the first relayed recipient sets the scope, later ones outside it get
+ * the relay's 452.
+ */
+export function applyTransactionRule(e: EnvelopeExplanation, config: RelayConfig): EnvelopeExplanation {
+  const tenants = new Map(config.tenants.map((t) => [t.name, t]));
+  let held: string | undefined;
+  const splitReply = formatReply(REPLIES.split());
   return {
     ...e,
     recipients: e.recipients.map((r) => {
-      if (r.action !== 'relay') return r;
-      if (key === undefined) {
-        key = r.upstreamKey;
+      const tenant = r.tenant === undefined ? undefined : tenants.get(r.tenant);
+      if (r.action !== 'relay' || r.upstreamKey === undefined || !tenant) return r;
+      const scope = transactionScope({ upstreamKey: r.upstreamKey, tenant });
+      if (joinsTransaction(held, scope)) {
+        held = scope;
         return r;
       }
-      if (r.upstreamKey === key) return r;
       return {
         ...r,
         action: 'reject' as const,
@@ -198,7 +208,7 @@ export async function runRoute(argv: string[]): Promise<number> {
   const rawFrom = givenFrom ?? '';
   const from = rawFrom === '<>' ? '' : rawFrom;
   const withDnsbl = await explainDnsbl(
-    applyTransactionRule(explainEnvelope(table, { to, from, clientIp, tls: values.tls === true })),
+    applyTransactionRule(explainEnvelope(table, { to, from, clientIp, tls: values.tls === true }), config),
     config,
     { clientIp, dnsServers },
   );

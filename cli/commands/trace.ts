@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { parseDuration } from '../../contract/grammar/duration.ts';
 import { type StoredTraceEntry, TRACE_RESULTS } from '../../relay/trace/entry.ts';
 import { openTraceStore, parseStoreLocation, TRACE_STORE_ENV } from '../../relay/trace/open.ts';
 import { addressForms } from '../../relay/trace/pseudonym.ts';
@@ -84,9 +85,8 @@ export async function formsOf(
 
 /** RFC 3339 time, or a duration ago (90m, 24h, 7d). */
 export function parseTimeFlag(value: string, flag: string, nowMs = Date.now()): number {
-  const ago = /^(\d+)(s|m|h|d)$/.exec(value.trim());
-  if (ago)
-    return nowMs - Number(ago[1]) * { s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7 }[ago[2] as 's' | 'm' | 'h' | 'd'];
+  const ago = parseDuration(value, { units: ['s', 'm', 'h', 'd'], whole: true });
+  if (ago.ok) return nowMs - ago.value;
   const t = /^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})?)?$/.test(
     value.trim(),
   )

@@ -25,6 +25,15 @@ describe('validateTenantPolicy', () => {
     expect(r.value?.spec.requireTLS).toBe(false);
     expect((input.spec as { requireTLS?: boolean }).requireTLS).toBeUndefined();
   });
+  it('the CRD schema stays the gate where the shared size grammar is wider (10K is a flag spelling)', () => {
+    // contract/grammar/size.ts reads 10K (relay flags); Kubernetes quantities spell it 10k
+    const r = validateTenantPolicy(tp({ domains: ['a.org'], limits: { maxMessageSize: '10K' } }), 'x.yaml');
+    expect(r.value).toBeUndefined();
+    expect(r.errors.map((e) => e.field)).toContain('spec.limits.maxMessageSize');
+    expect(
+      validateTenantPolicy(tp({ domains: ['a.org'], limits: { maxMessageSize: '10k' } })).errors,
+    ).toEqual([]);
+  });
   it('reports schema and semantic errors with field paths, file and resource', () => {
     const r = validateTenantPolicy(
       tp({

@@ -66,6 +66,12 @@ export const REPLIES = {
     message: `Client address not permitted to send to ${domain}`,
   }),
   tlsRequired: () => ({ code: 530, enhancedCode: '5.7.0', message: 'Must issue a STARTTLS command first' }),
+  /** A recipient outside the transaction's scope (transaction-scope.ts): it comes again on its own. */
+  split: () => ({
+    code: 452,
+    enhancedCode: '4.5.3',
+    message: 'Recipient routes elsewhere, send it in a separate transaction',
+  }),
   // the rewritten address is the tenant's internal business: the reply names only the original
   rewriteInvalid: (recipient: string) => ({
     code: 553,

@@ -28,9 +28,6 @@ export function needsSmtpUtf8(address: string): boolean {
   return false;
 }
 
-/** Postfix's reply to an unicode address in a transaction that did not declare SMTPUTF8. */
-export const UNDECLARED_UTF8_REPLY = '5.6.7 Must declare SMTPUTF8 to send unicode address';
-
 /**
  * False when a non-ASCII domain is not written as IDNA U-labels (RFC 6531 §3.3): decomposed letters
  * (NFD), full-width forms, ideographic full stops, ignored characters. UTS #46 maps such a string onto
@@ -43,6 +40,3 @@ export function isIdnaDomain(address: string): boolean {
   const ascii = domainToASCII(domain);
   return ascii !== '' && domainToUnicode(ascii) === domain;
 }
-
-export const NOT_IDNA_SENDER_REPLY = '5.1.7 Sender domain is not in IDNA form (U-labels or A-labels)';
-export const NOT_IDNA_RECIPIENT_REPLY = '5.1.3 Recipient domain is not in IDNA form (U-labels or A-labels)';

@@ -1,10 +1,10 @@
 // Fairness limits: what one client (address, network) or one tenant may hold of the relay's shared
 // resources, so that hostile or broken senders cannot starve everyone else. Counters only: the
-// callers (relay.ts for connections, transaction.ts for upstream connections) decide what to send.
-// Replies are Postfix's for the same limit, so operators and senders see familiar text.
+// callers (relay-front.ts for connections, transaction.ts for upstream connections) decide what to send.
+// Replies (replies.ts FAIRNESS_REPLY) are Postfix's for the same limit, so operators and senders
+// see familiar text.
 import { parseIp } from '../../contract/grammar/cidr.ts';
 import type { LimitName } from './limit-names.ts';
-import { smtpError } from './smtp-error.ts';
 
 export interface FairnessLimits {
   /** Concurrent connections per client address; 0 = unlimited. Postfix smtpd_client_connection_count_limit. */
@@ -40,23 +40,6 @@ export const DEFAULT_FAIRNESS: FairnessLimits = {
   softErrorLimit: 10,
   hardErrorLimit: 20,
   errorSleepMs: 1000,
-};
-
-export const FAIRNESS_REPLY = {
-  /** Postfix smtpd (anvil connection count limit); sent before the greeting, then the connection closes. */
-  tooManyConnections: (hostname: string, client: string) =>
-    `421 4.7.0 ${hostname} Error: too many connections from ${client}`,
-  /** Postfix smtpd_client_message_rate_limit's reply: the client has too much mail in flight here. */
-  upstreamPerClient: (client: string) => smtpError(450, '4.7.1', `Error: too much mail from ${client}`),
-  /** Postfix has no inbound per-destination limit; 4.4.5 is RFC 3463's "system congestion". */
-  upstreamPerTenant: () =>
-    smtpError(451, '4.4.5', 'Error: too many concurrent transactions for this domain, try again later'),
-  /** Postfix smtpd_timeout; the session is closed. */
-  holdTimeout: (hostname: string) => `4.4.2 ${hostname} Error: timeout exceeded`,
-  /** Postfix smtpd_hard_error_limit; the session is closed. */
-  tooManyErrors: (hostname: string) => `4.7.0 ${hostname} Error: too many errors`,
-  /** Postfix smtpd_recipient_limit. */
-  tooManyRecipients: () => smtpError(452, '4.5.3', 'Error: too many recipients'),
 };
 
 /**

@@ -1,5 +1,5 @@
 import nodemailer from 'nodemailer';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { forward, RawClient, reject, relayConfig, sleep, splitReceived, tenant } from './testing/harness.ts';
 import { dataRaw, envelope, line, relayKit } from './testing/relay-kit.ts';
 
@@ -51,6 +51,42 @@ describe('relay main path', () => {
     });
     expect(JSON.stringify(logs)).not.toContain('secret subject');
     expect(JSON.stringify(logs)).not.toContain('hello body');
+  });
+});
+
+describe('upstream pool metrics', () => {
+  it('counts sessions set up, transactions by outcome, and the pool occupancy at scrape time', async () => {
+    const up = await sink();
+    const down = await sink({ refuse: true });
+    const { port, relay } = await relayWith(
+      relayConfig([tenant('acme', ['example.com'], [forward('r', ['*@example.com'], [down.port, up.port])])]),
+    );
+    for (let i = 0; i < 3; i++) await send(port, 'a@s.test', ['x@example.com'], MSG);
+    await up.waitForMessages(3);
+    const c = await client(port);
+    await envelope(c, 'a@s.test', ['x@example.com']);
+    await c.cmd('RSET');
+    // the relay answers RSET at once; the upstream's RSET (and the release it counts) follows
+    const released = `mailplus_relay_upstream_transactions_total{upstream="127.0.0.1:${up.port}",outcome="released"} 1`;
+    await vi.waitFor(async () => expect(await relay.metrics.registry.metrics()).toContain(released), {
+      timeout: 2000,
+    });
+    const text = await relay.metrics.registry.metrics();
+    // three messages over one reused connection; the refusing upstream fails each attempt
+    expect(text).toContain(
+      `mailplus_relay_upstream_connections_total{upstream="127.0.0.1:${up.port}",result="ok"} 1`,
+    );
+    expect(text).toMatch(
+      new RegExp(
+        `mailplus_relay_upstream_connections_total\\{upstream="127\\.0\\.0\\.1:${down.port}",result="error"\\} [1-9]`,
+      ),
+    );
+    expect(text).toContain(
+      `mailplus_relay_upstream_transactions_total{upstream="127.0.0.1:${up.port}",outcome="accepted"} 3`,
+    );
+    expect(text).toContain('mailplus_relay_upstream_pool_connections{state="open"} 1');
+    expect(text).toContain('mailplus_relay_upstream_pool_connections{state="idle"} 1');
+    expect(text).toContain('mailplus_relay_upstream_pool_connections{state="waiting"} 0');
   });
 });
 
@@ -259,6 +295,31 @@ describe('upstream verdicts and failover', () => {
     await up.waitForMessages(1);
     expect(busy.messages).toHaveLength(0);
     expect(fussy.messages).toHaveLength(0);
+  });
+
+  it('a 5xx at MAIL FROM is final: the next upstream is not tried', async () => {
+    // the route's failover policy (transaction.ts): failures and 4xx move on, a 5xx is the verdict
+    const down = await sink({ refuse: true });
+    const refusing = await sink({ mailFrom: { code: 550, message: '5.7.1 go away' } });
+    const up = await sink();
+    const { port, relay } = await relayWith(
+      relayConfig([
+        tenant(
+          'acme',
+          ['example.com'],
+          [forward('r', ['*@example.com'], [down.port, refusing.port, up.port])],
+        ),
+      ]),
+    );
+    const c = await client(port);
+    expect(await envelope(c, 'a@s.test', ['x@example.com'])).toEqual(['550 5.7.1 upstream: go away']);
+    const attempts = await relay.metrics.registry.getSingleMetricAsString(
+      'mailplus_relay_upstream_attempts_total',
+    );
+    expect(attempts).toContain(`upstream="127.0.0.1:${down.port}",result="error"`);
+    expect(attempts).toContain(`upstream="127.0.0.1:${refusing.port}",result="refused"`);
+    expect(attempts).not.toContain(`upstream="127.0.0.1:${up.port}"`);
+    expect(up.messages).toHaveLength(0);
   });
 
   it('all upstreams down: 451 4.4.1', async () => {

@@ -1,5 +1,5 @@
-// An SMTP reply as an Error, the shape smtp-server sends back to the client. Its own module so that
-// fairness.ts and transaction.ts, which import each other's limits, both build replies without a cycle.
+// An SMTP reply as an Error, the shape smtp-server sends back to the client. replies.ts builds every
+// reply the SMTP side writes with it.
 
 export interface SmtpError extends Error {
   responseCode: number;

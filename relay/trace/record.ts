@@ -136,6 +136,6 @@ export function logText(text: string, tenants: readonly string[], policy: Addres
   return replaceAddressesIn(text, form);
 }
 
-export function replaceAddressesIn(text: string, form: (address: string) => string): string {
+function replaceAddressesIn(text: string, form: (address: string) => string): string {
   return text.replace(ADDRESS_IN_TEXT, (a) => form(a));
 }

@@ -2,7 +2,6 @@ import net from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { UpstreamTarget } from './connection.ts';
 import { UpstreamError } from './errors.ts';
-import { beginFirst } from './failover.ts';
 import { type PoolOptions, type TransactionResult, UpstreamPool } from './pool.ts';
 import { ScriptedServer, type ScriptedServerOptions } from './testing/scripted-server.ts';
 
@@ -232,38 +231,5 @@ describe('UpstreamPool', () => {
       },
     );
     expect((await deliver(pool, target)).code).toBe(250);
-  });
-});
-
-describe('beginFirst', () => {
-  it('moves past failures and 4xx to the next upstream, stops at 5xx', async () => {
-    const down = await ScriptedServer.start({ greeting: '421 4.3.2 Not now' });
-    const busy = await ScriptedServer.start({ replies: { MAIL: '451 4.3.0 Busy' } });
-    const refusing = await ScriptedServer.start({ replies: { MAIL: '550 5.7.1 Go away' } });
-    const good = await ScriptedServer.start();
-    const pool = new UpstreamPool({ heloName: 'relay.test', commandTimeoutMs: 1000 });
-    cleanups.push(async () => {
-      await pool.close();
-      for (const s of [down, busy, refusing, good]) await s.close();
-    });
-    const t = (s: ScriptedServer): UpstreamTarget => ({
-      host: '127.0.0.1',
-      port: s.port,
-      tls: 'none',
-      verify: true,
-    });
-
-    const ok = await beginFirst(pool, [t(down), t(busy), t(good)], 'a@example.org');
-    expect(ok.ok && ok.target.port).toBe(good.port);
-    if (ok.ok) await ok.tx.release();
-
-    const refused = await beginFirst(pool, [t(busy), t(refusing), t(good)], 'a@example.org');
-    expect(refused).toMatchObject({ ok: false, reply: { code: 550 }, target: { port: refusing.port } });
-
-    const deferred = await beginFirst(pool, [t(down), t(busy)], 'a@example.org');
-    expect(deferred).toMatchObject({ ok: false, reply: { code: 451 } });
-
-    await expect(beginFirst(pool, [t(down)], 'a@example.org')).rejects.toMatchObject({ kind: 'connect' });
-    await expect(beginFirst(pool, [t(good)], 'a\r\n@example.org')).rejects.toThrow(TypeError);
   });
 });

@@ -3,31 +3,37 @@ import type tls from 'node:tls';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import type { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
-import {
-  isIdnaDomain,
-  NOT_IDNA_RECIPIENT_REPLY,
-  NOT_IDNA_SENDER_REPLY,
-  needsSmtpUtf8,
-  receivedPath,
-  UNDECLARED_UTF8_REPLY,
-} from './address-form.ts';
-import { FAIRNESS_REPLY } from './fairness.ts';
+import { isIdnaDomain, needsSmtpUtf8, receivedPath } from './address-form.ts';
 import type { LimitName } from './limit-names.ts';
 import { RawDataStream } from './raw-data-stream.ts';
+import { FAIRNESS_REPLY, SESSION_REPLY } from './replies.ts';
+
+/** The smtp-server version these overrides were written against (package.json pins it exactly). */
+export const SMTP_SERVER_VERSION = '3.21.6';
 
 /**
- * smtp-server 3.21.x with two deliberate overrides of its internals (tests in listener.test.ts and
- * relay.test.ts catch breakage when the pinned version moves):
- *  1. greeting: SMTPConnection.init() waits a fixed 100 ms before the greeting (early-talker
- *     detection), capping one-message-per-connection throughput at 10 msg/s per connection.
- *     RelayConnection.init() keeps the listener setup and maxClients check but pauses for
- *     `greetPauseMs` (default 0).
- *  2. DATA: RelayConnection._createParser() uses RawDataStream (raw-data-stream.ts), which
- *     passes the dot-stuffed bytes through untouched.
- *  3. Addresses: _parseAddressCommand() keeps the address as the client wrote it (smtp-server
- *     decodes A-label domains to Unicode), and MAIL/RCPT refuse a non-ASCII address in a
- *     transaction without SMTPUTF8, and a non-ASCII domain not written as IDNA U-labels
- *     (address-form.ts; tests in idn.test.ts).
+ * Every override of smtp-server internals lives in this module, against the exact version pinned in
+ * package.json (SMTP_SERVER_VERSION). smtp-server-overrides.test.ts fails loudly when an upgrade
+ * moves them: it checks the installed version, that each overridden method still exists with the
+ * arity and source it had, and exercises each override over real SMTP. On an upgrade, read each
+ * method's new source, adapt the override, then update the version and OVERRIDDEN there.
+ *
+ *  - init(): SMTPConnection waits a fixed 100 ms before the greeting (early-talker detection),
+ *    capping one-message-per-connection throughput at 10 msg/s per connection; ours keeps the
+ *    listener setup and maxClients check, pauses `greetPauseMs` (default 0), refuses while draining
+ *    and starts the session time limit.
+ *  - _createParser(): RawDataStream (raw-data-stream.ts) passes the dot-stuffed DATA bytes through
+ *    untouched.
+ *  - send(): our replies carry their enhanced code in the text (replies.ts): no second one; counts
+ *    errors for the soft/hard error limits.
+ *  - _onCommand(): command limit, drain, error limits and the error-sleep tarpit.
+ *  - _validateMailParams(): our 552 text for a SIZE over the limit.
+ *  - _parseAddressCommand(): keeps the address as the client wrote it (smtp-server decodes A-label
+ *    domains to Unicode); handler_MAIL()/handler_RCPT() refuse a non-ASCII address in a transaction
+ *    without SMTPUTF8, and a non-ASCII domain not written as IDNA U-labels (address-form.ts).
+ *  - _resetSession(): RSET, EHLO, STARTTLS and the end of DATA drop the upstream transaction.
+ *  - _onClose(): clears our timers.
+ *  - SMTPServer.connect(): builds a RelayConnection (our front server accepts the sockets).
  */
 
 export interface SessionHooks {
@@ -43,7 +49,6 @@ export interface SessionHooks {
 export interface ListenerSettings {
   greetPauseMs: number;
   maxCommands: number;
-  maxTransactions: number;
   maxSessionMs: number;
   maxMessageSize: number;
   /** Postfix smtpd_soft_error_limit / smtpd_hard_error_limit / smtpd_error_sleep_time; 0 = off. */
@@ -54,7 +59,6 @@ export interface ListenerSettings {
 }
 
 const ENHANCED_PREFIX = /^[245]\.\d{1,3}\.\d{1,3} /;
-export const DRAINING_REPLY = '4.3.2 Service shutting down, try again later';
 
 export class RelayConnection extends SMTPConnection {
   private commandCount = 0;
@@ -73,13 +77,13 @@ export class RelayConnection extends SMTPConnection {
         this._server.options.maxClients &&
         this._server.connections.size > this._server.options.maxClients
       ) {
-        return this.send(421, `${this.name} Too many connected clients, try again in a moment`, false);
+        return this.send(421, SESSION_REPLY.tooManyClients(this.name), false);
       }
       if (this.relay.hooks.isDraining()) {
-        return this.send(421, DRAINING_REPLY);
+        return this.send(421, SESSION_REPLY.draining);
       }
       this.sessionTimer = setTimeout(() => {
-        this.send(421, '4.4.2 Session time limit exceeded, closing connection');
+        this.send(421, SESSION_REPLY.sessionTimeLimit);
       }, this.relay.maxSessionMs);
       this.sessionTimer.unref();
       const pause = this.relay.greetPauseMs;
@@ -92,7 +96,7 @@ export class RelayConnection extends SMTPConnection {
     const parser = new RawDataStream({ maxCommandLength: this._server.options.maxCommandLength });
     parser.oncommand = (command, callback) => this._onCommand(command, callback);
     parser.on('error', (err: Error) => {
-      this.send(421, 'Error: ' + err.message);
+      this.send(421, SESSION_REPLY.parserError(err.message));
     });
     return parser;
   }
@@ -109,11 +113,11 @@ export class RelayConnection extends SMTPConnection {
     if (this._ready && !this._upgrading) {
       this.commandCount++;
       if (this.commandCount > this.relay.maxCommands) {
-        this.send(421, '4.7.0 Too many commands in one session, closing connection');
+        this.send(421, SESSION_REPLY.tooManyCommands);
         return;
       }
       if (this.relay.hooks.isDraining() && !this.relay.hooks.inTransaction(this.session)) {
-        this.send(421, DRAINING_REPLY);
+        this.send(421, SESSION_REPLY.draining);
         return;
       }
       const { softErrorLimit, hardErrorLimit, errorSleepMs } = this.relay;
@@ -138,7 +142,7 @@ export class RelayConnection extends SMTPConnection {
     if (err && err.code === 552) {
       return {
         code: 552,
-        message: `5.3.4 Message size exceeds fixed limit of ${this.relay.maxMessageSize} bytes`,
+        message: SESSION_REPLY.tooBig(this.relay.maxMessageSize),
         enhancedCode: null,
       };
     }
@@ -161,13 +165,7 @@ export class RelayConnection extends SMTPConnection {
     const parsed = this.session.envelope.mailFrom ? false : this._parseAddressCommand('mail from', command);
     const declared =
       parsed && parsed.args !== false && (parsed.args as Record<string, unknown>).SMTPUTF8 === true;
-    if (parsed && !declared && needsSmtpUtf8(parsed.address)) {
-      this.send(553, UNDECLARED_UTF8_REPLY);
-      callback();
-      return;
-    }
-    if (parsed && !isIdnaDomain(parsed.address)) {
-      this.send(553, NOT_IDNA_SENDER_REPLY);
+    if (parsed && this.refusedAddress(parsed.address, !!declared, SESSION_REPLY.notIdnaSender)) {
       callback();
       return;
     }
@@ -176,20 +174,25 @@ export class RelayConnection extends SMTPConnection {
 
   override handler_RCPT(command: Buffer, callback: () => void): void {
     const envelope = this.session.envelope;
-    if (envelope.mailFrom) {
-      const parsed = this._parseAddressCommand('rcpt to', command);
-      if (parsed && !envelope.smtpUtf8 && needsSmtpUtf8(parsed.address)) {
-        this.send(553, UNDECLARED_UTF8_REPLY);
-        callback();
-        return;
-      }
-      if (parsed && !isIdnaDomain(parsed.address)) {
-        this.send(553, NOT_IDNA_RECIPIENT_REPLY);
-        callback();
-        return;
-      }
+    const parsed = envelope.mailFrom ? this._parseAddressCommand('rcpt to', command) : false;
+    if (parsed && this.refusedAddress(parsed.address, !!envelope.smtpUtf8, SESSION_REPLY.notIdnaRecipient)) {
+      callback();
+      return;
     }
     super.handler_RCPT(command, callback);
+  }
+
+  /** 553 for a non-ASCII address without SMTPUTF8, or a domain not in IDNA form; true when refused. */
+  private refusedAddress(address: string, smtpUtf8: boolean, notIdnaReply: string): boolean {
+    if (!smtpUtf8 && needsSmtpUtf8(address)) {
+      this.send(553, SESSION_REPLY.undeclaredUtf8);
+      return true;
+    }
+    if (!isIdnaDomain(address)) {
+      this.send(553, notIdnaReply);
+      return true;
+    }
+    return false;
   }
 
   override _resetSession(): void {
