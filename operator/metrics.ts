@@ -201,7 +201,7 @@ function publishMetrics(registers: Registry[]) {
     }),
     tenantsHeldBack: new Gauge({
       name: `${p}tenants_held_back`,
-      help: 'Tenants whose compiled config is not published, their previous config staying in force (reason: TenantBudgetExceeded | ShardTooLarge)',
+      help: 'Tenants whose compiled config is not published, their previous config staying in force (reason: TenantBudgetExceeded | ShardTooLarge | PublishRefused)',
       labelNames: ['reason'],
       registers,
     }),

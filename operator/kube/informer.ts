@@ -96,6 +96,12 @@ function dropManagedFields(obj: unknown): void {
   if (md?.managedFields !== undefined) delete md.managedFields;
 }
 
+/** What an owner of informers of several kinds starts, waits for and stops. */
+export type InformerLifecycle = Pick<
+  ResilientInformer<KubeObject>,
+  'kind' | 'synced' | 'start' | 'waitForSync' | 'stop'
+>;
+
 export class ResilientInformer<T extends KubeObject> {
   readonly kind: string;
   private readonly opts: InformerOptions<T>;
