@@ -5,7 +5,7 @@
 // A write the API server refuses for what it is (400, 413, 422: an immutable or otherwise invalid
 // ConfigMap) fails the same way however often it is retried: the tenants whose changes it held
 // back say so on their resources (Programmed=False, reason PublishRefused, naming the ConfigMap and
-// the API server's message; Ready's transition records a Warning Event), and the next attempt is
+// the API server's message; a Warning Event on the TenantPolicy), and the next attempt is
 // made when an input or the ConfigMap changes or at the periodic resync, not in a backoff loop.
 // Other failures (API server unreachable, 403, 409, 429, 5xx) are returned to be retried with backoff.
 

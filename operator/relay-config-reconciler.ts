@@ -16,8 +16,9 @@ import {
 } from './compile/budgets.ts';
 import { captureTransitions } from './compile/capture-transitions.ts';
 import { type CompileCache, type CompileResult, compile } from './compile/compile.ts';
+import type { Transition } from './conditions/api-conditions.ts';
 import type { RelayReport } from './conditions/programmed.ts';
-import type { ConfigPublisher } from './config-publisher.ts';
+import { type ConfigPublisher, PUBLISH_REFUSED } from './config-publisher.ts';
 import type { ReconcileResult } from './controller/controller.ts';
 import type { OperatorMetrics } from './metrics.ts';
 import type { PublishedConfig } from './published-config.ts';
@@ -71,6 +72,8 @@ export class RelayConfigReconciler {
   private captureSeen: { config: RelayConfig; at: number } | undefined;
   /** Recompiles when the earliest consent expires (an expired consent changes the compile output). */
   private consentTimer: NodeJS.Timeout | undefined;
+  /** Tenant → the PublishRefused message its TenantPolicy got an Event for (one per refusal). */
+  private refusalsTold = new Map<string, string>();
   private stopped = false;
   private readonly o: RelayConfigReconcilerOptions;
 
@@ -84,6 +87,7 @@ export class RelayConfigReconciler {
     const leader = this.o.isLeader();
     const failures = leader ? await this.o.publisher.publish(result.config) : [];
     if (leader) await this.reportCaptureTransitions(result.config);
+    if (leader) await this.reportRefusals(result.config);
     this.o.refreshTargets();
     const live = this.o.reports();
     this.o.metrics.liveRelays.set(live.length);
@@ -159,29 +163,53 @@ export class RelayConfigReconciler {
         expiresAt: c.expiresAt,
         maxMessages: c.maxMessages,
       });
-      const name = this.policyName(config, c.tenant);
-      if (!name) continue;
-      const obj = this.o.resources.tenantPolicies.get(name, c.tenant) as TenantPolicy | undefined;
-      await this.o.events.emit(
-        {
-          apiVersion: MAILPLUS_API_VERSION,
-          kind: 'TenantPolicy',
-          namespace: c.tenant,
-          name,
-          uid: obj?.metadata.uid,
-          resourceVersion: obj?.metadata.resourceVersion,
-        },
-        {
-          type: 'Normal',
-          reason: c.kind === 'started' ? 'CaptureStarted' : 'CaptureEnded',
-          note:
-            c.kind === 'started'
-              ? `Troubleshooting capture started under consent ${c.consentReference} approved by ${c.approvedBy}, until ${c.expiresAt}, at most ${c.maxMessages} messages`
-              : `Troubleshooting capture ended (${c.reason}) for consent ${c.consentReference}`,
-        },
-        this.o.signal(),
-      );
+      await this.emitOnPolicy(config, c.tenant, {
+        type: 'Normal',
+        reason: c.kind === 'started' ? 'CaptureStarted' : 'CaptureEnded',
+        note:
+          c.kind === 'started'
+            ? `Troubleshooting capture started under consent ${c.consentReference} approved by ${c.approvedBy}, until ${c.expiresAt}, at most ${c.maxMessages} messages`
+            : `Troubleshooting capture ended (${c.reason}) for consent ${c.consentReference}`,
+      });
     }
+  }
+
+  /**
+   * A tenant whose changes the API server refuses to store (PublishRefused) gets a Warning Event on
+   * its TenantPolicy once per refusal; Ready's transition alone would say nothing when it was
+   * already False (no relays, a lagging rollout).
+   */
+  private async reportRefusals(config: RelayConfig): Promise<void> {
+    const told = this.refusalsTold;
+    this.refusalsTold = new Map();
+    for (const [tenant, held] of this.o.publisher.heldBack) {
+      if (held.reason !== PUBLISH_REFUSED) continue;
+      this.refusalsTold.set(tenant, held.message);
+      if (told.get(tenant) === held.message) continue;
+      await this.emitOnPolicy(config, tenant, {
+        type: 'Warning',
+        reason: PUBLISH_REFUSED,
+        note: held.message.slice(0, 1000),
+      });
+    }
+  }
+
+  private async emitOnPolicy(config: RelayConfig, tenant: string, t: Transition): Promise<void> {
+    const name = this.policyName(config, tenant);
+    if (!name) return;
+    const obj = this.o.resources.tenantPolicies.get(name, tenant) as TenantPolicy | undefined;
+    await this.o.events.emit(
+      {
+        apiVersion: MAILPLUS_API_VERSION,
+        kind: 'TenantPolicy',
+        namespace: tenant,
+        name,
+        uid: obj?.metadata.uid,
+        resourceVersion: obj?.metadata.resourceVersion,
+      },
+      t,
+      this.o.signal(),
+    );
   }
 
   /** The name of a tenant's TenantPolicy: as the config records it, else as the cache holds it. */

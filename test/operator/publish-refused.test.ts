@@ -2,8 +2,9 @@
 // is sent again. Real API server: the published ConfigMap is marked `immutable: true` (a hand edit,
 // a policy engine), so every later apply answers 422. The operator must say so on the resources
 // whose changes are not published (Programmed=False, reason PublishRefused, naming the ConfigMap
-// and the API server's message, with a Warning Event) and stop retrying with backoff; once someone
-// removes the cause (deletes the ConfigMap), the watch brings the change out at once.
+// and the API server's message; a Warning Event on the tenant's TenantPolicy) and stop retrying
+// with backoff; once someone removes the cause (deletes the ConfigMap), the watch brings the change
+// out at once.
 import type * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Operator, startOperator } from '../../operator/operator.ts';
@@ -15,6 +16,7 @@ import {
   CONFIGMAP,
   cond,
   eventually,
+  getResource,
   listEvents,
   OPERATOR_NAMESPACE,
   sample,
@@ -123,12 +125,16 @@ describe('a relay config the API server refuses to store', () => {
     expect(programmed?.message).toContain(`${OPERATOR_NAMESPACE}/${CONFIGMAP}`);
     expect(programmed?.message).toMatch(/immutable/);
     expect(cond(refused, 'Ready')).toMatchObject({ status: 'False', reason: 'PublishRefused' });
-    const event = await eventually('a Warning Event on the MailRoute', async () =>
+    expect(cond(await getResource(admin, 'tenantpolicies', 'frozen', 'frozen'), 'Programmed')?.reason).toBe(
+      'PublishRefused',
+    );
+    const event = await eventually('a Warning Event on the TenantPolicy', async () =>
       (await listEvents(admin, 'frozen')).find(
-        (e) => e.regarding?.name === 'bounce' && e.reason === 'PublishRefused',
+        (e) => e.regarding?.kind === 'TenantPolicy' && e.reason === 'PublishRefused',
       ),
     );
     expect(event.type).toBe('Warning');
+    expect(event.note).toMatch(/immutable/);
     expect(await configMapHash()).toBe(first);
 
     // nothing is retried while nothing changes: no failed reconcile, no further write attempt
