@@ -85,7 +85,8 @@ class OperatorParts {
   aggregate: Controller | undefined;
   statusController: Controller | undefined;
   stopped = false;
-  private readonly aggregateKey: string;
+  /** The one key of the relay-config reconcile. */
+  readonly aggregateKey: string;
   private readonly o: OperatorOptions;
 
   constructor(o: OperatorOptions) {
@@ -237,7 +238,7 @@ function startLeaderElection(parts: OperatorParts, o: OperatorOptions): void {
 }
 
 /** The first reconcile, once every informer has listed. */
-async function reconcileWhenSynced(parts: OperatorParts, o: OperatorOptions, key: string): Promise<void> {
+async function reconcileWhenSynced(parts: OperatorParts, o: OperatorOptions): Promise<void> {
   const { informers, resources } = parts;
   const ok = await Promise.all(informers.map((i) => i.waitForSync(24 * 3600_000)));
   if (parts.stopped || !ok.every(Boolean)) return;
@@ -247,7 +248,7 @@ async function reconcileWhenSynced(parts: OperatorParts, o: OperatorOptions, key
     services: resources.services.list().length,
     relayPods: resources.relayPods.list().length,
   });
-  parts.aggregate?.queue.add(key);
+  parts.aggregate?.queue.add(parts.aggregateKey);
 }
 
 export async function startOperator(o: OperatorOptions): Promise<Operator> {
@@ -272,7 +273,7 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     logger,
   });
   startLeaderElection(parts, o);
-  void reconcileWhenSynced(parts, o, `RelayConfig/${o.namespace}/${o.configMapName}`);
+  void reconcileWhenSynced(parts, o);
 
   return {
     metrics,
