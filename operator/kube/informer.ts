@@ -1,4 +1,4 @@
-// client-node's ListWatch, made safe to run for weeks (operator-notes §1.3, §1.10):
+// client-node's ListWatch, made safe to run for weeks (docs/operator.md, "How a change flows", step 1):
 // - any non-410 error leaves ListWatch stopped: restart it after a jittered backoff (WATCH_RETRY,
 //   the relay's policy too), one pending restart at a time, ignoring the AbortError our own stop()
 //   causes. The backoff resets after an event or a minute without errors, not on a LIST alone:
@@ -95,6 +95,12 @@ function dropManagedFields(obj: unknown): void {
   const md = (obj as { metadata?: { managedFields?: unknown } } | undefined)?.metadata;
   if (md?.managedFields !== undefined) delete md.managedFields;
 }
+
+/** What an owner of informers of several kinds starts, waits for and stops. */
+export type InformerLifecycle = Pick<
+  ResilientInformer<KubeObject>,
+  'kind' | 'synced' | 'start' | 'waitForSync' | 'stop'
+>;
 
 export class ResilientInformer<T extends KubeObject> {
   readonly kind: string;

@@ -1,8 +1,9 @@
-// Leader election on a coordination.k8s.io/v1 Lease, the client-go way (operator-notes §1.8):
-// LeaseDuration 15 s, RenewDeadline 10 s, RetryPeriod 2 s; optimistic concurrency through the
-// Lease's resourceVersion (a racing write gets 409 and loses); expiry judged on OUR clock from
-// when we last saw the record change (no trust in other machines' clocks); a takeover bumps
-// leaseTransitions. Losing the lease aborts `signal` at once; the owner then fails stop.
+// Leader election on a coordination.k8s.io/v1 Lease, the way client-go's tools/leaderelection does
+// it (docs/operator.md, "High availability"): LeaseDuration 15 s, RenewDeadline 10 s, RetryPeriod
+// 2 s; optimistic concurrency through the Lease's resourceVersion (a racing write gets 409 and
+// loses); expiry judged on OUR clock from when we last saw the record change (no trust in other
+// machines' clocks); a takeover bumps leaseTransitions. Losing the lease aborts `signal` at once;
+// the owner then fails stop.
 
 import {
   apiErrorText,

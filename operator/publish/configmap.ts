@@ -89,6 +89,7 @@ export async function applyConfigMap(
       requestOptions({ contentType: k8s.PatchStrategy.ServerSideApply, signal }),
     );
   } catch (err) {
-    throw new Error(`applying ConfigMap ${namespace}/${name}: ${apiErrorText(err)}`);
+    // the cause keeps the HTTP status: a refusal retrying cannot fix is told from a transient failure
+    throw new Error(`applying ConfigMap ${namespace}/${name}: ${apiErrorText(err)}`, { cause: err });
   }
 }

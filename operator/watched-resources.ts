@@ -1,0 +1,214 @@
+// The operator's view of the cluster: one informer per kind it reads (TenantPolicies, MailRoutes,
+// Services, relay pods, and the ConfigMaps it publishes), and the sorting of their changes into
+// "the compile input changed" and "only a status changed" (our own status writes come back as
+// updates: they change nothing the compile reads, and only that object's status may need another
+// look; a sweep over every object per status write would be quadratic in objects, and a change
+// would wait behind the sweeps of a status-write burst).
+
+import { MAILPLUS_GROUP as GROUP, MAILPLUS_VERSION as VERSION } from '../contract/kube.ts';
+import { k8s, requestOptions } from '../platform/kube-client.ts';
+import type { Logger } from '../platform/log.ts';
+import type { MailRoute, TenantPolicy } from './api/types.gen.ts';
+import type { CompileCache } from './compile/compile.ts';
+import { type InformerLifecycle, listPaginated, ResilientInformer } from './kube/informer.ts';
+import type { OperatorMetrics } from './metrics.ts';
+import type { Service } from './resources/types.ts';
+import type { MailPlusKind } from './status/writer.ts';
+
+export type MailPlusObject = TenantPolicy | MailRoute;
+type Verb = 'add' | 'update' | 'delete';
+
+export interface WatchedResourcesOptions {
+  kc: k8s.KubeConfig;
+  namespace: string;
+  relaySelector: string;
+  metrics: OperatorMetrics;
+  logger: Logger;
+  resyncMs: number;
+  staleAfterMs?: number;
+  /** Informer objects are replaced on change, never mutated: unchanged ones are not compiled again. */
+  compileCache: CompileCache;
+  /** Something the compile reads changed (or a periodic resync): compile again. */
+  onInputChange(): void;
+  /** Only the status of `key` changed (typically our own write): look at that status alone. */
+  onStatusChange(key: string): void;
+  /** The relay pods changed: the relays to ask and Programmed may change (no recompile). */
+  onRelayChange(): void;
+}
+
+/** Everything in an object's metadata the compile reads (its spec moves `generation`). */
+function compileInputs(obj: MailPlusObject): string {
+  const md = obj.metadata;
+  return JSON.stringify([
+    md.uid,
+    md.generation,
+    md.creationTimestamp,
+    md.deletionTimestamp,
+    md.labels,
+    md.annotations,
+  ]);
+}
+
+function toService(s: k8s.V1Service): Service {
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: {
+      name: s.metadata?.name ?? '',
+      namespace: s.metadata?.namespace,
+      generation: s.metadata?.generation,
+      resourceVersion: s.metadata?.resourceVersion,
+    },
+    spec: {
+      clusterIP: s.spec?.clusterIP,
+      ports: (s.spec?.ports ?? []).map((p) => ({
+        name: p.name,
+        port: p.port,
+        protocol: p.protocol,
+        targetPort: p.targetPort as number | string | undefined,
+      })),
+    },
+  };
+}
+
+/** `namespace/name` of every Service some MailRoute forwards to. */
+export function referencedServices(routes: MailRoute[]): Set<string> {
+  const out = new Set<string>();
+  for (const r of routes) {
+    for (const u of r.spec?.forward?.upstreams ?? []) {
+      if (u.service?.name) out.add(`${r.metadata.namespace}/${u.service.name}`);
+    }
+  }
+  return out;
+}
+
+// A LIST on a connection that went dark after its TLS handshake would otherwise wait for the HTTP
+// client's own timeout (minutes) while the informer and its staleness check wait on it. The
+// deadline is per page: the Mail-Plus kinds and Services are listed in pages (listPaginated).
+const listDeadline = () => requestOptions({ timeoutMs: 60_000 });
+
+export class WatchedResources {
+  readonly tenantPolicies: ResilientInformer<TenantPolicy>;
+  readonly mailRoutes: ResilientInformer<MailRoute>;
+  readonly services: ResilientInformer<k8s.V1Service>;
+  readonly relayPods: ResilientInformer<k8s.V1Pod>;
+  /**
+   * Services some MailRoute names, as of the last compile (only their changes matter); undefined
+   * before the first compile, when every Service change does.
+   */
+  referenced: Set<string> | undefined;
+  /** key → the compile inputs of the object as last seen (see compileInputs). */
+  private readonly compiledFrom = new Map<string, string>();
+  /** The cached object of each key (the one the informer holds, no copy). */
+  private readonly seen = new Map<string, MailPlusObject>();
+  private readonly co: k8s.CustomObjectsApi;
+  private readonly core: k8s.CoreV1Api;
+  private readonly o: WatchedResourcesOptions;
+
+  constructor(o: WatchedResourcesOptions) {
+    this.o = o;
+    this.co = o.kc.makeApiClient(k8s.CustomObjectsApi);
+    this.core = o.kc.makeApiClient(k8s.CoreV1Api);
+    this.tenantPolicies = this.mailPlusInformer<TenantPolicy>('TenantPolicy', 'tenantpolicies');
+    this.mailRoutes = this.mailPlusInformer<MailRoute>('MailRoute', 'mailroutes');
+    this.services = new ResilientInformer<k8s.V1Service>({
+      ...this.common(),
+      kind: 'Service',
+      path: '/api/v1/services',
+      list: () => listPaginated((page) => this.core.listServiceForAllNamespaces(page, listDeadline())),
+      onChange: (_verb, s) => {
+        if (!this.referenced || this.referenced.has(`${s.metadata?.namespace}/${s.metadata?.name}`))
+          o.onInputChange();
+      },
+    });
+    const { namespace, relaySelector } = o;
+    this.relayPods = new ResilientInformer<k8s.V1Pod>({
+      ...this.common(),
+      kind: 'Pod',
+      path: `/api/v1/namespaces/${namespace}/pods`,
+      labelSelector: relaySelector,
+      list: () => this.core.listNamespacedPod({ namespace, labelSelector: relaySelector }, listDeadline()),
+      onChange: () => o.onRelayChange(),
+    });
+  }
+
+  /** The informers of the compile's inputs and the relay pods. */
+  get informers(): InformerLifecycle[] {
+    return [this.tenantPolicies, this.mailRoutes, this.services, this.relayPods];
+  }
+
+  /** One ConfigMap of the operator's namespace, by a name-pinned informer (RBAC names each). */
+  configMapInformer(
+    name: string,
+    onChange: (verb: Verb, cm: k8s.V1ConfigMap) => void,
+  ): ResilientInformer<k8s.V1ConfigMap> {
+    const { namespace } = this.o;
+    return new ResilientInformer<k8s.V1ConfigMap>({
+      ...this.common(),
+      kind: 'ConfigMap',
+      path: `/api/v1/namespaces/${namespace}/configmaps`,
+      fieldSelector: `metadata.name=${name}`,
+      list: () =>
+        this.core.listNamespacedConfigMap(
+          { namespace, fieldSelector: `metadata.name=${name}` },
+          listDeadline(),
+        ),
+      onChange,
+    });
+  }
+
+  /** The compile's inputs as the caches hold them now. */
+  compileInputs(): { tenantPolicies: TenantPolicy[]; mailRoutes: MailRoute[]; services: Service[] } {
+    return {
+      tenantPolicies: this.tenantPolicies.list(),
+      mailRoutes: this.mailRoutes.list(),
+      services: this.services.list().map(toService),
+    };
+  }
+
+  /** The cached object of a status key `Kind/namespace/name`. */
+  objectOf(key: string): { kind: MailPlusKind; obj: MailPlusObject | undefined } {
+    const [kind, ns, name] = key.split('/');
+    const inf = kind === 'TenantPolicy' ? this.tenantPolicies : this.mailRoutes;
+    return { kind: kind as MailPlusKind, obj: inf.get(name, ns) as MailPlusObject | undefined };
+  }
+
+  private common() {
+    const { kc, metrics, logger, resyncMs, staleAfterMs } = this.o;
+    return { kc, metrics, logger, resyncMs, staleAfterMs };
+  }
+
+  private mailPlusInformer<T extends MailPlusObject>(kind: MailPlusKind, plural: string) {
+    return new ResilientInformer<T>({
+      ...this.common(),
+      kind,
+      path: `/apis/${GROUP}/${VERSION}/${plural}`,
+      list: () =>
+        listPaginated((page) =>
+          this.co.listClusterCustomObject(
+            { group: GROUP, version: VERSION, plural, ...page },
+            listDeadline(),
+          ),
+        ),
+      onChange: (verb, obj) => this.onResourceChange(kind, verb, obj),
+      onResync: () => this.o.onInputChange(),
+    });
+  }
+
+  private onResourceChange(kind: MailPlusKind, verb: Verb, obj: MailPlusObject): void {
+    const md = obj.metadata;
+    const key = `${kind}/${md.namespace}/${md.name}`;
+    const inputs = compileInputs(obj);
+    const before = this.seen.get(key);
+    if (verb === 'delete') this.seen.delete(key);
+    else this.seen.set(key, obj);
+    if (verb === 'update' && this.compiledFrom.get(key) === inputs) {
+      if (before) this.o.compileCache.sameAs(obj, before);
+      this.o.onStatusChange(key);
+      return;
+    }
+    if (verb === 'delete') this.compiledFrom.delete(key);
+    else this.compiledFrom.set(key, inputs);
+    this.o.onInputChange();
+  }
+}
