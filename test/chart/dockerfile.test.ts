@@ -50,15 +50,47 @@ const args = Object.fromEntries(
 );
 const expand = (s: string) => s.replace(/\$\{(\w+)\}/g, (_, n: string) => args[n] ?? `\${${n}}`);
 
-/** The .dockerignore rules this image uses: "**" then re-included directories, then exclusions. */
+/** A .dockerignore pattern as a regular expression over a path relative to the context root. */
+function ignorePattern(pattern: string): RegExp {
+  let re = '';
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i];
+    if (pattern.startsWith('**/', i)) {
+      re += '(?:.*/)?';
+      i += 2;
+    } else if (pattern.startsWith('**', i)) {
+      re += '.*';
+      i += 1;
+    } else if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else re += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+/** .dockerignore as Docker and buildah read it: every rule in order, the last match decides. */
+const ignoreRules = readFileSync(join(root, '.dockerignore'), 'utf8')
+  .split(/\r?\n/)
+  .map((l) => l.trim())
+  .filter((l) => l && !l.startsWith('#'))
+  .map((l) =>
+    l.startsWith('!') ? { keep: true, re: ignorePattern(l.slice(1)) } : { keep: false, re: ignorePattern(l) },
+  );
+
+function inBuildContext(rel: string): boolean {
+  let keep = true;
+  for (const rule of ignoreRules) if (rule.re.test(rel)) keep = rule.keep;
+  return keep;
+}
+
+/** In the image: under a COPY source of the final stage, and in the build context .dockerignore leaves. */
 function shipped(file: string): boolean {
   const rel = relative(root, file).split('\\').join('/');
   const copied = final
     .filter((i) => i.op === 'COPY' && !i.args.startsWith('--from'))
     .flatMap((i) => i.args.split(' ').slice(0, -1));
   const inCopy = copied.some((src) => rel === src || rel.startsWith(`${src.replace(/\/$/, '')}/`));
-  const ignored = /\.test\.ts$/.test(rel) || /(^|\/)testing\//.test(rel);
-  return inCopy && !ignored;
+  return inCopy && inBuildContext(rel);
 }
 
 const IMPORT = /(?:from\s+|import\s*\(\s*|import\s+)'([^']+)'/g;
@@ -140,5 +172,23 @@ describe('Dockerfile', () => {
     expect(ignore).toMatch(/^\*\*$/m);
     expect(ignore).toMatch(/^\*\*\/\*\.test\.ts$/m);
     for (const dir of ['bin', 'cli', 'operator', 'relay']) expect(ignore).toContain(`!${dir}/**`);
+    expect(inBuildContext('relay/smtp/transaction.test.ts')).toBe(false);
+    expect(inBuildContext('relay/upstream/testing/pki.ts')).toBe(false);
+    expect(inBuildContext('test/support/processes.ts')).toBe(false);
+  });
+
+  it('every COPY source of the build context is in it (.dockerignore does not filter it out)', () => {
+    const sources = instructions
+      .filter((i) => i.op === 'COPY' && !i.args.startsWith('--from'))
+      .flatMap((i) => i.args.split(' ').slice(0, -1))
+      .map((src) => src.replace(/\*$/, '').replace(/\/$/, ''));
+    const filtered = sources.filter((src) => {
+      const probe = existsSync(join(root, src, 'package.json')) ? `${src}/package.json` : src;
+      return !inBuildContext(probe) && !inBuildContext(`${src}/x.ts`);
+    });
+    expect(
+      filtered,
+      'COPY sources the build context leaves out (add them to .dockerignore as !dir/**)',
+    ).toEqual([]);
   });
 });
