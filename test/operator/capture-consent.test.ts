@@ -15,6 +15,7 @@ import {
   CONFIGMAP,
   cond,
   eventually,
+  inProcessOperatorOptions,
   listEvents,
   OPERATOR_NAMESPACE,
   startCluster,
@@ -71,19 +72,16 @@ describe('troubleshooting consent in the operator', () => {
   beforeAll(async () => {
     cp = await startCluster();
     admin = adminClient(cp);
-    operator = await startOperator({
-      kc: loadKubeConfig(cp.kubeconfigFor('operator')),
-      namespace: OPERATOR_NAMESPACE,
-      configMapName: CONFIGMAP,
-      identity: 'op-consent',
-      leaderElect: true,
-      leaseName: 'mailplus-operator',
-      relaySelector: 'app.kubernetes.io/component=relay',
-      relayPort: 'admin',
-      resyncMs: 600_000,
-      maxConcurrentReconciles: 2,
-      logger: createLogger((line) => logs.push(line)),
-    });
+    operator = await startOperator(
+      inProcessOperatorOptions(
+        loadKubeConfig(cp.kubeconfigFor('operator')),
+        'op-consent',
+        createLogger((line) => logs.push(line)),
+        {
+          leaderElect: true,
+        },
+      ),
+    );
   }, 180_000);
 
   afterAll(async () => {

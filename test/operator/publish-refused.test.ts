@@ -17,6 +17,7 @@ import {
   cond,
   eventually,
   getResource,
+  inProcessOperatorOptions,
   listEvents,
   OPERATOR_NAMESPACE,
   sample,
@@ -68,20 +69,16 @@ describe('a relay config the API server refuses to store', () => {
     cp = await startCluster();
     admin = adminClient(cp);
     await kubectl(cp, ['apply', '-f', '-'], { input: manifest(550) });
-    operator = await startOperator({
-      kc: loadKubeConfig(cp.kubeconfigFor('operator')),
-      namespace: OPERATOR_NAMESPACE,
-      configMapName: CONFIGMAP,
-      identity: 'op-frozen',
-      leaderElect: false,
-      leaseName: 'mailplus-operator',
-      relaySelector: 'app.kubernetes.io/component=relay',
-      relayPort: 'admin',
-      resyncMs: 600_000,
-      maxConcurrentReconciles: 2,
-      batchWindowMs: 50,
-      logger: createLogger((line) => logs.push(line)),
-    });
+    operator = await startOperator(
+      inProcessOperatorOptions(
+        loadKubeConfig(cp.kubeconfigFor('operator')),
+        'op-frozen',
+        createLogger((line) => logs.push(line)),
+        {
+          batchWindowMs: 50,
+        },
+      ),
+    );
   }, 180_000);
 
   afterAll(async () => {

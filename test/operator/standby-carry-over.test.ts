@@ -19,6 +19,7 @@ import {
   CONFIGMAP,
   cond,
   eventually,
+  inProcessOperatorOptions,
   OPERATOR_NAMESPACE,
   sleep,
   startCluster,
@@ -109,21 +110,19 @@ describe('a standby that takes over keeps invalid resources at their last valid 
     });
     await kubectl(cp, ['apply', '-f', '-'], { input: route(BOTH) });
 
-    operator = await startOperator({
-      kc: loadKubeConfig(cp.kubeconfigFor('operator')),
-      namespace: OPERATOR_NAMESPACE,
-      configMapName: CONFIGMAP,
-      identity: 'op-standby',
-      leaderElect: true,
-      leaseName: LEASE,
-      leaseTimings: { leaseDurationSeconds: 4, renewDeadlineMs: 3000, retryPeriodMs: 300 },
-      relaySelector: 'app.kubernetes.io/component=relay',
-      relayPort: 'admin',
-      resyncMs: 600_000,
-      maxConcurrentReconciles: 2,
-      batchWindowMs: 50,
-      logger: createLogger((line) => logs.push(line)),
-    });
+    operator = await startOperator(
+      inProcessOperatorOptions(
+        loadKubeConfig(cp.kubeconfigFor('operator')),
+        'op-standby',
+        createLogger((line) => logs.push(line)),
+        {
+          leaderElect: true,
+          leaseName: LEASE,
+          leaseTimings: { leaseDurationSeconds: 4, renewDeadlineMs: 3000, retryPeriodMs: 300 },
+          batchWindowMs: 50,
+        },
+      ),
+    );
     const op = operator;
     await eventually(
       'the standby compiled the invalid generation',

@@ -10,7 +10,7 @@ import { type Operator, startOperator } from '../../operator/operator.ts';
 import { loadKubeConfig } from '../../platform/kube-client.ts';
 import { createLogger } from '../../platform/log.ts';
 import { type ControlPlane, kubectl } from '../envtest/control-plane.ts';
-import { adminClient, CONFIGMAP, cond, OPERATOR_NAMESPACE, startCluster, waitForStatus } from './support.ts';
+import { adminClient, cond, inProcessOperatorOptions, startCluster, waitForStatus } from './support.ts';
 
 const MANIFEST = `apiVersion: v1
 kind: Namespace
@@ -76,28 +76,25 @@ describe('status writes under concurrent writers (409) keep foreign conditions',
     cp = await startCluster();
     admin = adminClient(cp);
     await kubectl(cp, ['apply', '-f', '-'], { input: MANIFEST });
-    operator = await startOperator({
-      kc: loadKubeConfig(cp.kubeconfigFor('operator')),
-      namespace: OPERATOR_NAMESPACE,
-      configMapName: CONFIGMAP,
-      identity: 'op-inproc',
-      leaderElect: true,
-      leaseName: 'mailplus-operator',
-      relaySelector: 'app.kubernetes.io/component=relay',
-      relayPort: 'admin',
-      resyncMs: 600_000,
-      maxConcurrentReconciles: 2,
-      logger: createLogger((line) => logs.push(line)),
-      beforeStatusWrite: async (target, attempt) => {
-        if (target.name !== 'contested') return;
-        attempts.push(attempt);
-        // the first write of each generation races with another controller
-        if (attempt === 1 && injected < 2) {
-          injected++;
-          await foreignWrite(`external check ${injected}`);
-        }
-      },
-    });
+    operator = await startOperator(
+      inProcessOperatorOptions(
+        loadKubeConfig(cp.kubeconfigFor('operator')),
+        'op-inproc',
+        createLogger((line) => logs.push(line)),
+        {
+          leaderElect: true,
+          beforeStatusWrite: async (target, attempt) => {
+            if (target.name !== 'contested') return;
+            attempts.push(attempt);
+            // the first write of each generation races with another controller
+            if (attempt === 1 && injected < 2) {
+              injected++;
+              await foreignWrite(`external check ${injected}`);
+            }
+          },
+        },
+      ),
+    );
   }, 180_000);
 
   afterAll(async () => {

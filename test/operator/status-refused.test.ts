@@ -17,10 +17,9 @@ import { createLogger } from '../../platform/log.ts';
 import { applyCrds, type ControlPlane, kubectl } from '../envtest/control-plane.ts';
 import {
   adminClient,
-  CONFIGMAP,
   eventually,
+  inProcessOperatorOptions,
   listEvents,
-  OPERATOR_NAMESPACE,
   REPO,
   sample,
   sleep,
@@ -71,20 +70,16 @@ spec:
   }, 60_000);
 
   it('gets a Warning Event naming the field, and no reconcile loop', async () => {
-    operator = await startOperator({
-      kc: loadKubeConfig(cp.kubeconfigFor('operator')),
-      namespace: OPERATOR_NAMESPACE,
-      configMapName: CONFIGMAP,
-      identity: 'op-refused',
-      leaderElect: false,
-      leaseName: 'mailplus-operator',
-      relaySelector: 'app.kubernetes.io/component=relay',
-      relayPort: 'admin',
-      resyncMs: 600_000,
-      maxConcurrentReconciles: 2,
-      batchWindowMs: 50,
-      logger: createLogger((line) => logs.push(line)),
-    });
+    operator = await startOperator(
+      inProcessOperatorOptions(
+        loadKubeConfig(cp.kubeconfigFor('operator')),
+        'op-refused',
+        createLogger((line) => logs.push(line)),
+        {
+          batchWindowMs: 50,
+        },
+      ),
+    );
     const op = operator;
     const event = await eventually(
       'a Warning Event on the TenantPolicy',

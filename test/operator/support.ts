@@ -13,6 +13,8 @@ import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
 import { parseAllDocuments, stringify } from 'yaml';
 import { shardConfigMapName } from '../../contract/config/shards.ts';
+import type { OperatorOptions } from '../../operator/operator.ts';
+import type { Logger } from '../../platform/log.ts';
 import {
   type ControlPlane,
   kubectl,
@@ -120,6 +122,33 @@ export async function startOperatorProcess(
   );
   await p.waitForPort(metricsPort, '127.0.0.1', 20_000);
   return Object.assign(p, { metricsPort, identity });
+}
+
+/**
+ * An operator run inside the test process, as the in-process tests share it: the operator's own
+ * credentials, the default ConfigMap and Lease, relays found by the chart's label, no periodic
+ * resync. A test names its identity and overrides what it exercises.
+ */
+export function inProcessOperatorOptions(
+  kc: k8s.KubeConfig,
+  identity: string,
+  logger: Logger,
+  overrides: Partial<OperatorOptions> = {},
+): OperatorOptions {
+  return {
+    kc,
+    namespace: OPERATOR_NAMESPACE,
+    configMapName: CONFIGMAP,
+    identity,
+    leaderElect: false,
+    leaseName: 'mailplus-operator',
+    relaySelector: 'app.kubernetes.io/component=relay',
+    relayPort: 'admin',
+    resyncMs: 600_000,
+    maxConcurrentReconciles: 2,
+    logger,
+    ...overrides,
+  };
 }
 
 export interface RelayProcess extends Managed {

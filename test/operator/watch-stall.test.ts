@@ -30,6 +30,7 @@ import {
   adminClient,
   CONFIGMAP,
   eventually,
+  inProcessOperatorOptions,
   OPERATOR_NAMESPACE,
   patchRejectMessage,
   sample,
@@ -86,23 +87,11 @@ describe('informers against stalled, reset and unreachable API server connection
     kc.loadFromString(text);
     expect(kc.getCurrentCluster()?.server).toBe(`https://${proxy.address}`);
     const logs: Harness['logs'] = [];
-    const operator = await startOperator({
-      kc,
-      namespace: OPERATOR_NAMESPACE,
-      configMapName: CONFIGMAP,
-      identity: 'op-stall',
-      leaderElect: false,
-      leaseName: 'mailplus-operator',
-      relaySelector: 'app.kubernetes.io/component=relay',
-      relayPort: 'admin',
-      resyncMs: 600_000,
-      maxConcurrentReconciles: 2,
-      logger: createLogger((line) => {
-        logs.push(JSON.parse(line));
-        if (process.env.MAILPLUS_TEST_ECHO) process.stderr.write(line);
-      }),
-      ...extra,
+    const logger = createLogger((line) => {
+      logs.push(JSON.parse(line));
+      if (process.env.MAILPLUS_TEST_ECHO) process.stderr.write(line);
     });
+    const operator = await startOperator(inProcessOperatorOptions(kc, 'op-stall', logger, extra));
     const probes = await startProbeServer(
       { registry: operator.metrics.registry, ready: () => operator.ready() },
       { host: '127.0.0.1', port: 0 },
