@@ -55,6 +55,8 @@ const { values: args } = parseArgs({
     'auth-only': { type: 'boolean', default: false },
     'no-auth': { type: 'boolean', default: false },
     'verdicts-only': { type: 'boolean', default: false },
+    /** Only the cells whose label contains this text, e.g. "1KiB c=1 1/conn auth=annotate". */
+    cell: { type: 'string' },
   },
 });
 
@@ -713,8 +715,9 @@ async function main(): Promise<number> {
   const verdictsOnly = args['verdicts-only'] ?? false;
   const authOnly = (args['auth-only'] || verdictsOnly) ?? false;
   const suts = ALL_SUTS.filter((s) => !only || only.includes(s.name));
-  const plan = args['abuse-only'] || authOnly ? [] : cells(args.quick ?? false);
-  const authPlan = args['abuse-only'] || args['no-auth'] ? [] : authCells(args.quick ?? false);
+  const chosen = (c: Cell) => !args.cell || label(c).includes(args.cell);
+  const plan = args['abuse-only'] || authOnly ? [] : cells(args.quick ?? false).filter(chosen);
+  const authPlan = args['abuse-only'] || args['no-auth'] ? [] : authCells(args.quick ?? false).filter(chosen);
   const pairs = Number(args['abuse-pairs'] ?? ABUSE_PAIRS);
   if (!Number.isInteger(pairs) || pairs < 0 || pairs > 20) {
     throw new Error(`--abuse-pairs must be a whole number from 0 to 20, got "${args['abuse-pairs']}"`);
