@@ -15,6 +15,14 @@
 // die in the old generation and pile up, measured 20 -> 60-80 MB of old space with ~20 MB live and
 // RSS 110 -> 150-195 MiB under 1 KiB messages at 10 sessions. Without a memory limit, the relay
 // therefore runs with the old-generation limit its default pod gets.
+//
+// Optimizing compiler: V8 compiles hot functions with TurboFan on its worker threads by default.
+// Each job's scratch memory is malloc'd there, in glibc per-thread arenas that keep it resident
+// after the job ends: under mail load with sender authentication on (mailauth's hot paths are
+// optimized during the first few hundred messages), those arenas grew by ~22 MB and the main heap by
+// ~10 MB, RSS 101 -> 143-150 MiB at 1 KiB, one session. Compiling on the main thread frees the
+// scratch memory back to the main arena, which returns it: the same cell peaked at 109-116 MiB, with
+// throughput unchanged within the benchmark's noise (docs/benchmarks.md).
 
 /** Old-generation limit (MB) Node derives for the chart's default 512 MiB pod: what we use without a limit. */
 export const UNCONSTRAINED_OLD_SPACE_MB = 256;
@@ -33,5 +41,7 @@ export function relayV8Flags({ execArgv, nodeOptions, constrainedMemory, totalMe
   if (!limited && !has('--max-old-space-size', '--max-old-space-size-percentage', '--max-heap-size')) {
     flags.push(`--max-old-space-size=${UNCONSTRAINED_OLD_SPACE_MB}`);
   }
+  if (!has('--concurrent-recompilation', '--no-concurrent-recompilation'))
+    flags.push('--no-concurrent-recompilation');
   return flags;
 }

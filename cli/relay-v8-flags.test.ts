@@ -6,26 +6,32 @@ const GiB = 1024 ** 3;
 const host = { execArgv: [], nodeOptions: undefined, totalMemory: 24 * GiB };
 
 describe('relay V8 flags', () => {
-  it('without a memory limit: 4 MB semi-spaces and the old-generation limit of the default pod', () => {
+  it('without a memory limit: 4 MB semi-spaces, the old-generation limit of the default pod, optimizing on the main thread', () => {
     expect(relayV8Flags({ ...host, constrainedMemory: 0 })).toEqual([
       '--max-semi-space-size=4',
       '--max-old-space-size=256',
+      '--no-concurrent-recompilation',
     ]);
     // what process.constrainedMemory() gives under a cgroup without a limit (cgroup v2 "max", v1)
     expect(relayV8Flags({ ...host, constrainedMemory: 2 ** 64 })).toContain('--max-old-space-size=256');
     expect(relayV8Flags({ ...host, constrainedMemory: 2 ** 63 })).toContain('--max-old-space-size=256');
   });
 
-  it('under a memory limit (a pod): Node sizes the old generation from it, only the semi-spaces are set', () => {
+  it('under a memory limit (a pod): Node sizes the old generation from it, the old-generation limit is not set', () => {
     expect(relayV8Flags({ ...host, constrainedMemory: 512 * 1024 ** 2 })).toEqual([
       '--max-semi-space-size=4',
+      '--no-concurrent-recompilation',
     ]);
-    expect(relayV8Flags({ ...host, constrainedMemory: 4 * GiB })).toEqual(['--max-semi-space-size=4']);
+    expect(relayV8Flags({ ...host, constrainedMemory: 4 * GiB })).toEqual([
+      '--max-semi-space-size=4',
+      '--no-concurrent-recompilation',
+    ]);
   });
 
   it("the operator's flags win, from the command line or NODE_OPTIONS", () => {
     expect(relayV8Flags({ ...host, constrainedMemory: 0, execArgv: ['--max-old-space-size=1024'] })).toEqual([
       '--max-semi-space-size=4',
+      '--no-concurrent-recompilation',
     ]);
     expect(
       relayV8Flags({
@@ -33,10 +39,18 @@ describe('relay V8 flags', () => {
         constrainedMemory: 0,
         nodeOptions: '--max-semi-space-size=16 --max-heap-size=2048',
       }),
-    ).toEqual([]);
+    ).toEqual(['--no-concurrent-recompilation']);
     expect(
       relayV8Flags({ ...host, constrainedMemory: 0, execArgv: ['--max-old-space-size-percentage=50'] }),
-    ).toEqual(['--max-semi-space-size=4']);
+    ).toEqual(['--max-semi-space-size=4', '--no-concurrent-recompilation']);
+    // V8 flags are not allowed in NODE_OPTIONS: the command line is where an operator turns it back on
+    expect(
+      relayV8Flags({
+        ...host,
+        constrainedMemory: 0,
+        execArgv: ['--max-semi-space-size=8', '--max-old-space-size=512', '--concurrent-recompilation'],
+      }),
+    ).toEqual([]);
   });
 
   it('once re-executed with its own flags, the process is not re-executed again', () => {

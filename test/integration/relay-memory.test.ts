@@ -137,6 +137,8 @@ describe('relay memory', () => {
   it('runs with the heap limits of its default pod: 4 MB semi-spaces, 256 MB old generation without a memory limit', async () => {
     const argv = (await readFile(`/proc/${relay.pid}/cmdline`, 'utf8')).split('\0');
     expect(argv).toContain('--max-semi-space-size=4');
+    // optimizing compiler jobs on the main thread: their scratch memory is not kept in worker arenas
+    expect(argv).toContain('--no-concurrent-recompilation');
     // under a memory limit (a pod) Node sizes the old generation from it; the relay adds nothing
     const constrained = process.constrainedMemory();
     const limited = constrained > 0 && constrained < totalmem();
