@@ -15,11 +15,17 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import * as k8s from '@kubernetes/client-node';
 import { decodeRelayConfigMap } from '../../contract/config/configmap.ts';
-import { mergeShards } from '../../contract/config/shards.ts';
+import { assembledFromVerified } from '../../contract/config/load.ts';
+import { mergeShards, shardIndex } from '../../contract/config/shards.ts';
 import type { RelayConfig } from '../../contract/config/types.gen.ts';
 import { DEFAULT_TENANT_BUDGETS, enforceTenantBudgets } from '../../operator/compile/budgets.ts';
 import { CompileCache, compile } from '../../operator/compile/compile.ts';
+import { relayConfigMap } from '../../operator/publish/configmap.ts';
 import { planPublish } from '../../operator/publish/sharded.ts';
+import { createLogger } from '../../platform/log.ts';
+import { withUnchangedTenantsOf } from '../../relay/config/configmap-set.ts';
+import { RelayMetrics } from '../../relay/observability/metrics.ts';
+import { RelayConfigState } from '../../relay/relay-config-state.ts';
 import { kubectl } from '../envtest/control-plane.ts';
 import {
   adminClient,
@@ -121,6 +127,103 @@ function benchCompile(): void {
       );
     }
   }
+}
+
+/**
+ * The relay's side of one change, with the relay's own functions: the shard ConfigMaps a relay
+ * holds, and what it does when a shard and then the index change (decode and verify the shard,
+ * form the union the index names, build the routing table).
+ */
+class RelaySide {
+  private readonly docs = new Map<string, RelayConfig>();
+  readonly state = new RelayConfigState(
+    new RelayMetrics(),
+    createLogger(() => {}),
+  );
+
+  /** ms spent decoding (gunzip, parse, schema, hash) the shard ConfigMap. */
+  shard(cm: k8s.V1ConfigMap): number {
+    const t0 = performance.now();
+    const name = cm.metadata?.name as string;
+    this.docs.set(name, withUnchangedTenantsOf(this.docs.get(name), decodeRelayConfigMap(cm)));
+    return performance.now() - t0;
+  }
+
+  /** ms spent forming the union, and then applying it (routing table). */
+  index(index: RelayConfig): [number, number] {
+    const t0 = performance.now();
+    const m = mergeShards(index, this.docs);
+    if (!m.ok) throw new Error(`relay waits for ${m.waitingFor.join(',')}`);
+    const union = assembledFromVerified(m.config);
+    const t1 = performance.now();
+    const r = this.state.apply(union, 'bench');
+    if (!r.ok) throw new Error(r.error);
+    return [t1 - t0, performance.now() - t1];
+  }
+}
+
+/**
+ * The apply path of one MailRoute change at BENCH_ROUTES routes, in process, without the API
+ * server: the operator's plan after the compile (split, render and gzip of the changed shard, the
+ * index), then the relay's decode of that shard, its union and its routing table.
+ */
+function benchApplyPath(): void {
+  console.log(
+    `\n== apply path of one changed MailRoute, ${ROUTES} routes over ${TENANTS} tenants, ${SHARDS} shards, in process (${load()}) ==`,
+  );
+  const input = { ...fleet(ROUTES, TENANTS), services: [] };
+  const cache = new CompileCache();
+  const compileOnce = () =>
+    enforceTenantBudgets(compile(input, { cache }), DEFAULT_TENANT_BUDGETS, undefined).config;
+  const relay = new RelaySide();
+  const publish = (config: RelayConfig, previous: Map<string, RelayConfig>) => {
+    const plan = planPublish({ config, base: CONFIGMAP, shards: SHARDS, previous });
+    const cms = plan.flatMap((d) =>
+      d.payload ? [relayConfigMap(OPERATOR_NAMESPACE, d.name, d.config, d.payload)] : [],
+    );
+    const index =
+      SHARDS > 1 ? shardIndex(plan.map((d) => ({ configMap: d.name, hash: d.config.hash }))) : undefined;
+    return { plan, cms, index };
+  };
+  let first = publish(compileOnce(), new Map());
+  for (const cm of first.cms) relay.shard(cm);
+  if (first.index) relay.index(first.index);
+  const rows: number[][] = [];
+  for (let i = 0; i < 7; i++) {
+    const k = (i * 7919) % ROUTES;
+    const r = input.mailRoutes[k];
+    input.mailRoutes[k] = {
+      ...r,
+      metadata: { ...r.metadata, generation: (r.metadata.generation ?? 1) + 1 },
+      spec: { ...r.spec, priority: 101 + i },
+    };
+    const config = compileOnce();
+    gc();
+    const t0 = performance.now();
+    const next = publish(config, new Map(first.plan.map((d) => [d.name, d.config])));
+    const plan = performance.now() - t0;
+    if (next.cms.length !== 1) throw new Error(`${next.cms.length} documents changed, expected 1`);
+    const bytes = next.cms[0].binaryData
+      ? Buffer.from(Object.values(next.cms[0].binaryData)[0], 'base64').length
+      : 0;
+    const decode = relay.shard(next.cms[0]);
+    const [union, table] = next.index ? relay.index(next.index) : [0, 0];
+    rows.push([plan, decode, union, table, plan + decode + union + table, bytes]);
+    first = next;
+  }
+  const med = (j: number) =>
+    pct(
+      rows.map((r) => r[j]),
+      50,
+    );
+  const max = (j: number) => Math.max(...rows.map((r) => r[j]));
+  const cell = (j: number) => `${med(j).toFixed(0)} / ${max(j).toFixed(0)} ms`;
+  console.log(`median / max of ${rows.length} changes (the first 2 warm up the JIT and are included):`);
+  console.log(`   operator plan (split, render + gzip of the changed shard, index): ${cell(0)}`);
+  console.log(`   relay decode of the changed shard (${(med(5) / 1024).toFixed(0)} KiB gzip): ${cell(1)}`);
+  console.log(`   relay union of the shards: ${cell(2)}`);
+  console.log(`   relay routing table: ${cell(3)}`);
+  console.log(`   total (operator compile and the API server not included): ${cell(4)} (${load()})`);
 }
 
 /** The union the relays serve, read from the index and shard ConfigMaps (as `route --cluster` does). */
@@ -383,5 +486,6 @@ const deadline = setTimeout(() => {
 }, deadlineMin * 60_000);
 deadline.unref();
 if (process.env.BENCH_COMPILE !== '0') benchCompile();
+if (process.env.BENCH_APPLY !== '0') benchApplyPath();
 if (process.env.BENCH_CLUSTER !== '0') await benchApplyLatency(changes);
 process.exit(0);
