@@ -11,7 +11,7 @@
 
 import { CONFIG_HASH_ANNOTATION } from '../contract/config/configmap.ts';
 import { canonicalTenantJson } from '../contract/config/hash.ts';
-import { mergeShards, shardIndex } from '../contract/config/shards.ts';
+import { shardIndex, unionOfShards } from '../contract/config/shards.ts';
 import type { RelayConfig } from '../contract/config/types.gen.ts';
 import { apiStatus, type k8s } from '../platform/kube-client.ts';
 import type { Logger } from '../platform/log.ts';
@@ -126,14 +126,14 @@ export class ConfigPublisher {
     note: (r: ApplyResult) => boolean,
   ): Promise<RelayConfig | undefined> {
     if (!plan.every((d) => written.has(d.name))) return undefined;
-    const index = shardIndex(
-      plan.map((d) => ({ configMap: d.name, hash: (written.get(d.name) as RelayConfig).hash })),
-    );
+    const refs = plan.map((d) => ({ configMap: d.name, hash: (written.get(d.name) as RelayConfig).hash }));
     // the union is the config itself unless a shard was held back or kept its stored version
     const asPlanned = nothingHeld && plan.every((d) => written.get(d.name)?.hash === d.config.hash);
-    const union = asPlanned ? undefined : mergeShards(index, written);
+    const union = asPlanned ? { ok: true as const, config } : unionOfShards(refs, written);
+    if (!union.ok) return undefined;
+    const index = shardIndex(refs, union.config.hash);
     if (!note(await this.apply(this.o.configMapName, index))) return undefined;
-    return union === undefined ? config : union.ok ? union.config : undefined;
+    return union.config;
   }
 
   private async apply(name: string, doc: RelayConfig, encoded?: ConfigPayload): Promise<ApplyResult> {

@@ -166,7 +166,9 @@ export class PublishedConfig {
   }
 
   private followStored(cm: k8s.V1ConfigMap): void {
-    const hash = cm.metadata?.annotations?.[CONFIG_HASH_ANNOTATION];
+    // sharded: the index names the hash of the union relays serve (no need to merge our own)
+    const hash =
+      this.storedDoc(this.o.configMapName)?.unionHash ?? cm.metadata?.annotations?.[CONFIG_HASH_ANNOTATION];
     if (!hash) return;
     if (this.history.sources(hash) && (hash === this.served?.hash || this.ownHashes.has(hash))) return;
     const c = this.storedPublished();

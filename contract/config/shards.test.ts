@@ -35,6 +35,60 @@ describe('sharded relay config', () => {
     expect(merged.ok && verifyRelayConfig(merged.config, 'merged').sources).toEqual(config.sources);
   });
 
+  it('names the union hash in the index: the union is formed without hashing it again, same content', () => {
+    const shards = splitRelayConfig(config, 4);
+    const refs = shards.map((s, i) => ({ configMap: shardConfigMapName('cfg', i), hash: s.hash }));
+    const index = shardIndex(refs, config.hash);
+    expect(verifyRelayConfig(index, 'index').unionHash).toBe(config.hash);
+    expect(index.hash).not.toBe(shardIndex(refs).hash);
+    const docs = new Map(shards.map((s, i) => [shardConfigMapName('cfg', i), s]));
+    const merged = mergeShards(index, docs);
+    expect(merged.ok && verifyRelayConfig(merged.config, 'merged')).toEqual(config);
+    // what a relay forms: no sources (only the operator reads them), the same tenants and hash
+    const relay = mergeShards(index, docs, { sources: false });
+    expect(relay.ok && relay.config.sources).toBeUndefined();
+    expect(relay.ok && relay.config.tenants).toEqual(config.tenants);
+    expect(relay.ok && relay.config.hash).toBe(config.hash);
+    // an index without unionHash (older operators): the hash is computed, with or without sources
+    const old = mergeShards(shardIndex(refs), docs, { sources: false });
+    expect(old.ok && old.config.hash).toBe(config.hash);
+    expect(old.ok && old.config.sources).toBeUndefined();
+    // a shard missing: no union, whatever the index says its hash is
+    const missing = new Map(docs);
+    missing.delete('cfg-shard-0');
+    expect(mergeShards(index, missing, { sources: false }).ok).toBe(false);
+  });
+
+  it('re-splits a changed config reusing every shard whose content is unchanged', () => {
+    const f = { ...fleet(200, 40), services: [] };
+    const before = splitRelayConfig(compile(f).config, 8);
+    const changed = f.mailRoutes.findIndex((r) => r.metadata.namespace === 'tenant-7');
+    const r = f.mailRoutes[changed];
+    f.mailRoutes[changed] = {
+      ...r,
+      metadata: { ...r.metadata, generation: 2 },
+      spec: { ...r.spec, priority: 7 },
+    };
+    const next = compile(f).config;
+    const fresh = splitRelayConfig(next, 8);
+    // a fresh compile: no tenant object is shared, so reuse is by content (canonical JSON)
+    const again = splitRelayConfig(next, 8, (i) => before[i]);
+    expect(again).toEqual(fresh);
+    const touched = shardOf('tenant-7', 8);
+    for (const [i, d] of again.entries()) expect(d === before[i], `shard ${i}`).toBe(i !== touched);
+    expect(
+      verifyRelayConfig(again[touched], 'shard').sources?.['MailRoute/tenant-7/' + r.metadata.name],
+    ).toBe(2);
+    // a shard whose sources lost or gained a key is not reused either
+    const dropped = { ...next, sources: { ...next.sources } };
+    const key = Object.keys(dropped.sources).find((k) => k.split('/')[1] === 'tenant-3') as string;
+    delete dropped.sources[key];
+    const split3 = splitRelayConfig(dropped, 8, (i) => fresh[i]);
+    expect(split3[shardOf('tenant-3', 8)]).not.toBe(fresh[shardOf('tenant-3', 8)]);
+    expect(split3[shardOf('tenant-3', 8)].sources?.[key]).toBeUndefined();
+    expect(splitRelayConfig(dropped, 8)).toEqual(split3);
+  });
+
   it('refuses to merge until every shard is at the hash the index names', () => {
     const shards = splitRelayConfig(config, 3);
     const index = shardIndex(

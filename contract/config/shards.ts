@@ -4,9 +4,11 @@
 // to one tenant rewrites one shard and the index; a shard too large to publish holds back only the
 // tenants in it. Relays (and `mailplus route --cluster`) serve the union only once they hold every
 // shard with the hash the index names, so a change spanning two shards (a domain moving between
-// tenants) is never served half-applied. Pure: shared by the operator, the relay and the CLI.
+// tenants) is never served half-applied. The index also names the union's hash (the compiled
+// config's), so that a relay forms the union of verified shards in O(tenants) instead of hashing
+// the whole fleet again on every change. Pure: shared by the operator, the relay and the CLI.
 import { RELAY_CONFIG_API_VERSION } from '../kube.ts';
-import { hashDerivedConfig } from './hash.ts';
+import { canonicalTenantJson, hashDerivedConfig } from './hash.ts';
 import type { RelayConfig } from './types.gen.ts';
 
 export type ShardRef = NonNullable<RelayConfig['shards']>[number];
@@ -40,31 +42,119 @@ function stamp(config: RelayConfig): RelayConfig {
 }
 
 /** The tenant a `sources` key ('Kind/namespace/name') belongs to: tenants are namespaces. */
-const namespaceOfSource = (key: string): string => key.split('/')[1] ?? '';
-
-/** Splits a compiled config into `shards` documents; shard i holds the tenants with shardOf(name) = i. */
-export function splitRelayConfig(config: RelayConfig, shards: number): RelayConfig[] {
-  const out: RelayConfig[] = Array.from({ length: shards }, () => ({
-    apiVersion: RELAY_CONFIG_API_VERSION,
-    kind: 'RelayConfig',
-    hash: '',
-    sources: {},
-    tenants: [],
-  }));
-  for (const t of config.tenants) out[shardOf(t.name, shards)].tenants.push(t);
-  for (const [key, generation] of Object.entries(config.sources ?? {})) {
-    (out[shardOf(namespaceOfSource(key), shards)].sources as Record<string, number>)[key] = generation;
-  }
-  return out.map(stamp);
+function namespaceOfSource(key: string): string {
+  const a = key.indexOf('/');
+  const b = a < 0 ? -1 : key.indexOf('/', a + 1);
+  return b < 0 ? '' : key.slice(a + 1, b);
 }
 
-/** The index document naming each shard's ConfigMap and hash, in shard order. */
-export function shardIndex(refs: ShardRef[]): RelayConfig {
+/** Same tenant sections as `doc` (by identity, else by canonical JSON). */
+function sameTenants(doc: RelayConfig, tenants: RelayConfig['tenants']): boolean {
+  if (doc.apiVersion !== RELAY_CONFIG_API_VERSION || doc.kind !== 'RelayConfig' || doc.shards) return false;
+  if (doc.tenants.length !== tenants.length) return false;
+  for (let i = 0; i < tenants.length; i++) {
+    const a = doc.tenants[i];
+    const b = tenants[i];
+    if (a !== b && canonicalTenantJson(a) !== canonicalTenantJson(b)) return false;
+  }
+  return true;
+}
+
+/**
+ * The `sources` keys of each shard, and which shards' sources differ from `before` (key set or a
+ * generation). One pass over the keys without building 100k-entry objects: keys come sorted, so a
+ * namespace's keys of one kind are consecutive and its shard is looked up once per run.
+ */
+function sourceKeysByShard(
+  sources: Record<string, number>,
+  shardFor: (tenant: string) => number,
+  before: Array<Record<string, number> | undefined>,
+): { keys: string[][]; differs: boolean[] } {
+  const keys: string[][] = before.map(() => []);
+  const differs = before.map((b) => b === undefined);
+  let prefix = '';
+  let shard = 0;
+  for (const key of Object.keys(sources)) {
+    if (prefix === '' || !key.startsWith(prefix)) {
+      const ns = namespaceOfSource(key);
+      shard = shardFor(ns);
+      prefix = ns === '' ? '' : key.slice(0, key.indexOf('/') + ns.length + 2);
+    }
+    keys[shard].push(key);
+    if (!differs[shard] && before[shard]?.[key] !== sources[key]) differs[shard] = true;
+  }
+  for (const [i, b] of before.entries())
+    if (b && !differs[i] && keyCount(b) !== keys[i].length) differs[i] = true;
+  return { keys, differs };
+}
+
+/** Key counts of published `sources` objects (never mutated), so an unchanged shard is not counted again. */
+const keyCounts = new WeakMap<object, number>();
+function keyCount(o: object): number {
+  const known = keyCounts.get(o);
+  if (known !== undefined) return known;
+  const n = Object.keys(o).length;
+  keyCounts.set(o, n);
+  return n;
+}
+
+/**
+ * Splits a compiled config into `shards` documents; shard i holds the tenants with shardOf(name) = i.
+ * `previous(i)` is shard i as published before: returned as it is when its content is the same, so
+ * a change to one tenant hashes (and later encodes) only that tenant's shard instead of all of them.
+ */
+export function splitRelayConfig(
+  config: RelayConfig,
+  shards: number,
+  previous: (i: number) => RelayConfig | undefined = () => undefined,
+): RelayConfig[] {
+  const shardOfTenant = new Map<string, number>();
+  const shardFor = (tenant: string): number => {
+    const known = shardOfTenant.get(tenant);
+    if (known !== undefined) return known;
+    const i = shardOf(tenant, shards);
+    shardOfTenant.set(tenant, i);
+    return i;
+  };
+  const tenants: RelayConfig['tenants'][] = Array.from({ length: shards }, () => []);
+  for (const t of config.tenants) tenants[shardFor(t.name)].push(t);
+  const before = tenants.map((ts, i) => {
+    const doc = previous(i);
+    return doc && sameTenants(doc, ts) ? doc : undefined;
+  });
+  const all = config.sources ?? {};
+  const { keys, differs } = sourceKeysByShard(
+    all,
+    shardFor,
+    before.map((d) => d?.sources ?? (d && {})),
+  );
+  return tenants.map((ts, i) => {
+    const doc = before[i];
+    if (doc && !differs[i]) return doc;
+    const sources: Record<string, number> = {};
+    for (const k of keys[i]) sources[k] = all[k];
+    return stamp({
+      apiVersion: RELAY_CONFIG_API_VERSION,
+      kind: 'RelayConfig',
+      hash: '',
+      sources,
+      tenants: ts,
+    });
+  });
+}
+
+/**
+ * The index document naming each shard's ConfigMap and hash, in shard order, and the hash of their
+ * union (the compiled config's hash; relays report it). Without unionHash: an index as operators
+ * before it wrote them (relays then compute the union's hash).
+ */
+export function shardIndex(refs: ShardRef[], unionHash?: string): RelayConfig {
   return stamp({
     apiVersion: RELAY_CONFIG_API_VERSION,
     kind: 'RelayConfig',
     hash: '',
     shards: refs.map((r) => ({ configMap: r.configMap, hash: r.hash })),
+    ...(unionHash === undefined ? {} : { unionHash }),
     tenants: [],
   });
 }
@@ -73,31 +163,48 @@ export type MergeResult = { ok: true; config: RelayConfig } | { ok: false; waiti
 
 /**
  * The union of the shards an index names, as one RelayConfig (tenants sorted by name, as the compile
- * step orders them), or the shards still missing or at another hash than the index names.
+ * step orders them) with the hash the index names for it, or the shards still missing or at
+ * another hash than the index names. O(tenants): the union's hash is not computed again (only for
+ * an index without unionHash), and `sources` (which only the operator reads) are merged only when
+ * asked for.
  */
-export function mergeShards(index: RelayConfig, docs: ReadonlyMap<string, RelayConfig>): MergeResult {
-  const refs = index.shards ?? [];
+export function mergeShards(
+  index: RelayConfig,
+  docs: ReadonlyMap<string, RelayConfig>,
+  opts: { sources?: boolean } = {},
+): MergeResult {
+  return unionOfShards(index.shards ?? [], docs, { ...opts, unionHash: index.unionHash });
+}
+
+/**
+ * The union of the shard documents `refs` names at the hashes it names; its hash is `unionHash`
+ * when given, else computed from the content (the operator does so before writing an index whose
+ * shards are not all as compiled).
+ */
+export function unionOfShards(
+  refs: readonly ShardRef[],
+  docs: ReadonlyMap<string, RelayConfig>,
+  { sources = true, unionHash }: { sources?: boolean; unionHash?: string } = {},
+): MergeResult {
   const waitingFor: string[] = [];
   for (const r of refs) {
     const doc = docs.get(r.configMap);
     if (doc?.hash !== r.hash) waitingFor.push(r.configMap);
   }
   if (waitingFor.length > 0) return { ok: false, waitingFor };
-  const tenants: RelayConfig['tenants'] = [];
-  const sourceEntries: Array<[string, number]> = [];
-  for (const r of refs) {
-    const doc = docs.get(r.configMap) as RelayConfig;
-    tenants.push(...doc.tenants);
-    sourceEntries.push(...Object.entries(doc.sources ?? {}));
-  }
-  tenants.sort((a, b) => cmpStr(a.name, b.name));
-  sourceEntries.sort((a, b) => cmpStr(a[0], b[0]));
+  const shardDocs = refs.map((r) => docs.get(r.configMap) as RelayConfig);
+  const tenants = shardDocs.flatMap((d) => d.tenants).sort((a, b) => cmpStr(a.name, b.name));
   const config: RelayConfig = {
     apiVersion: RELAY_CONFIG_API_VERSION,
     kind: 'RelayConfig',
-    hash: '',
-    sources: Object.fromEntries(sourceEntries),
+    hash: unionHash ?? '',
+    sources:
+      sources || unionHash === undefined
+        ? Object.assign({}, ...shardDocs.map((d) => d.sources ?? {}))
+        : undefined,
     tenants,
   };
-  return { ok: true, config: stamp(config) };
+  if (unionHash === undefined) stamp(config); // the canonical hash sorts the sources' keys itself
+  if (!sources) delete config.sources;
+  return { ok: true, config };
 }

@@ -39,13 +39,15 @@ export interface PublishPlanInput {
 
 /**
  * The shards of a compiled config by identity: the operator plans the same config again on every
- * status sweep and ConfigMap event, and a compiled config is never mutated.
+ * status sweep and ConfigMap event, and a compiled config is never mutated. A shard whose content
+ * is the one stored is the stored document (already hashed, nothing to encode).
  */
 const splits = new WeakMap<RelayConfig, { shards: number; docs: RelayConfig[] }>();
-function split(config: RelayConfig, shards: number): RelayConfig[] {
+function split(input: PublishPlanInput): RelayConfig[] {
+  const { config, shards, base, previous } = input;
   const memo = splits.get(config);
   if (memo?.shards === shards) return memo.docs;
-  const docs = splitRelayConfig(config, shards);
+  const docs = splitRelayConfig(config, shards, (i) => previous.get(shardConfigMapName(base, i)));
   splits.set(config, { shards, docs });
   return docs;
 }
@@ -56,7 +58,7 @@ export function planPublish(input: PublishPlanInput): PlannedDoc[] {
   const docs =
     input.shards <= 1
       ? [{ name: input.base, config: input.config }]
-      : split(input.config, input.shards).map((config, i) => ({
+      : split(input).map((config, i) => ({
           name: shardConfigMapName(input.base, i),
           config,
         }));

@@ -76,7 +76,8 @@ class ShardSetFollower {
   private tryServe(): void {
     const index = this.index;
     if (!index?.shards) return;
-    const m = mergeShards(index, this.shardDocs);
+    // O(tenants): the union's hash is the one the index names, and relays never read `sources`
+    const m = mergeShards(index, this.shardDocs, { sources: false });
     if (!m.ok) {
       this.scheduleRefollow(m.waitingFor);
       const text = m.waitingFor.join(',');
@@ -93,7 +94,7 @@ class ShardSetFollower {
     this.waitingLogged = '';
     clearTimeout(this.straggler);
     this.straggler = undefined;
-    // every shard was schema- and hash-verified when decoded; mergeShards hashed the union
+    // every shard was schema- and hash-verified when decoded, the index names their hashes and the union's
     this.serve(assembledFromVerified(m.config), `${this.source} (${index.shards.length} shards)`);
   }
 
@@ -113,7 +114,7 @@ class ShardSetFollower {
 
   private refollowStragglers(waitingFor: string[]): void {
     if (this.closed || !this.index?.shards) return;
-    const m = mergeShards(this.index, this.shardDocs);
+    const m = mergeShards(this.index, this.shardDocs, { sources: false });
     if (m.ok) return;
     this.opts.logger.warn('relay config shards still behind the index; following them afresh', {
       configmap: this.where,

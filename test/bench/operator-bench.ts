@@ -152,7 +152,7 @@ class RelaySide {
   /** ms spent forming the union, and then applying it (routing table). */
   index(index: RelayConfig): [number, number] {
     const t0 = performance.now();
-    const m = mergeShards(index, this.docs);
+    const m = mergeShards(index, this.docs, { sources: false });
     if (!m.ok) throw new Error(`relay waits for ${m.waitingFor.join(',')}`);
     const union = assembledFromVerified(m.config);
     const t1 = performance.now();
@@ -182,7 +182,12 @@ function benchApplyPath(): void {
       d.payload ? [relayConfigMap(OPERATOR_NAMESPACE, d.name, d.config, d.payload)] : [],
     );
     const index =
-      SHARDS > 1 ? shardIndex(plan.map((d) => ({ configMap: d.name, hash: d.config.hash }))) : undefined;
+      SHARDS > 1
+        ? shardIndex(
+            plan.map((d) => ({ configMap: d.name, hash: d.config.hash })),
+            config.hash,
+          )
+        : undefined;
     return { plan, cms, index };
   };
   let first = publish(compileOnce(), new Map());

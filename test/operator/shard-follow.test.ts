@@ -44,11 +44,13 @@ function version(n: number): { shards: RelayConfig[]; index: RelayConfig; union:
     services: [],
   });
   const shards = splitRelayConfig(config, SHARDS);
+  // as the operator writes it: the index names the union's hash (the compiled config's)
   const index = shardIndex(
     shards.map((s, i) => ({ configMap: shardConfigMapName(CONFIGMAP, i), hash: s.hash })),
+    config.hash,
   );
   const union = mergeShards(index, new Map(shards.map((s, i) => [shardConfigMapName(CONFIGMAP, i), s])));
-  if (!union.ok) throw new Error('union');
+  if (!union.ok || union.config.hash !== config.hash) throw new Error('union');
   return { shards, index, union: union.config };
 }
 
@@ -139,5 +141,14 @@ describe('relay following a sharded config (real API server)', () => {
       10_000,
     );
     expect(await served()).toBe(v2.union.hash);
+  }, 60_000);
+
+  it('serves an index without the union hash (an older operator) with the hash computed from the shards', async () => {
+    const v3 = version(3);
+    for (const [i, s] of v3.shards.entries()) await put(shardConfigMapName(CONFIGMAP, i), s);
+    const older = shardIndex(v3.index.shards ?? []);
+    expect(older.unionHash).toBeUndefined();
+    await put(CONFIGMAP, older);
+    await eventually('relay serves v3', async () => (await served()) === v3.union.hash);
   }, 60_000);
 });
