@@ -4,15 +4,20 @@
 // revocation reach a real relay process (`mailplus relay --configmap`, real SMTP) while the
 // offender exists, the offender's previously published route keeps delivering, and its resources
 // say which budget they broke. Run with one ConfigMap (the default) and with --config-shards=4.
-import type * as k8s from '@kubernetes/client-node';
+
+import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { decodeRelayConfigMap } from '../../contract/config/configmap.ts';
+import { mergeShards, shardIndex } from '../../contract/config/shards.ts';
+import type { RelayConfig } from '../../contract/config/types.gen.ts';
 import { type ControlPlane, kubectl } from '../envtest/control-plane.ts';
 import { type CaptureSink, startCaptureSink } from '../support/capture-sink.ts';
 import { incompressiblePatterns } from '../support/fleet.ts';
 import { runSwaks } from '../support/swaks.ts';
 import {
   adminClient,
+  CONFIGMAP,
   cond,
   eventually,
   getResource,
@@ -173,4 +178,25 @@ describe.each([1, 4])('oversized tenant with --config-shards=%i (real API server
     const first = await getResource(kc, 'mailroutes', 'hostile', 'first');
     expect(cond(first, 'Accepted')?.reason).toBe('TenantBudgetExceeded');
   }, 240_000);
+
+  it.runIf(shards > 1)(
+    'the index names the hash of the union of the stored shards: the one relays serve',
+    async () => {
+      const core = kc.makeApiClient(k8s.CoreV1Api);
+      const read = async (name: string) =>
+        decodeRelayConfigMap(await core.readNamespacedConfigMap({ name, namespace: OPERATOR_NAMESPACE }));
+      const index = await read(CONFIGMAP);
+      expect(index.unionHash).toMatch(/^sha256:/);
+      const docs = new Map<string, RelayConfig>();
+      for (const s of index.shards ?? []) docs.set(s.configMap, await read(s.configMap));
+      // the union's content hash, computed as for an index that does not name it
+      const computed = mergeShards(shardIndex(index.shards ?? []), docs);
+      expect(computed.ok && computed.config.hash).toBe(index.unionHash);
+      await eventually(
+        'the relay serves the union the index names',
+        async () => (await relayConfigInfo(relay.adminPort)).hash === index.unionHash,
+      );
+    },
+    60_000,
+  );
 });
