@@ -47,7 +47,7 @@ const gc = runInNewContext('gc') as () => void;
 const MB = 1024 * 1024;
 const ROUTES = Number(process.env.BENCH_ROUTES ?? 100_000);
 const TENANTS = Number(process.env.BENCH_TENANTS ?? 1000);
-const SHARDS = Number(process.env.BENCH_SHARDS ?? 4);
+const SHARDS = Number(process.env.BENCH_SHARDS ?? 64);
 
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -431,7 +431,6 @@ async function benchApplyLatency(changes: number): Promise<void> {
         k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
       );
       writes.push(performance.now() - w0);
-      const linesBefore = relay.lines.length;
       const t0 = Date.now();
       const patched = (await co.patchNamespacedCustomObject(
         {
@@ -446,11 +445,16 @@ async function benchApplyLatency(changes: number): Promise<void> {
       )) as { metadata: { generation: number } };
       const generation = patched.metadata.generation;
       // the relay logs "config applied" with the hash; the ConfigMap tells which generation it holds
-      const line = await relay.waitForLine(
-        (l) => relay.lines.indexOf(l) >= linesBefore && l.json?.msg === 'config applied',
-        120_000,
-      );
+      // by time, not by position: the relay's line buffer is bounded (oldest lines dropped)
+      const line = await relay
+        .waitForLine((l) => l.at >= t0 && l.json?.msg === 'config applied', 120_000)
+        .catch((err) => {
+          const tail = op.lines.slice(-20).map((l) => l.text);
+          throw new Error(`${(err as Error).message}\noperator's last lines:\n${tail.join('\n')}`);
+        });
       latencies.push(line.at - t0);
+      // each one as it comes: a run cut short (the operator losing its lease under load) still tells
+      console.log(`   change ${i + 1}: ${line.at - t0} ms (${load()})`);
       const config = await publishedConfig(core);
       const key = `MailRoute/${changeNs}/${changeName}`;
       if (config && config.hash === line.json?.hash && (config.sources?.[key] ?? 0) < generation)
