@@ -453,8 +453,17 @@ async function benchApplyLatency(changes: number): Promise<void> {
           throw new Error(`${(err as Error).message}\noperator's last lines:\n${tail.join('\n')}`);
         });
       latencies.push(line.at - t0);
-      // each one as it comes: a run cut short (the operator losing its lease under load) still tells
-      console.log(`   change ${i + 1}: ${line.at - t0} ms (${load()})`);
+      // each one as it comes (a run cut short, e.g. the operator losing its lease under load, still
+      // tells), with where the time went by the operator's own log: patch → its compile started,
+      // the compile, → its last ConfigMap write answered (the index), → the relay applied
+      const opLines = op.lines.filter((l) => l.at >= t0 && l.at <= line.at);
+      const compiled = opLines.find((l) => l.json?.msg === 'compiled relay config');
+      const wrote = opLines.filter((l) => l.json?.msg === 'published relay config').at(-1);
+      const ms = Number(compiled?.json?.ms ?? Number.NaN);
+      const parts = compiled
+        ? `until compile ${compiled.at - ms - t0} ms, compile ${ms} ms, publish ${wrote ? wrote.at - compiled.at : '?'} ms, relay ${wrote ? line.at - wrote.at : '?'} ms`
+        : 'no compile logged';
+      console.log(`   change ${i + 1}: ${line.at - t0} ms = ${parts} (${load()})`);
       const config = await publishedConfig(core);
       const key = `MailRoute/${changeNs}/${changeName}`;
       if (config && config.hash === line.json?.hash && (config.sources?.[key] ?? 0) < generation)
