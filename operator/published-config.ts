@@ -170,7 +170,7 @@ export class PublishedConfig {
     const hash =
       this.storedDoc(this.o.configMapName)?.unionHash ?? cm.metadata?.annotations?.[CONFIG_HASH_ANNOTATION];
     if (!hash) return;
-    if (this.history.sources(hash) && (hash === this.served?.hash || this.ownHashes.has(hash))) return;
+    if (this.history.has(hash) && (hash === this.served?.hash || this.ownHashes.has(hash))) return;
     const c = this.storedPublished();
     if (!c) return;
     this.history.remember(c.hash, c.sources ?? {});

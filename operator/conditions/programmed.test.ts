@@ -66,6 +66,48 @@ describe('Programmed', () => {
     expect(h.size).toBe(2);
   });
 
+  it('history keeps older configs as differences: every lookup equals a full copy per hash', () => {
+    // random walks of configs (changed, added and removed keys, a hash published again) against
+    // a naive history that keeps a copy of every config's sources
+    let seed = 7;
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return (seed >>> 8) % n;
+    };
+    for (let run = 0; run < 20; run++) {
+      const h = new ConfigHistory(5);
+      const naive = new Map<string, Record<string, number>>();
+      const byHash = new Map<string, Record<string, number>>();
+      let current: Record<string, number> = {};
+      for (let step = 0; step < 40; step++) {
+        let hash: string;
+        if (byHash.size > 0 && rnd(4) === 0) {
+          hash = [...byHash.keys()][rnd(byHash.size)];
+          current = byHash.get(hash) as Record<string, number>;
+        } else {
+          current = { ...current };
+          const k = `MailRoute/ns/r${rnd(8)}`;
+          if (rnd(3) === 0) delete current[k];
+          else current[k] = rnd(4) + 1;
+          hash = JSON.stringify(Object.entries(current).sort());
+          byHash.set(hash, current);
+        }
+        h.remember(hash, current);
+        naive.delete(hash);
+        naive.set(hash, { ...current });
+        while (naive.size > 5) naive.delete(naive.keys().next().value as string);
+        expect(h.size).toBe(naive.size);
+        for (const known of byHash.keys()) {
+          const want = naive.get(known);
+          expect(h.has(known)).toBe(want !== undefined);
+          expect(h.sources(known)).toEqual(want);
+          for (let r = 0; r < 8; r++)
+            expect(h.generation(known, `MailRoute/ns/r${r}`)).toBe(want?.[`MailRoute/ns/r${r}`]);
+        }
+      }
+    }
+  });
+
   it('Ready = Accepted ∧ ResolvedRefs ∧ Programmed', () => {
     const s = makeStatus(
       2,

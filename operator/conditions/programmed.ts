@@ -15,27 +15,95 @@ export interface RelayReport {
 /**
  * `sources` of the configs published recently, by hash; bounded (oldest forgotten first), so a
  * relay stuck on an ancient config counts as not serving anything current.
+ *
+ * Only the newest config's `sources` is kept whole (the very object of that config: no copy);
+ * each older one is kept as what it has different from the next newer one. A change of one
+ * MailRoute differs in one key, so 64 configs of 100k resources cost one `sources` and a few
+ * entries instead of 64 dictionaries of 100k keys (about 6 MB each).
  */
 export class ConfigHistory {
-  private readonly byHash = new Map<string, Record<string, number>>();
+  /** Oldest first; the last one holds `full`, each other one its difference to the next. */
+  private readonly entries: Array<{ hash: string; diff: Map<string, number | undefined> }> = [];
+  private full: Record<string, number> = {};
   private readonly limit: number;
   constructor(limit = 32) {
     this.limit = limit;
   }
+
   remember(hash: string, sources: Record<string, number>): void {
-    this.byHash.delete(hash);
-    this.byHash.set(hash, sources);
-    while (this.byHash.size > this.limit) {
-      const oldest = this.byHash.keys().next().value as string;
-      this.byHash.delete(oldest);
+    const last = this.entries.at(-1);
+    if (last?.hash === hash) {
+      this.full = sources; // the same content: its hash says so
+      return;
     }
+    const i = this.indexOf(hash);
+    if (i >= 0) this.drop(i);
+    const newest = this.entries.at(-1);
+    if (newest) newest.diff = difference(this.full, sources);
+    this.entries.push({ hash, diff: new Map() });
+    this.full = sources;
+    while (this.entries.length > this.limit) this.entries.shift();
   }
+
+  /** The generation of `key` in the config `hash`; undefined when not in it or the hash is not known. */
+  generation(hash: string | undefined, key: string): number | undefined {
+    let i = this.indexOf(hash);
+    if (i < 0) return undefined;
+    for (; i < this.entries.length - 1; i++) {
+      const d = this.entries[i].diff;
+      if (d.has(key)) return d.get(key);
+    }
+    return Object.hasOwn(this.full, key) ? this.full[key] : undefined;
+  }
+
+  has(hash: string | undefined): boolean {
+    return this.indexOf(hash) >= 0;
+  }
+
+  /** The whole `sources` of the config `hash` (a copy unless it is the newest). */
   sources(hash: string | undefined): Record<string, number> | undefined {
-    return hash === undefined ? undefined : this.byHash.get(hash);
+    const i = this.indexOf(hash);
+    if (i < 0) return undefined;
+    if (i === this.entries.length - 1) return this.full;
+    const out = { ...this.full };
+    for (let j = this.entries.length - 2; j >= i; j--) {
+      for (const [k, g] of this.entries[j].diff) {
+        if (g === undefined) delete out[k];
+        else out[k] = g;
+      }
+    }
+    return out;
   }
+
   get size(): number {
-    return this.byHash.size;
+    return this.entries.length;
   }
+
+  /** Index of `hash`, newest first (relays mostly serve the newest); -1 if not known. */
+  private indexOf(hash: string | undefined): number {
+    if (hash === undefined) return -1;
+    for (let i = this.entries.length - 1; i >= 0; i--) if (this.entries[i].hash === hash) return i;
+    return -1;
+  }
+
+  /** Forgets entry i (not the newest); the one before it then differs from the one after it by both differences. */
+  private drop(i: number): void {
+    const [gone] = this.entries.splice(i, 1);
+    const before = this.entries[i - 1];
+    if (before) for (const [k, g] of gone.diff) if (!before.diff.has(k)) before.diff.set(k, g);
+  }
+}
+
+/** What `older` has different from `newer`: its value of each key that differs (undefined: absent). */
+function difference(
+  older: Record<string, number>,
+  newer: Record<string, number>,
+): Map<string, number | undefined> {
+  const d = new Map<string, number | undefined>();
+  if (older === newer) return d;
+  for (const k in older) if (newer[k] !== older[k]) d.set(k, older[k]);
+  for (const k in newer) if (!Object.hasOwn(older, k)) d.set(k, undefined);
+  return d;
 }
 
 export interface ProgrammedInput {
@@ -81,7 +149,7 @@ export function programmedCondition(input: ProgrammedInput): StatusCondition {
   }
   let serving = 0;
   for (const r of live) {
-    const g = history.sources(r.hash)?.[key];
+    const g = history.generation(r.hash, key);
     if (g !== undefined && g >= generation) serving++;
   }
   if (serving === live.length) {
