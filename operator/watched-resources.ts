@@ -10,6 +10,7 @@ import { k8s, requestOptions } from '../platform/kube-client.ts';
 import type { Logger } from '../platform/log.ts';
 import type { MailRoute, TenantPolicy } from './api/types.gen.ts';
 import type { CompileCache } from './compile/compile.ts';
+import { compactResource, Interner } from './kube/compact.ts';
 import { type InformerLifecycle, listPaginated, ResilientInformer } from './kube/informer.ts';
 import type { OperatorMetrics } from './metrics.ts';
 import type { Service } from './resources/types.ts';
@@ -101,6 +102,8 @@ export class WatchedResources {
   private readonly compiledFrom = new Map<string, string>();
   /** The cached object of each key (the one the informer holds, no copy). */
   private readonly seen = new Map<string, MailPlusObject>();
+  /** Shares the strings the cached TenantPolicies and MailRoutes repeat (kube/compact.ts). */
+  private readonly interner = new Interner();
   private readonly co: k8s.CustomObjectsApi;
   private readonly core: k8s.CoreV1Api;
   private readonly o: WatchedResourcesOptions;
@@ -192,6 +195,7 @@ export class WatchedResources {
         ),
       onChange: (verb, obj) => this.onResourceChange(kind, verb, obj),
       onResync: () => this.o.onInputChange(),
+      compact: (obj) => compactResource(obj, this.interner),
     });
   }
 

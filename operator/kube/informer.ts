@@ -51,6 +51,11 @@ export interface InformerOptions<T extends KubeObject> {
   staleGraceMs?: number;
   /** Default WATCH_RETRY. */
   restartBackoff?: BackoffPolicy;
+  /**
+   * What the cache keeps of each object from a LIST or a watch event, before anything sees it;
+   * default: the object without metadata.managedFields.
+   */
+  compact?(obj: T): T;
 }
 
 /** Items per LIST request of listPaginated (client-go's reflector uses 500 as well). */
@@ -91,9 +96,31 @@ export async function listPaginated<T>(
  * Nothing here reads metadata.managedFields, and they are about half of a custom resource's size:
  * dropped from the cached objects (100k MailRoutes: tens of MB of operator memory).
  */
-function dropManagedFields(obj: unknown): void {
+function dropManagedFields<T>(obj: T): T {
   const md = (obj as { metadata?: { managedFields?: unknown } } | undefined)?.metadata;
   if (md?.managedFields !== undefined) delete md.managedFields;
+  return obj;
+}
+
+type WatchCallback = (phase: string, obj: unknown, watchObj?: unknown) => void;
+
+/** A Watch whose ADDED/MODIFIED/DELETED objects are compacted before ListWatch caches them. */
+function compactingWatch(watch: k8s.Watch, compact: (obj: unknown) => unknown): k8s.Watch {
+  return {
+    config: watch.config,
+    watch: (path: string, params: Record<string, unknown>, cb: WatchCallback, done: (err: unknown) => void) =>
+      watch.watch(
+        path,
+        params,
+        (phase: string, obj: unknown, watchObj?: unknown) =>
+          cb(
+            phase,
+            phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED' ? compact(obj) : obj,
+            watchObj,
+          ),
+        done,
+      ),
+  } as unknown as k8s.Watch;
 }
 
 /** What an owner of informers of several kinds starts, waits for and stops. */
@@ -173,10 +200,11 @@ export class ResilientInformer<T extends KubeObject> {
   private create(): void {
     const { kind, metrics } = this.opts;
     let lw: k8s.ListWatch<T>;
+    const compact = this.opts.compact ?? dropManagedFields;
     const listFn = async () => {
       metrics.informerRelists.inc({ kind });
       const result = (await this.opts.list()) as unknown as k8s.KubernetesListObject<T>;
-      for (const item of result.items) dropManagedFields(item);
+      result.items = result.items.map((item) => compact(item));
       this.markSynced();
       // ListWatch fills its cache right after this resolves (same microtask chain): swap and
       // announce the sync after that.
@@ -185,7 +213,7 @@ export class ResilientInformer<T extends KubeObject> {
     };
     lw = new k8s.ListWatch<T>(
       this.opts.path,
-      new k8s.Watch(this.opts.kc),
+      compactingWatch(new k8s.Watch(this.opts.kc), compact as (obj: unknown) => unknown),
       listFn as never,
       false,
       this.opts.labelSelector,
@@ -195,7 +223,6 @@ export class ResilientInformer<T extends KubeObject> {
     this.current = lw;
     for (const verb of ['add', 'update', 'delete'] as const) {
       lw.on(verb, (obj: T) => {
-        dropManagedFields(obj);
         if (lw !== this.current || this.stopping) return;
         this.markSynced();
         this.backoff.reset();

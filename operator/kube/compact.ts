@@ -1,0 +1,95 @@
+// What the informer caches keep of a Mail-Plus resource: at 100k MailRoutes the cache is the
+// operator's largest memory, and most of it is not what the operator reads. JSON.parse gives every
+// object its own copy of every string ("Programmed", the same condition messages, the same
+// timestamps, the tenant's upstream host: about 2 KB per MailRoute with a status), and the API
+// server sends fields nothing here reads. The compact record keeps the metadata the operator reads
+// (name, namespace, uid, resourceVersion, generation, creationTimestamp, deletionTimestamp, labels,
+// annotations but kubectl's last-applied copy of the object), the spec and the status, with
+// repeated strings shared through a bounded interner.
+
+/** kubectl apply's copy of the whole object in an annotation: a second spec nothing here reads. */
+export const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
+
+/** Strings longer than this are not interned (free text a tenant wrote is rarely repeated). */
+const MAX_INTERNED_LENGTH = 512;
+
+/**
+ * One shared copy per distinct string, bounded: two generations of at most `limit` strings each;
+ * a string seen again moves to the current generation, one not seen for a generation is forgotten
+ * (objects that hold it keep their copy). Timestamps and generation numbers in condition messages
+ * keep changing for as long as the operator runs: an unbounded table would grow with them.
+ */
+export class Interner {
+  private current = new Map<string, string>();
+  private previous = new Map<string, string>();
+  private readonly limit: number;
+
+  constructor(limit = 65_536) {
+    this.limit = limit;
+  }
+
+  /** Strings the table holds (both generations). */
+  get size(): number {
+    return this.current.size + this.previous.size;
+  }
+
+  intern(s: string): string {
+    if (s.length > MAX_INTERNED_LENGTH) return s;
+    const hit = this.current.get(s);
+    if (hit !== undefined) return hit;
+    const shared = this.previous.get(s) ?? s;
+    if (this.current.size >= this.limit) {
+      this.previous = this.current;
+      this.current = new Map();
+    }
+    this.current.set(shared, shared);
+    return shared;
+  }
+
+  /** A deep copy of JSON data with every string interned (object keys are interned by V8 already). */
+  json<T>(v: T): T {
+    if (typeof v === 'string') return this.intern(v) as T;
+    if (typeof v !== 'object' || v === null) return v;
+    if (Array.isArray(v)) return v.map((x) => this.json(x)) as T;
+    const out: Record<string, unknown> = {};
+    for (const k in v) out[k] = this.json((v as Record<string, unknown>)[k]);
+    return out as T;
+  }
+}
+
+interface ResourceLike {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: Record<string, unknown>;
+  spec?: unknown;
+  status?: unknown;
+}
+
+/** The metadata fields copied as they are (strings interned where they repeat). */
+const KEPT_METADATA = ['name', 'uid', 'resourceVersion', 'generation', 'deletionTimestamp'] as const;
+
+/** The compact record of a custom resource as it comes from the API server (see the top of this file). */
+export function compactResource<T>(obj: T, interner: Interner): T {
+  const o = obj as ResourceLike;
+  if (typeof o !== 'object' || o === null) return obj;
+  const md = o.metadata ?? {};
+  const metadata: Record<string, unknown> = {};
+  for (const k of KEPT_METADATA) if (md[k] !== undefined) metadata[k] = md[k];
+  if (typeof md.namespace === 'string') metadata.namespace = interner.intern(md.namespace);
+  if (typeof md.creationTimestamp === 'string')
+    metadata.creationTimestamp = interner.intern(md.creationTimestamp);
+  if (md.labels !== undefined) metadata.labels = interner.json(md.labels);
+  const annotations = md.annotations as Record<string, unknown> | undefined;
+  if (annotations !== undefined) {
+    const { [LAST_APPLIED]: _copy, ...rest } = annotations;
+    metadata.annotations = interner.json(rest);
+  }
+  const out: ResourceLike = {
+    apiVersion: typeof o.apiVersion === 'string' ? interner.intern(o.apiVersion) : o.apiVersion,
+    kind: typeof o.kind === 'string' ? interner.intern(o.kind) : o.kind,
+    metadata,
+  };
+  if (o.spec !== undefined) out.spec = interner.json(o.spec);
+  if (o.status !== undefined) out.status = interner.json(o.status);
+  return out as T;
+}
