@@ -104,6 +104,36 @@ export function summarizeReady(conditions: StatusCondition[]): StatusCondition {
   };
 }
 
+/**
+ * The conditions of the same two decisions, one frozen array for every resource that has them
+ * (100k accepted MailRoutes differ only in their generation: one array instead of 100k arrays of
+ * three conditions). Bounded: forgotten all at once past SHARED_CONDITIONS_LIMIT decisions.
+ */
+const SHARED_CONDITIONS_LIMIT = 4096;
+const sharedByDecisions = new Map<string, StatusCondition[]>();
+
+function sharedConditions(accepted: Verdict, resolvedRefs: Verdict): StatusCondition[] {
+  const key = [
+    accepted.status,
+    accepted.reason,
+    accepted.message,
+    resolvedRefs.status,
+    resolvedRefs.reason,
+    resolvedRefs.message,
+  ].join('\0');
+  const hit = sharedByDecisions.get(key);
+  if (hit) return hit;
+  const conditions: StatusCondition[] = [
+    Object.freeze({ type: 'Accepted', ...accepted }),
+    Object.freeze({ type: 'ResolvedRefs', ...resolvedRefs }),
+  ];
+  conditions.push(Object.freeze(summarizeReady(conditions)));
+  Object.freeze(conditions);
+  if (sharedByDecisions.size >= SHARED_CONDITIONS_LIMIT) sharedByDecisions.clear();
+  sharedByDecisions.set(key, conditions);
+  return conditions;
+}
+
 /** The status from the compile step's two decisions, with Ready summarising them. */
 export function makeStatus(
   generation: number | undefined,
@@ -111,12 +141,7 @@ export function makeStatus(
   resolvedRefs: Omit<StatusCondition, 'type'>,
   conflicts?: Conflict[],
 ): ResourceStatus {
-  const conditions: StatusCondition[] = [
-    { type: 'Accepted', ...accepted },
-    { type: 'ResolvedRefs', ...resolvedRefs },
-  ];
-  conditions.push(summarizeReady(conditions));
-  const status: ResourceStatus = { conditions };
+  const status: ResourceStatus = { conditions: sharedConditions(accepted, resolvedRefs) };
   if (generation !== undefined) status.generation = generation;
   if (conflicts && conflicts.length > 0) status.conflicts = conflicts;
   return status;
