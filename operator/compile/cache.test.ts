@@ -6,7 +6,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { MailRoute, TenantPolicy } from '../api/types.gen.ts';
 import type { Service } from '../resources/types.ts';
-import { CompileCache } from './cache.ts';
+import { CompileCache, sharedWith } from './cache.ts';
 import { type CompileInput, type CompileResult, compile, renderRelayConfig } from './compile.ts';
 
 /** Deterministic PRNG (mulberry32): a failing seed reproduces. */
@@ -80,6 +80,15 @@ function service(ns: string, port: number, pick: () => number): Service {
   };
 }
 
+/** Frozen all the way down: a compile that wrote into its input (a spec it shares) would throw. */
+function deepFreeze<T>(v: T): T {
+  if (typeof v === 'object' && v !== null && !Object.isFrozen(v)) {
+    for (const x of Object.values(v)) deepFreeze(x);
+    Object.freeze(v);
+  }
+  return v;
+}
+
 const snapshot = (r: CompileResult) => ({
   rendered: renderRelayConfig(r.config),
   statuses: JSON.stringify([...r.statuses]),
@@ -143,6 +152,9 @@ describe('compile with a CompileCache', () => {
           mailRoutes: [...routes.values()],
           services: [...services.values()].map((s) => structuredClone(s)),
         };
+        // the cache keeps specs that share the inputs' own parts: the compile must never write them
+        deepFreeze(input.tenantPolicies);
+        deepFreeze(input.mailRoutes);
         const cached = compile(input, { now, previous, cache });
         const scratch = compile(input, { now, previous });
         expect(snapshot(cached), `seed ${seed} step ${step}`).toEqual(snapshot(scratch));
@@ -178,5 +190,24 @@ describe('compile with a CompileCache', () => {
     // b was declared the same; the others are new objects, compiled again (same output)
     expect(second.config.tenants[1]).toBe(first.config.tenants[1]);
     expect(second.config.tenants[0]).not.toBe(first.config.tenants[0]);
+  });
+
+  it('the validated spec shares every part equal to the cached object, and only those', () => {
+    const raw = {
+      priority: 100,
+      match: { recipients: ['a@x.example'] },
+      forward: { upstreams: [{ host: 'mx' }] },
+    };
+    const defaulted = structuredClone(raw) as typeof raw & {
+      forward: { upstreams: Array<{ tls?: string }> };
+    };
+    defaulted.forward.upstreams[0].tls = 'opportunistic';
+    const shared = sharedWith(defaulted, raw);
+    expect(shared).toEqual(defaulted);
+    expect(shared).not.toBe(raw);
+    expect(shared.match).toBe(raw.match);
+    expect(shared.forward).not.toBe(raw.forward);
+    expect(shared.forward.upstreams[0]).toEqual({ host: 'mx', tls: 'opportunistic' });
+    expect(sharedWith(structuredClone(raw), raw)).toBe(raw);
   });
 });

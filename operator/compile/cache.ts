@@ -46,7 +46,9 @@ export class CompileCache {
   /**
    * validate(raw), once per object. Only the errors and the defaulted spec are kept (the compile
    * reads nothing else of the defaulted copy): the copy of metadata and status would double the
-   * memory the informer caches already take.
+   * memory the informer caches already take. The defaulted spec shares every part that equals the
+   * cached object's own (the API server applies the CRD defaults itself, so usually all of it):
+   * never two copies of a spec. The compile reads specs, it never writes them.
    */
   validated<T extends { spec?: unknown }>(
     raw: T,
@@ -62,7 +64,9 @@ export class CompileCache {
     const hit = memo.get(key) as ValidationResult<T> | undefined;
     if (hit) return hit;
     const full = validate(raw);
-    const result = full.value ? { errors: full.errors, value: { spec: full.value.spec } as T } : full;
+    const result = full.value
+      ? { errors: full.errors, value: { spec: sharedWith(full.value.spec, raw.spec) } as T }
+      : full;
     memo.set(key, result);
     return result;
   }
@@ -114,4 +118,21 @@ export class CompileCache {
   end(visited: ReadonlySet<string>): void {
     for (const ns of this.sections.keys()) if (!visited.has(ns)) this.sections.delete(ns);
   }
+}
+
+/**
+ * `copy` (a deep copy of `raw` with defaults filled in) with every subtree that equals `raw`'s
+ * replaced by `raw`'s own: the whole of `raw` when nothing was defaulted.
+ */
+export function sharedWith<T>(copy: T, raw: unknown): T {
+  if (copy === raw || typeof copy !== 'object' || copy === null) return copy;
+  if (typeof raw !== 'object' || raw === null || Array.isArray(copy) !== Array.isArray(raw)) return copy;
+  const c = copy as Record<string, unknown>;
+  const r = raw as Record<string, unknown>;
+  let same = Object.keys(c).length === Object.keys(r).length;
+  for (const k of Object.keys(c)) {
+    c[k] = sharedWith(c[k], r[k]);
+    if (c[k] !== r[k] || !Object.hasOwn(r, k)) same = false;
+  }
+  return same ? (raw as T) : copy;
 }
