@@ -51,7 +51,7 @@ export function normalizeDomain(input: string): ParseResult<string> {
   let r = domainCache.get(input);
   if (r === undefined) {
     // domainToASCII dominates compile time for large inputs; domains repeat a lot.
-    if (domainCache.size >= 100_000) domainCache.clear();
+    if (domainCache.size >= 16_384) domainCache.clear();
     r = normalizeDomainUncached(input);
     domainCache.set(input, r);
   }

@@ -13,6 +13,17 @@ export interface SectionInputs {
   text: string;
 }
 
+/** The validation result of an object that has errors (a valid one is remembered by its spec). */
+class Invalid {
+  readonly result: ValidationResult<unknown>;
+  constructor(result: ValidationResult<unknown>) {
+    this.result = result;
+  }
+}
+
+/** The remembered spec of a valid object without one. */
+const NO_SPEC = Symbol('no spec');
+
 interface Memo {
   inputs: SectionInputs;
   section: { reusable: boolean };
@@ -61,14 +72,18 @@ export class CompileCache {
       memo = new WeakMap();
       this.checked.set(validate as (raw: never) => unknown, memo);
     }
-    const hit = memo.get(key) as ValidationResult<T> | undefined;
-    if (hit) return hit;
+    const hit = memo.get(key);
+    if (hit instanceof Invalid) return hit.result as ValidationResult<T>;
+    if (hit !== undefined) return { errors: [], value: { spec: hit === NO_SPEC ? undefined : hit } as T };
     const full = validate(raw);
-    const result = full.value
-      ? { errors: full.errors, value: { spec: sharedWith(full.value.spec, raw.spec) } as T }
-      : full;
-    memo.set(key, result);
-    return result;
+    if (!full.value || full.errors.length > 0) {
+      memo.set(key, new Invalid(full));
+      return full;
+    }
+    // a valid object is remembered by its spec alone (no result object per resource)
+    const spec = sharedWith(full.value.spec, raw.spec);
+    memo.set(key, spec === undefined ? NO_SPEC : spec);
+    return { errors: [], value: { spec } as T };
   }
 
   /** make(), once per object and kind (its metadata as the compile reads it). */
