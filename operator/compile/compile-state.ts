@@ -51,15 +51,15 @@ export interface CompileResult {
 }
 
 export interface Meta {
-  kind: 'TenantPolicy' | 'MailRoute';
-  namespace: string;
-  name: string;
-  key: string;
-  label: string;
-  generation: number | undefined;
-  created: number;
+  readonly kind: 'TenantPolicy' | 'MailRoute';
+  readonly namespace: string;
+  readonly name: string;
+  readonly key: string;
+  readonly label: string;
+  readonly generation: number | undefined;
+  readonly created: number;
   /** Position in the input (documentOrder), else 0. */
-  position: number;
+  readonly position: number;
 }
 
 export type FieldError = { field: string; message: string };
@@ -177,6 +177,39 @@ function servicesByName(services: Service[]): Map<string, Service> {
   return out;
 }
 
+/**
+ * A resource's identity as the compile reads it; the label (for messages only) is made when
+ * asked: a string per resource kept for 100k resources is megabytes of memory.
+ */
+class ResourceMeta implements Meta {
+  readonly kind: 'TenantPolicy' | 'MailRoute';
+  readonly namespace: string;
+  readonly name: string;
+  readonly key: string;
+  readonly generation: number | undefined;
+  readonly created: number;
+  readonly position: number;
+  constructor(
+    kind: 'TenantPolicy' | 'MailRoute',
+    namespace: string,
+    name: string,
+    generation: number | undefined,
+    created: number,
+    position: number,
+  ) {
+    this.kind = kind;
+    this.namespace = namespace;
+    this.name = name;
+    this.key = resourceKey(kind, namespace, name);
+    this.generation = generation;
+    this.created = created;
+    this.position = position;
+  }
+  get label(): string {
+    return resourceLabel(this.kind, this.namespace, this.name);
+  }
+}
+
 function metaOf(
   kind: 'TenantPolicy' | 'MailRoute',
   obj: { metadata?: Record<string, unknown> },
@@ -186,17 +219,15 @@ function metaOf(
   const namespace = typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default';
   const name = typeof md.name === 'string' ? md.name : '';
   const ts = typeof md.creationTimestamp === 'string' ? Date.parse(md.creationTimestamp) : Number.NaN;
-  return {
+  return new ResourceMeta(
     kind,
     namespace,
     name,
-    key: resourceKey(kind, namespace, name),
-    label: resourceLabel(kind, namespace, name),
-    generation: typeof md.generation === 'number' ? md.generation : undefined,
+    typeof md.generation === 'number' ? md.generation : undefined,
     // Missing timestamps (files) count as newest.
-    created: Number.isFinite(ts) ? ts : Number.POSITIVE_INFINITY,
+    Number.isFinite(ts) ? ts : Number.POSITIVE_INFINITY,
     position,
-  };
+  );
 }
 
 /** Older first; equal or missing timestamps fall back to input position (files), then namespace/name. */

@@ -43,7 +43,8 @@ export function formatResourceError(e: ResourceError): string {
 
 /** 'Kind/namespace/name', the key of statuses and RelayConfig.sources. */
 export function resourceKey(kind: string, namespace: string | undefined, name: string): string {
-  return `${kind}/${namespace ?? 'default'}/${name}`;
+  // one flat string (a template literal makes a tree of string pieces, kept for 100k keys)
+  return [kind, namespace ?? 'default', name].join('/');
 }
 
 /** 'MailRoute team-a/billing' as used in messages. */
