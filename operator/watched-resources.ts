@@ -118,7 +118,8 @@ export class WatchedResources {
       ...this.common(),
       kind: 'Service',
       path: '/api/v1/services',
-      list: () => listPaginated((page) => this.core.listServiceForAllNamespaces(page, listDeadline())),
+      list: (each) =>
+        listPaginated((page) => this.core.listServiceForAllNamespaces(page, listDeadline()), undefined, each),
       onChange: (_verb, s) => {
         if (!this.referenced || this.referenced.has(`${s.metadata?.namespace}/${s.metadata?.name}`))
           o.onInputChange();
@@ -186,12 +187,15 @@ export class WatchedResources {
       ...this.common(),
       kind,
       path: `/apis/${GROUP}/${VERSION}/${plural}`,
-      list: () =>
-        listPaginated((page) =>
-          this.co.listClusterCustomObject(
-            { group: GROUP, version: VERSION, plural, ...page },
-            listDeadline(),
-          ),
+      list: (each) =>
+        listPaginated(
+          (page) =>
+            this.co.listClusterCustomObject(
+              { group: GROUP, version: VERSION, plural, ...page },
+              listDeadline(),
+            ),
+          undefined,
+          each,
         ),
       onChange: (verb, obj) => this.onResourceChange(kind, verb, obj),
       onResync: () => this.o.onInputChange(),

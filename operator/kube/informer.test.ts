@@ -33,4 +33,25 @@ describe('listPaginated', () => {
       }, 1),
     ).rejects.toThrow(/continue token expired/);
   });
+
+  it('passes every item through `each` page by page, before the next page is asked for', async () => {
+    const seen: string[] = [];
+    const list = await listPaginated<{ name: string }>(
+      async (opts) => {
+        seen.push(`page ${opts._continue ?? 0}`);
+        const start = opts._continue ? Number(opts._continue) : 0;
+        return {
+          metadata: { resourceVersion: '1', continue: start + 2 < 4 ? String(start + 2) : '' },
+          items: [{ name: `o${start}` }, { name: `o${start + 1}` }],
+        };
+      },
+      2,
+      (item) => {
+        seen.push(item.name);
+        return { name: item.name.toUpperCase() };
+      },
+    );
+    expect(list.items).toEqual([{ name: 'O0' }, { name: 'O1' }, { name: 'O2' }, { name: 'O3' }]);
+    expect(seen).toEqual(['page 0', 'o0', 'o1', 'page 2', 'o2', 'o3']);
+  });
 });

@@ -36,7 +36,12 @@ export interface InformerOptions<T extends KubeObject> {
   kc: k8s.KubeConfig;
   /** Watch path, e.g. /apis/mailplus.io/v1alpha1/mailroutes. */
   path: string;
-  list(): Promise<ListResult<T>>;
+  /**
+   * A LIST of every object; a paginated one passes each page's items through `each` as it comes,
+   * so that the raw objects of a 100k LIST are never all alive at once (the process keeps the
+   * memory of that peak).
+   */
+  list(each?: (item: T) => T): Promise<ListResult<T>>;
   labelSelector?: string;
   fieldSelector?: string;
   metrics: OperatorMetrics;
@@ -69,6 +74,7 @@ export const LIST_PAGE_SIZE = 500;
 export async function listPaginated<T>(
   page: (opts: { limit: number; _continue?: string }) => Promise<unknown>,
   limit = LIST_PAGE_SIZE,
+  each: (item: T) => T = (item) => item,
 ): Promise<{ apiVersion?: string; kind?: string; metadata: { resourceVersion?: string }; items: T[] }> {
   const items: T[] = [];
   let token: string | undefined;
@@ -81,7 +87,7 @@ export async function listPaginated<T>(
       items?: T[];
     };
     first ??= res;
-    for (const item of res.items ?? []) items.push(item);
+    for (const item of res.items ?? []) items.push(each(item));
     token = res.metadata?.continue || undefined;
   } while (token);
   return {
@@ -108,7 +114,12 @@ type WatchCallback = (phase: string, obj: unknown, watchObj?: unknown) => void;
 function compactingWatch(watch: k8s.Watch, compact: (obj: unknown) => unknown): k8s.Watch {
   return {
     config: watch.config,
-    watch: (path: string, params: Record<string, unknown>, cb: WatchCallback, done: (err: unknown) => void) =>
+    watch: (
+      path: string,
+      params: Record<string, string | number | boolean | undefined>,
+      cb: WatchCallback,
+      done: (err: unknown) => void,
+    ) =>
       watch.watch(
         path,
         params,
@@ -203,8 +214,15 @@ export class ResilientInformer<T extends KubeObject> {
     const compact = this.opts.compact ?? dropManagedFields;
     const listFn = async () => {
       metrics.informerRelists.inc({ kind });
-      const result = (await this.opts.list()) as unknown as k8s.KubernetesListObject<T>;
-      result.items = result.items.map((item) => compact(item));
+      // what list() compacted page by page is not compacted again; the rest is compacted here
+      const done = new WeakSet<object>();
+      const each = (item: T): T => {
+        const c = compact(item);
+        if (typeof c === 'object' && c !== null) done.add(c);
+        return c;
+      };
+      const result = (await this.opts.list(each)) as unknown as k8s.KubernetesListObject<T>;
+      result.items = result.items.map((item) => (done.has(item as object) ? item : compact(item)));
       this.markSynced();
       // ListWatch fills its cache right after this resolves (same microtask chain): swap and
       // announce the sync after that.
