@@ -76,4 +76,17 @@ describe('compactResource', () => {
     expect(c.spec.match.recipients).toEqual(['r1@a.example']);
     expect(c.status.conditions[0].status).toBe('True');
   });
+
+  it('objects with the very same condition share one frozen condition object', () => {
+    const interner = new Interner();
+    const a = compactResource(fromApi('r1'), interner);
+    const b = compactResource(fromApi('r2'), interner);
+    const other = fromApi('r3');
+    other.status.conditions[0].lastTransitionTime = '2026-12-03T17:00:02Z';
+    const c = compactResource(other, interner);
+    expect(b.status.conditions[0]).toBe(a.status.conditions[0]);
+    expect(c.status.conditions[0]).not.toBe(a.status.conditions[0]);
+    expect(c.status.conditions[0].lastTransitionTime).toBe('2026-12-03T17:00:02Z');
+    expect(Object.isFrozen(a.status.conditions[0])).toBe(true);
+  });
 });

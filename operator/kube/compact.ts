@@ -22,6 +22,8 @@ const MAX_INTERNED_LENGTH = 512;
 export class Interner {
   private current = new Map<string, string>();
   private previous = new Map<string, string>();
+  private sharedCurrent = new Map<string, object>();
+  private sharedPrevious = new Map<string, object>();
   private readonly limit: number;
 
   constructor(limit = 65_536) {
@@ -46,6 +48,19 @@ export class Interner {
     return shared;
   }
 
+  /** One frozen object for equal JSON objects of strings and numbers, bounded like the strings. */
+  shared<T extends object>(obj: T): T {
+    const key = JSON.stringify(obj);
+    const hit = this.sharedCurrent.get(key) ?? this.sharedPrevious.get(key);
+    if (this.sharedCurrent.size >= this.limit / 4) {
+      this.sharedPrevious = this.sharedCurrent;
+      this.sharedCurrent = new Map();
+    }
+    const one = (hit ?? Object.freeze(obj)) as T;
+    this.sharedCurrent.set(key, one);
+    return one;
+  }
+
   /** A deep copy of JSON data with every string interned (object keys are interned by V8 already). */
   json<T>(v: T): T {
     if (typeof v === 'string') return this.intern(v) as T;
@@ -63,6 +78,19 @@ interface ResourceLike {
   metadata?: Record<string, unknown>;
   spec?: unknown;
   status?: unknown;
+}
+
+/**
+ * The status with each condition shared by every object that has the very same one (same type,
+ * status, reason, message, observedGeneration and lastTransitionTime: objects written in the same
+ * second of a status burst): six conditions are about 40 % of a cached MailRoute. Frozen: a
+ * shared condition is read, never written.
+ */
+function compactStatus(status: unknown, interner: Interner): unknown {
+  const st = interner.json(status) as { conditions?: unknown };
+  if (!Array.isArray(st?.conditions)) return st;
+  st.conditions = st.conditions.map((c) => (typeof c === 'object' && c !== null ? interner.shared(c) : c));
+  return st;
 }
 
 /** The metadata fields copied as they are (strings interned where they repeat). */
@@ -90,6 +118,6 @@ export function compactResource<T>(obj: T, interner: Interner): T {
     metadata,
   };
   if (o.spec !== undefined) out.spec = interner.json(o.spec);
-  if (o.status !== undefined) out.status = interner.json(o.status);
+  if (o.status !== undefined) out.status = compactStatus(o.status, interner);
   return out as T;
 }
