@@ -60,6 +60,20 @@ const load = () =>
     .map((l) => l.toFixed(1))
     .join(' ')}`;
 
+/**
+ * Change i of a run, as the operator sees one edit: one MailRoute (spread over the fleet) becomes
+ * a new object with the next generation, every other object stays the same.
+ */
+function changeOneRoute(routes: ReturnType<typeof fleet>['mailRoutes'], i: number): void {
+  const k = (i * 7919) % routes.length;
+  const r = routes[k];
+  routes[k] = {
+    ...r,
+    metadata: { ...r.metadata, generation: (r.metadata.generation ?? 1) + 1 },
+    spec: { ...r.spec, priority: 101 + i },
+  };
+}
+
 function benchCompile(): void {
   console.log(
     `== compile (pure) + budgets + shard plan, ${TENANTS} tenants, ${SHARDS} shards (${load()}) ==`,
@@ -91,13 +105,7 @@ function benchCompile(): void {
     const changes: Array<[number, number]> = [];
     let previous = new Map(plan.map((d) => [d.name, d.config]));
     for (let i = 0; i < 5; i++) {
-      const k = (i * 7919) % n;
-      const r = input.mailRoutes[k];
-      input.mailRoutes[k] = {
-        ...r,
-        metadata: { ...r.metadata, generation: (r.metadata.generation ?? 1) + 1 },
-        spec: { ...r.spec, priority: 101 + i },
-      };
+      changeOneRoute(input.mailRoutes, i);
       gc();
       const c0 = performance.now();
       const again = compile(input, { cache });
@@ -195,13 +203,7 @@ function benchApplyPath(): void {
   if (first.index) relay.index(first.index);
   const rows: number[][] = [];
   for (let i = 0; i < 7; i++) {
-    const k = (i * 7919) % ROUTES;
-    const r = input.mailRoutes[k];
-    input.mailRoutes[k] = {
-      ...r,
-      metadata: { ...r.metadata, generation: (r.metadata.generation ?? 1) + 1 },
-      spec: { ...r.spec, priority: 101 + i },
-    };
+    changeOneRoute(input.mailRoutes, i);
     const config = compileOnce();
     gc();
     const t0 = performance.now();
