@@ -241,6 +241,11 @@ function statusMetrics(registers: Registry[]) {
       labelNames: ['result'],
       registers,
     }),
+    statusEvaluationsTotal: new Counter({
+      name: `${p}status_evaluations_total`,
+      help: 'Objects whose desired status a sweep computed afresh (the others had nothing it reads changed)',
+      registers,
+    }),
     eventsTotal: new Counter({
       name: `${p}events_total`,
       help: 'Kubernetes Events emitted (type: Normal | Warning | suppressed)',
@@ -295,6 +300,7 @@ export class OperatorMetrics implements ReturnType<typeof operatorMetrics> {
   declare readonly relaysUnreachable: Gauge<string>;
   declare readonly relayScrapesTotal: Counter<'result'>;
   declare readonly statusWritesTotal: Counter<'result'>;
+  declare readonly statusEvaluationsTotal: Counter;
   declare readonly eventsTotal: Counter<'type'>;
   private readonly inProgress: InProgressMap = new Map();
 

@@ -18,9 +18,10 @@ import {
   type ConfigHistory,
   programmedCondition,
   type RelayReport,
+  servingCount,
   withProgrammed,
 } from './conditions/programmed.ts';
-import type { StatusCondition } from './conditions/resource-status.ts';
+import type { ResourceStatus, StatusCondition } from './conditions/resource-status.ts';
 import type { HeldBack } from './config-publisher.ts';
 import type { ReconcileResult } from './controller/controller.ts';
 import type { OperatorMetrics } from './metrics.ts';
@@ -60,6 +61,51 @@ export interface StatusReconcilerOptions {
   beforeStatusWrite?(target: StatusTarget, attempt: number): Promise<void>;
 }
 
+/** What a sweep reads besides each object. */
+interface SweepInputs {
+  last: CompileResult;
+  live: RelayReport[];
+  /** The live relays and why any is unreachable (Programmed's message names them). */
+  liveSig: string;
+  /** Of the config relays serve: the generation of each resource in it. */
+  sources: Record<string, number>;
+  round: number;
+}
+
+/**
+ * An object's verdict in a sweep and everything it was computed from but the clock: the object (by
+ * identity: informer objects are replaced on change, never mutated), the conditions the compile
+ * decided for it, the live relays, its tenant's held-back reason, the generation of it in the
+ * served config, and how many relays serve its generation.
+ */
+interface Verdict {
+  obj: MailPlusObject;
+  conditions: ResourceStatus['conditions'];
+  liveSig: string;
+  held: string;
+  served: number | undefined;
+  serving: number;
+  /** The Ready condition's status. */
+  ready: string;
+  /** The desired status while it differs from the stored one (a write is due). */
+  pending: DesiredStatus | undefined;
+  /** The sweep that last saw the object (older ones are forgotten: the object is gone). */
+  round: number;
+}
+
+/** Equal compile conditions: mostly the very same (shared, frozen) array, else equal one by one. */
+function sameConditions(a: StatusCondition[], b: StatusCondition[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  return a.every(
+    (c, i) =>
+      c.type === b[i].type &&
+      c.status === b[i].status &&
+      c.reason === b[i].reason &&
+      c.message === b[i].message,
+  );
+}
+
 const sig = (d: DesiredStatus) =>
   JSON.stringify([d.observedGeneration, d.conditions.map((c) => [c.type, c.status, c.reason, c.message])]);
 
@@ -77,6 +123,11 @@ function regardingOf(kind: MailPlusKind, obj: MailPlusObject): Regarding {
 export class StatusReconciler {
   /** key → what we last wrote and on which resourceVersion (skip until the cache shows it). */
   private readonly written = new Map<string, { sig: string; basedOnRv: string | undefined }>();
+  /** key → its verdict in the last sweep (see verdict). */
+  private readonly verdicts = new Map<string, Verdict>();
+  private sweepRound = 0;
+  /** Objects whose desired status sweeps computed afresh (the rest reused their verdict). */
+  private evaluated = 0;
   private readonly o: StatusReconcilerOptions;
 
   constructor(o: StatusReconcilerOptions) {
@@ -118,30 +169,87 @@ export class StatusReconciler {
   }
 
   /**
-   * Desired against stored status for every object (cheap; the leader queues a write only where
-   * they differ and it has not just written the same); counts them by Ready for the metrics.
+   * Desired against stored status for every object (the leader queues a write only where they
+   * differ and it has not just written the same); counts them by Ready for the metrics. Runs on
+   * every aggregate reconcile, so at 100k objects it must not recompute 100k statuses each time:
+   * an object's verdict is reused while everything it is computed from is the same (see Verdict).
+   * Returns how many objects were evaluated afresh.
    */
-  sweep(live: RelayReport[], leader: boolean, enqueue: (key: string) => void): void {
+  sweep(live: RelayReport[], leader: boolean, enqueue: (key: string) => void): number {
     const { resources, metrics } = this.o;
+    const last = this.o.inputs.compiled();
     const counts = new Map<string, number>();
+    const round = ++this.sweepRound;
+    const before = this.evaluated;
+    const liveSig = live.map((r) => `${r.id}\t${r.error ?? ''}`).join('\n');
+    const sources = last ? ((this.o.inputs.served() ?? last.config).sources ?? {}) : {};
     for (const [kind, inf] of [
       ['TenantPolicy', resources.tenantPolicies],
       ['MailRoute', resources.mailRoutes],
     ] as const) {
       for (const s of ['True', 'False', 'Unknown']) counts.set(`${kind}|${s}`, 0);
+      if (!last) continue;
       for (const obj of inf.list() as MailPlusObject[]) {
         const key = resourceKey(kind, obj.metadata.namespace, obj.metadata.name);
-        const d = this.desiredFor(key, obj, obj.status, live);
-        if (!d) continue;
-        const ready = d.conditions.find((c) => c.type === 'Ready')?.status ?? 'Unknown';
-        counts.set(`${kind}|${ready}`, (counts.get(`${kind}|${ready}`) ?? 0) + 1);
-        if (leader && statusDiffers(obj.status, d) && !this.alreadyWritten(key, obj, d)) enqueue(key);
+        const v = this.verdict(key, obj, { last, live, liveSig, sources, round });
+        if (!v) continue;
+        counts.set(`${kind}|${v.ready}`, (counts.get(`${kind}|${v.ready}`) ?? 0) + 1);
+        if (leader && v.pending && !this.alreadyWritten(key, obj, v.pending)) enqueue(key);
       }
     }
+    for (const [key, v] of this.verdicts) if (v.round !== round) this.verdicts.delete(key);
     for (const [k, n] of counts) {
       const [kind, status] = k.split('|');
       metrics.resources.set({ kind, condition: 'Ready', status }, n);
     }
+    metrics.statusEvaluationsTotal.inc(this.evaluated - before);
+    return this.evaluated - before;
+  }
+
+  /**
+   * The object's verdict: the last sweep's while the object, its compile status, the relays (who
+   * is live and unreachable), its tenant's held-back reason and the generations served of it are
+   * all the same; else computed afresh. Undefined while the last compile has not seen its generation.
+   */
+  private verdict(key: string, obj: MailPlusObject, at: SweepInputs): Verdict | undefined {
+    const st = at.last.statuses.get(key);
+    const generation = obj.metadata.generation ?? 0;
+    if (!st || (st.generation ?? 0) !== generation) return undefined;
+    const heldBack = this.o.inputs.heldBack(obj.metadata.namespace ?? 'default');
+    const held = heldBack ? `${heldBack.reason}\n${heldBack.message}` : '';
+    const served = Object.hasOwn(at.sources, key) ? at.sources[key] : undefined;
+    const serving = servingCount(this.o.inputs.history, at.live, key, generation);
+    const v = this.verdicts.get(key);
+    if (
+      v?.obj === obj &&
+      sameConditions(v.conditions, st.conditions) &&
+      v.liveSig === at.liveSig &&
+      v.held === held &&
+      v.served === served &&
+      v.serving === serving
+    ) {
+      v.round = at.round;
+      return v;
+    }
+    const d = this.desiredFor(key, obj, obj.status, at.live);
+    if (!d) return undefined;
+    this.evaluated++;
+    const ready = d.conditions.find((c) => c.type === 'Ready')?.status ?? 'Unknown';
+    const pending = statusDiffers(obj.status, d) ? d : undefined;
+    const { conditions } = st;
+    const fresh = {
+      obj,
+      conditions,
+      liveSig: at.liveSig,
+      held,
+      served,
+      serving,
+      ready,
+      pending,
+      round: at.round,
+    };
+    this.verdicts.set(key, fresh);
+    return fresh;
   }
 
   /** Writes one object's status when it differs from what it should be (the status controller's reconcile). */

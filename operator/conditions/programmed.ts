@@ -147,11 +147,7 @@ export function programmedCondition(input: ProgrammedInput): StatusCondition {
       message: `no ready relay pod for fleet ${input.fleet}; start relays with --configmap, or check the operator's --relay-selector and that relay pods pass their readiness probe`,
     };
   }
-  let serving = 0;
-  for (const r of live) {
-    const g = history.generation(r.hash, key);
-    if (g !== undefined && g >= generation) serving++;
-  }
+  const serving = servingCount(history, live, key, generation);
   if (serving === live.length) {
     return {
       type: 'Programmed',
@@ -166,6 +162,21 @@ export function programmedCondition(input: ProgrammedInput): StatusCondition {
     reason: REASONS.pending,
     message: `${serving} of ${live.length} live relays serve generation ${generation}; waiting for the others to load the new config${unreachableNote(live)}`,
   };
+}
+
+/** How many of the live relays serve `key` at `generation` or newer. */
+export function servingCount(
+  history: ConfigHistory,
+  live: RelayReport[],
+  key: string,
+  generation: number,
+): number {
+  let serving = 0;
+  for (const r of live) {
+    const g = history.generation(r.hash, key);
+    if (g !== undefined && g >= generation) serving++;
+  }
+  return serving;
 }
 
 /**
