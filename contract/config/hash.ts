@@ -23,7 +23,25 @@ function sortedKeys(_key: string, value: unknown): unknown {
  * fast as a hand-written walk on large configs.
  */
 export function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, sortedKeys);
+  return sortedNumberRecordJson(value) ?? JSON.stringify(value, sortedKeys);
+}
+
+/**
+ * The canonical JSON of a flat record of finite numbers whose keys are already in order (the
+ * compiled `sources`, 100k keys), else undefined. Plain JSON.stringify gives the same text there,
+ * without calling the sorting replacer once per value (most of the time of hashing `sources`).
+ */
+export function sortedNumberRecordJson(value: unknown): string | undefined {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined;
+  if (typeof (value as { toJSON?: unknown }).toJSON === 'function') return undefined;
+  const record = value as Record<string, unknown>;
+  const keys = Object.keys(record);
+  for (let i = 0; i < keys.length; i++) {
+    const v = record[keys[i]];
+    if (typeof v !== 'number' || !Number.isFinite(v)) return undefined;
+    if (i > 0 && !(keys[i - 1] < keys[i])) return undefined;
+  }
+  return JSON.stringify(record);
 }
 
 /**

@@ -1,0 +1,65 @@
+// The fast path for flat records of numbers (the compiled `sources`) must give the very text the
+// sorting replacer gives: relays verify the hash over the replacer's output.
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { canonicalJson, hashConfig, sortedNumberRecordJson } from './hash.ts';
+
+/** The canonical JSON as the replacer alone computes it (no fast path). */
+function replacerJson(value: unknown): string {
+  return JSON.stringify(value, (_k, v: unknown) => {
+    if (typeof v === 'number' && !Number.isFinite(v)) throw new Error('not JSON');
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) return v;
+    const out: Record<string, unknown> = {};
+    for (const k of Object.keys(v).sort()) out[k] = (v as Record<string, unknown>)[k];
+    return out;
+  });
+}
+
+describe('sortedNumberRecordJson', () => {
+  it('serialises a flat record of numbers in key order as the replacer does', () => {
+    const sources = { 'MailRoute/a-b/r': 3, 'MailRoute/a/r': 1, 'Service/a/mx': 0, 'TenantPolicy/a/p': 2.5 };
+    expect(sortedNumberRecordJson(sources)).toBe(replacerJson(sources));
+    expect(canonicalJson(sources)).toBe(replacerJson(sources));
+    expect(sortedNumberRecordJson({})).toBe('{}');
+  });
+
+  it('declines records that are not in key order, so the replacer sorts them', () => {
+    // 'a-b/' sorts before 'a/' ('-' < '/') although namespace 'a' sorts before 'a-b'
+    const unsorted = { 'MailRoute/a/r': 1, 'MailRoute/a-b/r': 2 };
+    expect(sortedNumberRecordJson(unsorted)).toBeUndefined();
+    expect(canonicalJson(unsorted)).toBe('{"MailRoute/a-b/r":2,"MailRoute/a/r":1}');
+    expect(sortedNumberRecordJson({ 'a/x': 1, 'a-b/x': 2 })).toBeUndefined();
+    expect(sortedNumberRecordJson({ 'a-b/x': 2, 'a/x': 1 })).toBe('{"a-b/x":2,"a/x":1}');
+  });
+
+  it('declines values that are not finite numbers', () => {
+    expect(sortedNumberRecordJson({ a: 1, b: '2' })).toBeUndefined();
+    expect(sortedNumberRecordJson({ a: 1, b: { c: 2 } })).toBeUndefined();
+    expect(sortedNumberRecordJson({ a: undefined, b: 1 })).toBeUndefined();
+    expect(sortedNumberRecordJson({ a: Number.NaN })).toBeUndefined();
+    expect(() => canonicalJson({ a: Number.POSITIVE_INFINITY })).toThrow(/not JSON/);
+    expect(sortedNumberRecordJson([1, 2])).toBeUndefined();
+    expect(sortedNumberRecordJson(7)).toBeUndefined();
+    expect(sortedNumberRecordJson(null)).toBeUndefined();
+    const nested = { b: 1, a: { d: 2, c: 1 }, e: 'x' };
+    expect(canonicalJson(nested)).toBe(replacerJson(nested));
+  });
+
+  it('integer-like keys (listed first, in numeric order, by Object.keys) are declined when out of text order', () => {
+    const mixed = { b: 1, 10: 2, 9: 3 };
+    expect(sortedNumberRecordJson(mixed)).toBeUndefined();
+    expect(canonicalJson(mixed)).toBe(replacerJson(mixed));
+    // the replacer's sorted copy lists them numerically again: the fast path must not change that
+    expect(canonicalJson(mixed)).toBe('{"9":3,"10":2,"b":1}');
+    expect(sortedNumberRecordJson({ 1: 1, 2: 2, a: 3 })).toBe('{"1":1,"2":2,"a":3}');
+  });
+
+  it('leaves the config hash as it was', () => {
+    const sources: Record<string, number> = {};
+    for (let i = 0; i < 1000; i++) sources[`MailRoute/t${String(i).padStart(4, '0')}/r`] = i;
+    const config = { apiVersion: 'v', kind: 'RelayConfig', hash: '', sources, tenants: [] };
+    const { hash: _h, ...rest } = config;
+    const expected = `sha256:${createHash('sha256').update(replacerJson(rest)).digest('hex')}`;
+    expect(hashConfig(config)).toBe(expected);
+  });
+});
