@@ -7,7 +7,10 @@ import type { ValidationResult } from '../resources/validate.ts';
 
 /** What a namespace section is computed from, beyond the compile-wide domain owners. */
 export interface SectionInputs {
-  /** Compared by identity: its TenantPolicy (or undefined) and its MailRoutes in key order. */
+  /**
+   * Compared by identity: its TenantPolicy (or undefined) and its MailRoutes in input order (the
+   * informer lists them in the same order while they stay; another order only costs a recompute).
+   */
   objects: ReadonlyArray<object | undefined>;
   /** Compared as text: its policy's owned and lost domains, why it is refused, its Services. */
   text: string;

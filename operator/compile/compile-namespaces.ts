@@ -4,20 +4,25 @@
 import type { MailRoute } from '../api/types.gen.ts';
 import { validateMailRoute } from '../resources/validate.ts';
 import type { SectionInputs } from './cache.ts';
-import type { NamespaceContext } from './compile-state.ts';
-import { byKey, type CompileState, cmpStr, dedupe, type Meta } from './compile-state.ts';
+import {
+  byKey,
+  type CompileState,
+  cmpStr,
+  dedupe,
+  dedupeSorted,
+  type Meta,
+  type NamespaceContext,
+  type NamespaceSection,
+  namespaceOf,
+  type SortedSection,
+} from './compile-state.ts';
 import { ownersText } from './domain-ownership.ts';
+import { sortedRuns } from './key-order.ts';
 import { compileNamespace } from './namespace-section.ts';
 
 export function compileNamespaces(state: CompileState, mailRoutes: MailRoute[]): void {
   const { cache } = state;
-  const routesByNs = new Map<string, Array<[Meta, MailRoute]>>();
-  for (const item of dedupe(state, 'MailRoute', mailRoutes)) {
-    const list = routesByNs.get(item[0].namespace);
-    if (list) list.push(item);
-    else routesByNs.set(item[0].namespace, [item]);
-  }
-  for (const list of routesByNs.values()) list.sort(byKey);
+  const routes = routesByNamespace(state, mailRoutes);
   // only what the phases before settled: a section must not see (or write) the rest of the state
   const ctx: NamespaceContext = {
     tenantByNs: state.tenantByNs,
@@ -29,21 +34,58 @@ export function compileNamespaces(state: CompileState, mailRoutes: MailRoute[]):
     previous: state.previous,
     validateRoute: cache ? (raw) => cache.validated(raw, validateMailRoute) : validateMailRoute,
   };
-  const namespaces = new Set([...routesByNs.keys(), ...state.tenantByNs.keys()]);
+  const namespaces = new Set([...routes.raws.keys(), ...state.tenantByNs.keys()]);
   let inputs: ((ns: string) => SectionInputs | undefined) | undefined;
   if (cache) {
     cache.begin(ownersText(state));
-    inputs = sectionInputs(state, routesByNs);
+    inputs = sectionInputs(state, routes.raws);
   }
   for (const ns of [...namespaces].sort(cmpStr)) {
-    const compute = () => compileNamespace(ctx, ns, routesByNs.get(ns) ?? []);
+    const compute = () => sorted(compileNamespace(ctx, ns, routes.ordered(ns)));
     const section = cache && inputs ? cache.section(ns, inputs(ns), compute) : compute();
-    for (const [k, s] of section.statuses) state.statuses.set(k, s);
-    for (const [k, g] of section.sources) state.sources.set(k, g);
+    state.sections.push(section);
     if (section.tenant) state.tenants.push(section.tenant);
   }
   cache?.end(namespaces);
 }
+
+/**
+ * The MailRoutes of each namespace in input order, and as a section reads them: one per key
+ * (dedupe's choice), in key order. That is made only for a section that is computed: the cache
+ * compares a namespace's objects in input order, so unchanged namespaces are not sorted again.
+ */
+function routesByNamespace(
+  state: CompileState,
+  mailRoutes: MailRoute[],
+): { raws: Map<string, MailRoute[]>; ordered(ns: string): Array<[Meta, MailRoute]> } {
+  const raws = new Map<string, MailRoute[]>();
+  for (const raw of mailRoutes) {
+    const ns = namespaceOf(raw);
+    const list = raws.get(ns);
+    if (list) list.push(raw);
+    else raws.set(ns, [raw]);
+  }
+  if (!state.documentOrder && ![...raws.keys()].some((ns) => ns.includes('/')))
+    return { raws, ordered: (ns) => dedupeSorted(state, 'MailRoute', raws.get(ns) ?? []) };
+  // input positions are an input (files), or a '/' in a namespace lets keys of two namespaces be
+  // equal: deduplicated over the whole input at once
+  const byNs = new Map<string, Array<[Meta, MailRoute]>>();
+  for (const item of dedupe(state, 'MailRoute', mailRoutes)) {
+    const list = byNs.get(item[0].namespace);
+    if (list) list.push(item);
+    else byNs.set(item[0].namespace, [item]);
+  }
+  for (const list of byNs.values()) list.sort(byKey);
+  return { raws, ordered: (ns) => byNs.get(ns) ?? [] };
+}
+
+/** The section with its statuses and sources sorted, once per section computed (key-order.ts). */
+const sorted = ({ tenant, statuses, sources, reusable }: NamespaceSection): SortedSection => ({
+  tenant,
+  statuses: sortedRuns(statuses),
+  sources: sortedRuns(sources),
+  reusable,
+});
 
 /**
  * What a namespace's section is computed from, for the cache. A policy that is invalid
@@ -52,7 +94,7 @@ export function compileNamespaces(state: CompileState, mailRoutes: MailRoute[]):
  */
 function sectionInputs(
   state: CompileState,
-  routesByNs: Map<string, Array<[Meta, MailRoute]>>,
+  raws: Map<string, MailRoute[]>,
 ): (ns: string) => SectionInputs | undefined {
   const servicesText = new Map<string, string>();
   for (const [key, svc] of state.services) {
@@ -63,7 +105,7 @@ function sectionInputs(
     const p = state.tenantByNs.get(ns);
     if (p && (p.invalid || p.spec?.troubleshooting !== undefined)) return undefined;
     return {
-      objects: [p?.raw, ...(routesByNs.get(ns) ?? []).map(([, raw]) => raw)],
+      objects: [p?.raw, ...(raws.get(ns) ?? [])],
       text: [
         p ? [...p.owned].join(',') : '',
         p ? JSON.stringify(p.lost) : '',

@@ -9,6 +9,9 @@ import type { Conflict, ResourceStatus } from '../conditions/resource-status.ts'
 import { resourceKey, resourceLabel, type Service } from '../resources/types.ts';
 import type { ValidationResult } from '../resources/validate.ts';
 import type { CompileCache } from './cache.ts';
+import { cmpStr, type Run } from './key-order.ts';
+
+export { cmpStr };
 
 export interface CompileInput {
   tenantPolicies: TenantPolicy[];
@@ -101,10 +104,15 @@ export interface CompileState {
   /** The troubleshooting capture a namespace's valid consent grants. */
   captureByNs: Map<string, NonNullable<Tenant['capture']>>;
   tenants: Tenant[];
-  /** The status cache: one entry per TenantPolicy and MailRoute. */
+  /** The statuses of the TenantPolicies (those of MailRoutes are in `sections`). */
   statuses: Map<string, ResourceStatus>;
-  /** What the config is compiled from: 'Kind/namespace/name' → generation (RelayConfig.sources). */
+  /**
+   * What the config is compiled from: 'Kind/namespace/name' → generation (RelayConfig.sources), for
+   * the TenantPolicies (MailRoutes and Services are in `sections`).
+   */
   sources: Map<string, number>;
+  /** The namespace sections in the order they were compiled. */
+  sections: SortedSection[];
 }
 
 /** What the namespace sections share: the outcome of the phases before. */
@@ -137,6 +145,14 @@ export interface NamespaceSection {
   reusable: boolean;
 }
 
+/** A computed section with its statuses and sources sorted once, as the compile and its cache keep it. */
+export interface SortedSection {
+  tenant?: Tenant;
+  statuses: Array<Run<ResourceStatus>>;
+  sources: Array<Run<number>>;
+  reusable: boolean;
+}
+
 export const bySpecificity = (a: Pattern, b: Pattern): number => a.rank - b.rank || cmpStr(a.text, b.text);
 
 /**
@@ -162,10 +178,9 @@ export function newCompileState(input: CompileInput, options: CompileOptions): C
     tenants: [],
     statuses: new Map(),
     sources: new Map(),
+    sections: [],
   };
 }
-
-export const cmpStr = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
 function servicesByName(services: Service[]): Map<string, Service> {
   const out = new Map<string, Service>();
@@ -216,7 +231,7 @@ function metaOf(
   position = 0,
 ): Meta {
   const md = (obj.metadata ?? {}) as Record<string, unknown>;
-  const namespace = typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default';
+  const namespace = namespaceOf(obj);
   const name = typeof md.name === 'string' ? md.name : '';
   const ts = typeof md.creationTimestamp === 'string' ? Date.parse(md.creationTimestamp) : Number.NaN;
   return new ResourceMeta(
@@ -251,6 +266,29 @@ export const errorText = (errors: FieldError[]): string =>
     20,
   );
 
+/** The namespace of a resource as the compile reads it (metaOf): 'default' when missing. */
+export function namespaceOf(obj: { metadata?: unknown }): string {
+  const ns = (obj.metadata as { namespace?: unknown } | undefined)?.namespace;
+  return typeof ns === 'string' && ns !== '' ? ns : 'default';
+}
+
+function metaFor(state: CompileState, kind: 'TenantPolicy' | 'MailRoute', obj: object, i: number): Meta {
+  const md = obj as { metadata?: Record<string, unknown> };
+  return state.cache
+    ? state.cache.meta(kind, md, () => metaOf(kind, md))
+    : metaOf(kind, md, state.documentOrder ? i : 0);
+}
+
+/**
+ * Of two objects with the same key, whether `next` (later in the input) is kept: the larger
+ * generation, then the smaller canonical text; the earlier one when both tie.
+ */
+function keepsNext(next: [Meta, unknown], prev: [Meta, unknown]): boolean {
+  const g = next[0].generation ?? 0;
+  const pg = prev[0].generation ?? 0;
+  return g > pg || (g === pg && canonicalJson(next[1]) < canonicalJson(prev[1]));
+}
+
 /**
  * Keeps one object per key, independent of input order (largest generation, then canonical text);
  * in no particular order.
@@ -260,22 +298,31 @@ export function dedupe<T extends { metadata?: unknown }>(
   kind: 'TenantPolicy' | 'MailRoute',
   items: T[],
 ): Array<[Meta, T]> {
-  const { cache, documentOrder } = state;
   const byKey = new Map<string, [Meta, T]>();
   for (const [i, item] of items.entries()) {
-    const md = item as { metadata?: Record<string, unknown> };
-    const meta = cache
-      ? cache.meta(kind, md, () => metaOf(kind, md))
-      : metaOf(kind, md, documentOrder ? i : 0);
-    const prev = byKey.get(meta.key);
-    if (!prev) {
-      byKey.set(meta.key, [meta, item]);
-      continue;
-    }
-    const g = meta.generation ?? 0;
-    const pg = prev[0].generation ?? 0;
-    if (g > pg || (g === pg && canonicalJson(item) < canonicalJson(prev[1])))
-      byKey.set(meta.key, [meta, item]);
+    const next: [Meta, T] = [metaFor(state, kind, item, i), item];
+    const prev = byKey.get(next[0].key);
+    if (!prev || keepsNext(next, prev)) byKey.set(next[0].key, next);
   }
   return [...byKey.values()];
+}
+
+/**
+ * dedupe(items) in key order, for items that share keys only among themselves (those of one
+ * namespace without a '/' in its name) and without documentOrder: a stable sort puts objects with
+ * the same key next to each other in input order, and the same choice is made between neighbours.
+ */
+export function dedupeSorted<T extends { metadata?: unknown }>(
+  state: CompileState,
+  kind: 'TenantPolicy' | 'MailRoute',
+  items: readonly T[],
+): Array<[Meta, T]> {
+  const sorted = items.map((item): [Meta, T] => [metaFor(state, kind, item, 0), item]).sort(byKey);
+  const out: Array<[Meta, T]> = [];
+  for (const next of sorted) {
+    const prev = out[out.length - 1];
+    if (!prev || prev[0].key !== next[0].key) out.push(next);
+    else if (keepsNext(next, prev)) out[out.length - 1] = next;
+  }
+  return out;
 }

@@ -5,6 +5,7 @@
 
 import { hashConfig, hashDerivedConfig } from '../../contract/config/hash.ts';
 import type { RelayConfig } from '../../contract/config/types.gen.ts';
+import type { ResourceStatus } from '../conditions/resource-status.ts';
 import { admitPolicies } from './admit-policies.ts';
 import { compileNamespaces } from './compile-namespaces.ts';
 import {
@@ -12,10 +13,10 @@ import {
   type CompileOptions,
   type CompileResult,
   type CompileState,
-  cmpStr,
   newCompileState,
 } from './compile-state.ts';
 import { settleDomainOwnership } from './domain-ownership.ts';
+import { eachEntry, inKeyOrder } from './key-order.ts';
 import { judgePolicies } from './policy-verdicts.ts';
 
 export { CompileCache } from './cache.ts';
@@ -38,7 +39,15 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
 /** Phase 5: the RelayConfig (sources in key order, hashed) and the statuses in key order. */
 function assembleConfig(state: CompileState): CompileResult {
   const sources: Record<string, number> = {};
-  for (const k of [...state.sources.keys()].sort()) sources[k] = state.sources.get(k) ?? 0;
+  eachEntry(
+    inKeyOrder(
+      state.sources,
+      state.sections.map((s) => s.sources),
+    ),
+    (k, g) => {
+      sources[k] = g;
+    },
+  );
   const config: RelayConfig = {
     apiVersion: 'relay.mailplus.io/v1alpha1',
     kind: 'RelayConfig',
@@ -48,7 +57,17 @@ function assembleConfig(state: CompileState): CompileResult {
   };
   // with a cache, reused tenant sections were hashed (and serialised) by an earlier compile
   config.hash = state.cache ? hashDerivedConfig(config) : hashConfig(config);
-  return { config, statuses: new Map([...state.statuses].sort((a, b) => cmpStr(a[0], b[0]))) };
+  const statuses = new Map<string, ResourceStatus>();
+  eachEntry(
+    inKeyOrder(
+      state.statuses,
+      state.sections.map((s) => s.statuses),
+    ),
+    (k, st) => {
+      statuses.set(k, st);
+    },
+  );
+  return { config, statuses };
 }
 
 /** The RelayConfig as written to files and ConfigMaps: stable key order, 2-space indent, final newline. */
