@@ -2,7 +2,7 @@
 // sorting replacer gives: relays verify the hash over the replacer's output.
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { canonicalJson, hashConfig, sortedNumberRecordJson } from './hash.ts';
+import { canonicalJson, hashConfig, hashDerivedConfig, sortedNumberRecordJson } from './hash.ts';
 
 /** The canonical JSON as the replacer alone computes it (no fast path). */
 function replacerJson(value: unknown): string {
@@ -61,5 +61,18 @@ describe('sortedNumberRecordJson', () => {
     const { hash: _h, ...rest } = config;
     const expected = `sha256:${createHash('sha256').update(replacerJson(rest)).digest('hex')}`;
     expect(hashConfig(config)).toBe(expected);
+  });
+});
+
+describe('hashDerivedConfig', () => {
+  it('takes the canonical JSON of the fields it is given, and only those', () => {
+    const sources = { 'MailRoute/a/r': 1 };
+    const config = { kind: 'RelayConfig', hash: '', sources, tenants: [] };
+    const truth = hashConfig(config);
+    expect(hashDerivedConfig(config)).toBe(truth);
+    expect(hashDerivedConfig(config, { sources: canonicalJson(sources) })).toBe(truth);
+    expect(hashDerivedConfig(config, { sources: undefined })).toBe(truth);
+    expect(hashDerivedConfig(config, { sources: '{"MailRoute/a/r":2}' })).not.toBe(truth);
+    expect(hashDerivedConfig(config, { hash: 'x', toString: 'x' })).toBe(truth);
   });
 });

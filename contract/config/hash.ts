@@ -64,7 +64,10 @@ export function canonicalTenantJson(tenant: object, reuse = true): string {
   return json;
 }
 
-function hashWith(config: { hash?: string } & object, reuse: boolean): string {
+/** Canonical JSON of top-level fields of a config, as its builder made it from parts serialised before. */
+export type KnownJson = Readonly<Record<string, string | undefined>>;
+
+function hashWith(config: { hash?: string } & object, reuse: boolean, known: KnownJson = {}): string {
   const { hash: _ignored, ...rest } = config as Record<string, unknown>;
   // canonicalJson(rest), streamed into the hash key by key with the tenants one by one
   const h = createHash('sha256');
@@ -81,7 +84,7 @@ function hashWith(config: { hash?: string } & object, reuse: boolean): string {
       h.update(']');
       continue;
     }
-    const json: string | undefined = canonicalJson(v);
+    const json: string | undefined = (Object.hasOwn(known, k) ? known[k] : undefined) ?? canonicalJson(v);
     if (json === undefined) continue;
     h.update(`${first ? '{' : ','}${JSON.stringify(k)}:${json}`);
     first = false;
@@ -97,9 +100,10 @@ export function hashConfig(config: { hash?: string } & object): string {
 
 /**
  * hashConfig of a config derived from already hashed ones (shards of a compiled config, their
- * union, a config with some tenants replaced): tenant sections seen before are not serialised again.
- * Never for a document to verify: that is hashConfig, over its content as it is now.
+ * union, a config with some tenants replaced): tenant sections seen before are not serialised again,
+ * nor the fields whose canonical JSON `known` gives (the compile's `sources`, joined from the texts of
+ * its cached sections). Never for a document to verify: that is hashConfig, over its content as it is now.
  */
-export function hashDerivedConfig(config: { hash?: string } & object): string {
-  return hashWith(config, true);
+export function hashDerivedConfig(config: { hash?: string } & object, known?: KnownJson): string {
+  return hashWith(config, true, known);
 }

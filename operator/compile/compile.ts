@@ -16,7 +16,7 @@ import {
   newCompileState,
 } from './compile-state.ts';
 import { settleDomainOwnership } from './domain-ownership.ts';
-import { eachEntry, inKeyOrder } from './key-order.ts';
+import { eachEntry, inKeyOrder, type Run, runMembersJson } from './key-order.ts';
 import { judgePolicies } from './policy-verdicts.ts';
 
 export { CompileCache } from './cache.ts';
@@ -38,16 +38,14 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
 
 /** Phase 5: the RelayConfig (sources in key order, hashed) and the statuses in key order. */
 function assembleConfig(state: CompileState): CompileResult {
-  const sources: Record<string, number> = {};
-  eachEntry(
-    inKeyOrder(
-      state.sources,
-      state.sections.map((s) => s.sources),
-    ),
-    (k, g) => {
-      sources[k] = g;
-    },
+  const sourceRuns = inKeyOrder(
+    state.sources,
+    state.sections.map((s) => s.sources),
   );
+  const sources: Record<string, number> = {};
+  eachEntry(sourceRuns, (k, g) => {
+    sources[k] = g;
+  });
   const config: RelayConfig = {
     apiVersion: 'relay.mailplus.io/v1alpha1',
     kind: 'RelayConfig',
@@ -56,7 +54,9 @@ function assembleConfig(state: CompileState): CompileResult {
     tenants: state.tenants,
   };
   // with a cache, reused tenant sections were hashed (and serialised) by an earlier compile
-  config.hash = state.cache ? hashDerivedConfig(config) : hashConfig(config);
+  config.hash = state.cache
+    ? hashDerivedConfig(config, { sources: sourcesJson(sourceRuns) })
+    : hashConfig(config);
   const statuses = new Map<string, ResourceStatus>();
   eachEntry(
     inKeyOrder(
@@ -68,6 +68,16 @@ function assembleConfig(state: CompileState): CompileResult {
     },
   );
   return { config, statuses };
+}
+
+/**
+ * The canonical JSON of RelayConfig.sources filled from these runs, joined from their texts (most
+ * made by earlier compiles): keys 'Kind/namespace/name' are never integer-like, so the record
+ * lists them in the order they were set, the runs' key order. Undefined for a value not JSON.
+ */
+function sourcesJson(runs: Array<Run<number>>): string | undefined {
+  const members = runs.map(runMembersJson);
+  return members.every((m) => m !== undefined) ? `{${members.join(',')}}` : undefined;
 }
 
 /** The RelayConfig as written to files and ConfigMaps: stable key order, 2-space indent, final newline. */

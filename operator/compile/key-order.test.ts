@@ -1,11 +1,12 @@
 // Statuses and sources come out in key order although only each section's own entries are sorted,
 // and routes are deduplicated per namespace as over the whole input.
 import { describe, expect, it } from 'vitest';
+import { canonicalJson } from '../../contract/config/hash.ts';
 import type { MailRoute, TenantPolicy } from '../api/types.gen.ts';
 import { CompileCache } from './cache.ts';
 import { compile, renderRelayConfig } from './compile.ts';
 import { byKey, dedupe, dedupeSorted, newCompileState } from './compile-state.ts';
-import { eachEntry, inKeyOrder, orderRuns, type Run, sortedRuns } from './key-order.ts';
+import { eachEntry, inKeyOrder, orderRuns, type Run, runMembersJson, sortedRuns } from './key-order.ts';
 
 const run = (...keys: string[]): Run<number> => ({ keys, values: keys.map((_, i) => i) });
 const entries = <V>(runs: Array<Run<V>>): Array<[string, V]> => {
@@ -73,6 +74,29 @@ describe('inKeyOrder', () => {
       ['MailRoute/a/b/c', 3],
       ['MailRoute/a/z', 2],
     ]);
+  });
+});
+
+describe('runMembersJson', () => {
+  it('gives the members of the canonical JSON of the runs as one record, once per run', () => {
+    const runs = sortedRuns(
+      new Map([
+        ['MailRoute/a/r"1', 3],
+        ['MailRoute/a-b/r', 0],
+        ['Service/a/mx', 12],
+        ['TenantPolicy/a/p', 1e21],
+      ]),
+    );
+    const record: Record<string, number> = {};
+    eachEntry(runs, (k, v) => {
+      record[k] = v;
+    });
+    expect(`{${runs.map(runMembersJson).join(',')}}`).toBe(canonicalJson(record));
+    expect(runMembersJson(runs[0])).toBe(runMembersJson(runs[0]));
+  });
+
+  it('declines a value that is not JSON', () => {
+    expect(runMembersJson({ keys: ['a/b'], values: [Number.NaN] })).toBeUndefined();
   });
 });
 

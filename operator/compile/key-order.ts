@@ -65,3 +65,19 @@ export function inKeyOrder<V>(
 export function eachEntry<V>(runs: Iterable<Run<V>>, f: (key: string, value: V) => void): void {
   for (const run of runs) for (let i = 0; i < run.keys.length; i++) f(run.keys[i], run.values[i]);
 }
+
+const runJson = new WeakMap<Run<number>, string>();
+
+/**
+ * The JSON of a run of numbers as members of an object ('"key":value,...'), once per run: cached
+ * sections keep their runs, so the canonical JSON of 100k `sources` is mostly made of texts made
+ * by earlier compiles. Undefined for a value that is not a finite number (not JSON).
+ */
+export function runMembersJson(run: Run<number>): string | undefined {
+  let json = runJson.get(run);
+  if (json !== undefined) return json;
+  if (!run.values.every((v) => Number.isFinite(v))) return undefined;
+  json = run.keys.map((k, i) => `${JSON.stringify(k)}:${run.values[i]}`).join(',');
+  runJson.set(run, json);
+  return json;
+}
