@@ -32,9 +32,6 @@ interface Memo {
   section: { reusable: boolean };
 }
 
-const sameInputs = (a: SectionInputs, b: SectionInputs): boolean =>
-  a.text === b.text && a.objects.length === b.objects.length && a.objects.every((o, i) => o === b.objects[i]);
-
 export class CompileCache {
   /** An object declared the same as an earlier one (sameAs) stands for it everywhere here. */
   private readonly tokens = new WeakMap<object, object>();
@@ -55,6 +52,18 @@ export class CompileCache {
 
   private token(obj: object): object {
     return this.tokens.get(obj) ?? obj;
+  }
+
+  /** Whether `now` are the remembered inputs (whose objects are tokens), without copying them. */
+  private sameInputs(remembered: SectionInputs, now: SectionInputs): boolean {
+    const a = remembered.objects;
+    const b = now.objects;
+    if (remembered.text !== now.text || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) {
+      const o = b[i];
+      if (a[i] !== (o === undefined ? o : this.token(o))) return false;
+    }
+    return true;
   }
 
   /**
@@ -121,14 +130,12 @@ export class CompileCache {
     compute: () => S,
   ): S {
     const memo = this.sections.get(namespace);
-    const own = inputs && {
-      text: inputs.text,
-      objects: inputs.objects.map((o) => (o === undefined ? o : this.token(o))),
-    };
-    if (memo && own && sameInputs(memo.inputs, own)) return memo.section as S;
+    if (memo && inputs && this.sameInputs(memo.inputs, inputs)) return memo.section as S;
     const section = compute();
-    if (own && section.reusable) this.sections.set(namespace, { inputs: own, section });
-    else this.sections.delete(namespace);
+    if (inputs && section.reusable) {
+      const objects = inputs.objects.map((o) => (o === undefined ? o : this.token(o)));
+      this.sections.set(namespace, { inputs: { text: inputs.text, objects }, section });
+    } else this.sections.delete(namespace);
     return section;
   }
 
