@@ -69,6 +69,8 @@ interface SweepInputs {
   liveSig: string;
   /** Of the config relays serve: the generation of each resource in it. */
   sources: Record<string, number>;
+  /** Each live relay's ConfigHistory.generationsOf. */
+  served: Array<(key: string) => number | undefined>;
   round: number;
 }
 
@@ -79,6 +81,7 @@ interface SweepInputs {
  * served config, and how many relays serve its generation.
  */
 interface Verdict {
+  key: string;
   obj: MailPlusObject;
   conditions: ResourceStatus['conditions'];
   liveSig: string;
@@ -123,8 +126,11 @@ function regardingOf(kind: MailPlusKind, obj: MailPlusObject): Regarding {
 export class StatusReconciler {
   /** key → what we last wrote and on which resourceVersion (skip until the cache shows it). */
   private readonly written = new Map<string, { sig: string; basedOnRv: string | undefined }>();
-  /** key → its verdict in the last sweep (see verdict). */
-  private readonly verdicts = new Map<string, Verdict>();
+  /**
+   * Object → its verdict in the last sweep (see verdict). By identity: an unchanged object is found
+   * without making its key.
+   */
+  private readonly verdicts = new Map<MailPlusObject, Verdict>();
   private sweepRound = 0;
   /** Objects whose desired status sweeps computed afresh (the rest reused their verdict). */
   private evaluated = 0;
@@ -183,25 +189,25 @@ export class StatusReconciler {
     const before = this.evaluated;
     const liveSig = live.map((r) => `${r.id}\t${r.error ?? ''}`).join('\n');
     const sources = last ? ((this.o.inputs.served() ?? last.config).sources ?? {}) : {};
+    const served = live.map((r) => this.o.inputs.history.generationsOf(r.hash));
+    const at: SweepInputs | undefined = last && { last, live, liveSig, sources, served, round };
     for (const [kind, inf] of [
       ['TenantPolicy', resources.tenantPolicies],
       ['MailRoute', resources.mailRoutes],
     ] as const) {
-      for (const s of ['True', 'False', 'Unknown']) counts.set(`${kind}|${s}`, 0);
-      if (!last) continue;
-      for (const obj of inf.list() as MailPlusObject[]) {
-        const key = resourceKey(kind, obj.metadata.namespace, obj.metadata.name);
-        const v = this.verdict(key, obj, { last, live, liveSig, sources, round });
+      const counts: Record<string, number> = { True: 0, False: 0, Unknown: 0 };
+      for (const obj of at ? (inf.list() as MailPlusObject[]) : []) {
+        const key =
+          this.verdicts.get(obj)?.key ?? resourceKey(kind, obj.metadata.namespace, obj.metadata.name);
+        const v = this.verdict(key, obj, at as SweepInputs);
         if (!v) continue;
-        counts.set(`${kind}|${v.ready}`, (counts.get(`${kind}|${v.ready}`) ?? 0) + 1);
+        counts[v.ready] = (counts[v.ready] ?? 0) + 1;
         if (leader && v.pending && !this.alreadyWritten(key, obj, v.pending)) enqueue(key);
       }
+      for (const [status, n] of Object.entries(counts))
+        metrics.resources.set({ kind, condition: 'Ready', status }, n);
     }
-    for (const [key, v] of this.verdicts) if (v.round !== round) this.verdicts.delete(key);
-    for (const [k, n] of counts) {
-      const [kind, status] = k.split('|');
-      metrics.resources.set({ kind, condition: 'Ready', status }, n);
-    }
+    for (const [obj, v] of this.verdicts) if (v.round !== round) this.verdicts.delete(obj);
     metrics.statusEvaluationsTotal.inc(this.evaluated - before);
     return this.evaluated - before;
   }
@@ -218,8 +224,8 @@ export class StatusReconciler {
     const heldBack = this.o.inputs.heldBack(obj.metadata.namespace ?? 'default');
     const held = heldBack ? `${heldBack.reason}\n${heldBack.message}` : '';
     const served = Object.hasOwn(at.sources, key) ? at.sources[key] : undefined;
-    const serving = servingCount(this.o.inputs.history, at.live, key, generation);
-    const v = this.verdicts.get(key);
+    const serving = servingCount(at.served, key, generation);
+    const v = this.verdicts.get(obj);
     if (
       v?.obj === obj &&
       sameConditions(v.conditions, st.conditions) &&
@@ -238,6 +244,7 @@ export class StatusReconciler {
     const pending = statusDiffers(obj.status, d) ? d : undefined;
     const { conditions } = st;
     const fresh = {
+      key,
       obj,
       conditions,
       liveSig: at.liveSig,
@@ -248,7 +255,7 @@ export class StatusReconciler {
       pending,
       round: at.round,
     };
-    this.verdicts.set(key, fresh);
+    this.verdicts.set(obj, fresh);
     return fresh;
   }
 

@@ -47,7 +47,19 @@ export class ConfigHistory {
 
   /** The generation of `key` in the config `hash`; undefined when not in it or the hash is not known. */
   generation(hash: string | undefined, key: string): number | undefined {
-    let i = this.indexOf(hash);
+    return this.generationAt(this.indexOf(hash), key);
+  }
+
+  /**
+   * generation() of one config for many keys (a sweep over every object): the hash is looked up
+   * once, not once per key. Valid until the next remember().
+   */
+  generationsOf(hash: string | undefined): (key: string) => number | undefined {
+    const i = this.indexOf(hash);
+    return (key) => this.generationAt(i, key);
+  }
+
+  private generationAt(i: number, key: string): number | undefined {
     if (i < 0) return undefined;
     for (; i < this.entries.length - 1; i++) {
       const d = this.entries[i].diff;
@@ -147,7 +159,11 @@ export function programmedCondition(input: ProgrammedInput): StatusCondition {
       message: `no ready relay pod for fleet ${input.fleet}; start relays with --configmap, or check the operator's --relay-selector and that relay pods pass their readiness probe`,
     };
   }
-  const serving = servingCount(history, live, key, generation);
+  const serving = servingCount(
+    live.map((r) => history.generationsOf(r.hash)),
+    key,
+    generation,
+  );
   if (serving === live.length) {
     return {
       type: 'Programmed',
@@ -164,16 +180,18 @@ export function programmedCondition(input: ProgrammedInput): StatusCondition {
   };
 }
 
-/** How many of the live relays serve `key` at `generation` or newer. */
+/**
+ * How many relays serve `key` at `generation` or newer, given each relay's generationsOf (from
+ * ConfigHistory) for the config it serves.
+ */
 export function servingCount(
-  history: ConfigHistory,
-  live: RelayReport[],
+  served: Array<(key: string) => number | undefined>,
   key: string,
   generation: number,
 ): number {
   let serving = 0;
-  for (const r of live) {
-    const g = history.generation(r.hash, key);
+  for (const generationIn of served) {
+    const g = generationIn(key);
     if (g !== undefined && g >= generation) serving++;
   }
   return serving;
