@@ -127,7 +127,7 @@ export class RelayConfigReconciler {
     resources.referenced = referencedServices(inputs.mailRoutes);
     const changed = this.last?.config.hash !== result.config.hash;
     this.last = result;
-    published.history.remember(result.config.hash, result.config.sources ?? {});
+    published.history.remember(result.config.hash, result.config.sources ?? {}, result.sourceRuns);
     let conflicts = 0;
     for (const s of result.statuses.values()) if (s.conflicts?.length) conflicts++;
     metrics.conflicts.set(conflicts);

@@ -51,6 +51,12 @@ export interface CompileResult {
   config: RelayConfig;
   /** Keyed 'Kind/namespace/name' for every TenantPolicy and MailRoute in the input. */
   statuses: Map<string, ResourceStatus>;
+  /**
+   * The sorted runs config.sources is made of (key-order.ts), never mutated: with a cache, a
+   * namespace whose section is reused brings the same run objects as the last compile, so what
+   * differs between two compiles is found by identity (ConfigHistory).
+   */
+  sourceRuns?: ReadonlyArray<Run<number>>;
 }
 
 export interface Meta {

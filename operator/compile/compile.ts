@@ -67,7 +67,7 @@ function assembleConfig(state: CompileState): CompileResult {
       statuses.set(k, st);
     },
   );
-  return { config, statuses };
+  return { config, statuses, sourceRuns };
 }
 
 /**

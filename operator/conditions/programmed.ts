@@ -3,6 +3,11 @@
 // contained (its `sources`, by hash). Pure: leases are plain data, time is a parameter.
 import { REASONS, type ResourceStatus, type StatusCondition, summarizeReady } from './resource-status.ts';
 
+/** A sorted run of `sources` keys (compile/key-order.ts Run<number>): read-only, never mutated. */
+export interface SourceRun {
+  readonly keys: readonly string[];
+}
+
 export interface RelayReport {
   /** The relay's id (its pod name). */
   id: string;
@@ -25,23 +30,38 @@ export class ConfigHistory {
   /** Oldest first; the last one holds `full`, each other one its difference to the next. */
   private readonly entries: Array<{ hash: string; diff: Map<string, number | undefined> }> = [];
   private full: Record<string, number> = {};
+  /** The runs `full` is made of, when it came with them. */
+  private fullRuns: ReadonlyArray<SourceRun> | undefined;
   private readonly limit: number;
   constructor(limit = 32) {
     this.limit = limit;
   }
 
-  remember(hash: string, sources: Record<string, number>): void {
+  /**
+   * `runs`: the sorted runs `sources` is made of, as the compile returns them (compile/key-order.ts).
+   * Runs are never mutated, so between two configs that both come with runs only the keys of runs
+   * that are not in both can differ: a one-route change compares one namespace's keys, not 100k.
+   */
+  remember(hash: string, sources: Record<string, number>, runs?: ReadonlyArray<SourceRun>): void {
     const last = this.entries.at(-1);
     if (last?.hash === hash) {
-      this.full = sources; // the same content: its hash says so
+      // the same content (its hash says so): runs known for it still describe it
+      this.full = sources;
+      if (runs) this.fullRuns = runs;
       return;
     }
     const i = this.indexOf(hash);
     if (i >= 0) this.drop(i);
     const newest = this.entries.at(-1);
-    if (newest) newest.diff = difference(this.full, sources);
+    if (newest) {
+      newest.diff =
+        runs && this.fullRuns
+          ? differenceByRuns(this.full, this.fullRuns, sources, runs)
+          : difference(this.full, sources);
+    }
     this.entries.push({ hash, diff: new Map() });
     this.full = sources;
+    this.fullRuns = runs;
     while (this.entries.length > this.limit) this.entries.shift();
   }
 
@@ -115,6 +135,27 @@ function difference(
   if (older === newer) return d;
   for (const k in older) if (newer[k] !== older[k]) d.set(k, older[k]);
   for (const k in newer) if (!Object.hasOwn(older, k)) d.set(k, undefined);
+  return d;
+}
+
+/** difference() where only the keys of runs not in both lists can differ. */
+function differenceByRuns(
+  older: Record<string, number>,
+  olderRuns: ReadonlyArray<SourceRun>,
+  newer: Record<string, number>,
+  newerRuns: ReadonlyArray<SourceRun>,
+): Map<string, number | undefined> {
+  const d = new Map<string, number | undefined>();
+  const inOlder = new Set(olderRuns);
+  const inNewer = new Set(newerRuns);
+  for (const run of olderRuns) {
+    if (inNewer.has(run)) continue;
+    for (const k of run.keys) if (newer[k] !== older[k]) d.set(k, older[k]);
+  }
+  for (const run of newerRuns) {
+    if (inOlder.has(run)) continue;
+    for (const k of run.keys) if (!Object.hasOwn(older, k)) d.set(k, undefined);
+  }
   return d;
 }
 
