@@ -11,7 +11,7 @@
 
 import { CONFIG_HASH_ANNOTATION } from '../contract/config/configmap.ts';
 import { canonicalTenantJson } from '../contract/config/hash.ts';
-import { shardIndex, unionOfShards } from '../contract/config/shards.ts';
+import { type SourceKeyRun, shardIndex, unionOfShards } from '../contract/config/shards.ts';
 import type { RelayConfig } from '../contract/config/types.gen.ts';
 import { apiStatus, type k8s } from '../platform/kube-client.ts';
 import type { Logger } from '../platform/log.ts';
@@ -76,10 +76,14 @@ export class ConfigPublisher {
     this.refusals.clear();
   }
 
-  /** Publishes `config`; returns the failures worth retrying (empty when there are none). */
-  async publish(config: RelayConfig): Promise<string[]> {
+  /**
+   * Publishes `config` (`sourceRuns`: the runs its sources are made of, when the compile says);
+   * returns the failures worth retrying (empty when there are none).
+   */
+  async publish(config: RelayConfig, sourceRuns?: ReadonlyArray<SourceKeyRun>): Promise<string[]> {
     const { stored, configMapName, shards } = this.o;
-    const plan = planPublish({ config, base: configMapName, shards, previous: stored.storedDocs() });
+    const previous = stored.storedDocs();
+    const plan = planPublish({ config, base: configMapName, shards, previous, sourceRuns });
     const written = new Map<string, RelayConfig>();
     const failures: string[] = [];
     const refused: string[] = [];

@@ -85,7 +85,7 @@ export class RelayConfigReconciler {
     if (this.inputsDirty || !this.last) this.compileInputs();
     const result = this.last as CompileResult;
     const leader = this.o.isLeader();
-    const failures = leader ? await this.o.publisher.publish(result.config) : [];
+    const failures = leader ? await this.o.publisher.publish(result.config, result.sourceRuns) : [];
     if (leader) await this.reportCaptureTransitions(result.config);
     if (leader) await this.reportRefusals(result.config);
     this.o.refreshTargets();

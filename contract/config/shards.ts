@@ -60,32 +60,50 @@ function sameTenants(doc: RelayConfig, tenants: RelayConfig['tenants']): boolean
   return true;
 }
 
+/** Sorted runs of `sources` keys as the compile makes them: read-only, never mutated. */
+export interface SourceKeyRun {
+  readonly keys: readonly string[];
+}
+
+/** The runs each shard document's `sources` was made of (see sourceKeysByShard). */
+const builtFrom = new WeakMap<object, ReadonlySet<SourceKeyRun>>();
+
 /**
  * The `sources` keys of each shard, and which shards' sources differ from `before` (key set or a
  * generation). One pass over the keys without building 100k-entry objects: keys come sorted, so a
- * namespace's keys of one kind are consecutive and its shard is looked up once per run.
+ * namespace's keys of one kind are consecutive and its shard is looked up once per run. With the
+ * compile's runs, a run that the previous document of a shard was made of too has the same keys
+ * and generations (runs are never mutated): only the keys of other runs are compared.
  */
 function sourceKeysByShard(
   sources: Record<string, number>,
   shardFor: (tenant: string) => number,
   before: Array<Record<string, number> | undefined>,
-): { keys: string[][]; differs: boolean[] } {
+  runs: ReadonlyArray<SourceKeyRun> = [{ keys: Object.keys(sources) }],
+): { keys: string[][]; differs: boolean[]; runs: Array<Set<SourceKeyRun>> } {
   const keys: string[][] = before.map(() => []);
   const differs = before.map((b) => b === undefined);
-  let prefix = '';
-  let shard = 0;
-  for (const key of Object.keys(sources)) {
-    if (prefix === '' || !key.startsWith(prefix)) {
-      const ns = namespaceOfSource(key);
-      shard = shardFor(ns);
-      prefix = ns === '' ? '' : key.slice(0, key.indexOf('/') + ns.length + 2);
+  const runsOf = before.map(() => new Set<SourceKeyRun>());
+  const known = before.map((b) => (b && builtFrom.get(b)) || undefined);
+  for (const run of runs) {
+    let prefix = '';
+    let shard = 0;
+    let compare = true;
+    for (const key of run.keys) {
+      if (prefix === '' || !key.startsWith(prefix)) {
+        const ns = namespaceOfSource(key);
+        shard = shardFor(ns);
+        prefix = ns === '' ? '' : key.slice(0, key.indexOf('/') + ns.length + 2);
+        runsOf[shard].add(run);
+        compare = !known[shard]?.has(run);
+      }
+      keys[shard].push(key);
+      if (compare && !differs[shard] && before[shard]?.[key] !== sources[key]) differs[shard] = true;
     }
-    keys[shard].push(key);
-    if (!differs[shard] && before[shard]?.[key] !== sources[key]) differs[shard] = true;
   }
   for (const [i, b] of before.entries())
     if (b && !differs[i] && keyCount(b) !== keys[i].length) differs[i] = true;
-  return { keys, differs };
+  return { keys, differs, runs: runsOf };
 }
 
 /** Key counts of published `sources` objects (never mutated), so an unchanged shard is not counted again. */
@@ -107,6 +125,7 @@ export function splitRelayConfig(
   config: RelayConfig,
   shards: number,
   previous: (i: number) => RelayConfig | undefined = () => undefined,
+  sourceRuns?: ReadonlyArray<SourceKeyRun>,
 ): RelayConfig[] {
   const shardOfTenant = new Map<string, number>();
   const shardFor = (tenant: string): number => {
@@ -123,16 +142,22 @@ export function splitRelayConfig(
     return doc && sameTenants(doc, ts) ? doc : undefined;
   });
   const all = config.sources ?? {};
-  const { keys, differs } = sourceKeysByShard(
+  const { keys, differs, runs } = sourceKeysByShard(
     all,
     shardFor,
     before.map((d) => d?.sources ?? (d && {})),
+    sourceRuns,
   );
   return tenants.map((ts, i) => {
     const doc = before[i];
+    if (doc?.sources && !differs[i]) {
+      if (sourceRuns) builtFrom.set(doc.sources, runs[i]);
+      return doc;
+    }
     if (doc && !differs[i]) return doc;
     const sources: Record<string, number> = {};
     for (const k of keys[i]) sources[k] = all[k];
+    if (sourceRuns) builtFrom.set(sources, runs[i]);
     return stamp({
       apiVersion: RELAY_CONFIG_API_VERSION,
       kind: 'RelayConfig',

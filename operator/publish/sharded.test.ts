@@ -1,8 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { decodeRelayConfigMap } from '../../contract/config/configmap.ts';
 import { mergeShards, shardIndex, shardOf } from '../../contract/config/shards.ts';
-import { fleet, mailRoute, routePatterns } from '../../test/support/fleet.ts';
-import { compile } from '../compile/compile.ts';
+import type { RelayConfig } from '../../contract/config/types.gen.ts';
+import { fleet, mailRoute, routePatterns, tenantPolicy } from '../../test/support/fleet.ts';
+import type { MailRoute } from '../api/types.gen.ts';
+import { CompileCache, compile } from '../compile/compile.ts';
 import { type ConfigPayload, relayConfigMap } from './configmap.ts';
 import { planPublish } from './sharded.ts';
 
@@ -31,6 +33,52 @@ describe('planning the published documents', () => {
     const merged = mergeShards(index, new Map(plan.map((d) => [d.name, d.config])));
     expect(merged.ok && merged.config.hash).toBe(config.hash);
   }, 60_000);
+
+  it("with the compile's runs, plans the documents a plan from scratch gives, rewriting only changed ones", () => {
+    const input = { ...fleet(60, 9), services: [] };
+    const cache = new CompileCache();
+    let stored = new Map<string, RelayConfig>();
+    const bump = (i: number) => {
+      const r = input.mailRoutes[i];
+      input.mailRoutes[i] = {
+        ...r,
+        metadata: { ...r.metadata, generation: (r.metadata.generation ?? 1) + 1 },
+      } as MailRoute;
+    };
+    // each edit, and how many documents it must rewrite
+    const edits: Array<[() => void, number]> = [
+      [() => {}, 4],
+      [() => bump(3), 1],
+      [() => bump(3), 1],
+      [() => input.mailRoutes.splice(20, 2), 2],
+      [() => input.mailRoutes.push(mailRoute('tenant-4', 'added', ['x@t4.example.com'])), 1],
+      [() => input.tenantPolicies.push(tenantPolicy('tenant-9', ['t9.example.com'])), 1],
+      [() => input.mailRoutes.push(mailRoute('tenant-9', 'first', ['a@t9.example.com'])), 1],
+      [() => {}, 0],
+    ];
+    for (const [edit, rewrites] of edits) {
+      edit();
+      const c = compile(input, { cache, now: 0 });
+      const plan = planPublish({
+        config: c.config,
+        base: 'cfg',
+        shards: 4,
+        previous: stored,
+        sourceRuns: c.sourceRuns,
+      });
+      // another compile (planPublish remembers the split of a config object), planned from scratch
+      const fresh = planPublish({
+        config: compile(input, { now: 0 }).config,
+        base: 'cfg',
+        shards: 4,
+        previous: new Map(),
+      });
+      expect(plan.map((d) => [d.name, d.config.hash])).toEqual(fresh.map((d) => [d.name, d.config.hash]));
+      expect(plan.map((d) => d.config.sources)).toEqual(fresh.map((d) => d.config.sources));
+      expect(plan.filter((d) => d.payload)).toHaveLength(rewrites);
+      stored = new Map(plan.map((d) => [d.name, d.config]));
+    }
+  });
 
   it('a shard over the limit holds back only the tenants that changed in it; other shards publish', () => {
     const f = fleet(40, 8);

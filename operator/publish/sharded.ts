@@ -5,7 +5,7 @@
 // still does not fit is every tenant in it reduced to a deferral section. Either way the document
 // is small enough to publish, so every other tenant's changes and revocations keep going out.
 import { canonicalTenantJson } from '../../contract/config/hash.ts';
-import { shardConfigMapName, splitRelayConfig } from '../../contract/config/shards.ts';
+import { type SourceKeyRun, shardConfigMapName, splitRelayConfig } from '../../contract/config/shards.ts';
 import type { RelayConfig } from '../../contract/config/types.gen.ts';
 import { withHeldBack } from '../compile/budgets.ts';
 import { CONFIGMAP_LIMIT, type ConfigPayload, encodeRelayConfig } from './configmap.ts';
@@ -34,6 +34,8 @@ export interface PublishPlanInput {
    * or unreadable). A document whose hash is unchanged is not encoded again.
    */
   previous: ReadonlyMap<string, RelayConfig>;
+  /** The sorted runs config.sources is made of, when the compile says (CompileResult.sourceRuns). */
+  sourceRuns?: ReadonlyArray<SourceKeyRun>;
   limit?: number;
 }
 
@@ -47,7 +49,12 @@ function split(input: PublishPlanInput): RelayConfig[] {
   const { config, shards, base, previous } = input;
   const memo = splits.get(config);
   if (memo?.shards === shards) return memo.docs;
-  const docs = splitRelayConfig(config, shards, (i) => previous.get(shardConfigMapName(base, i)));
+  const docs = splitRelayConfig(
+    config,
+    shards,
+    (i) => previous.get(shardConfigMapName(base, i)),
+    input.sourceRuns,
+  );
   splits.set(config, { shards, docs });
   return docs;
 }
