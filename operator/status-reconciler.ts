@@ -184,7 +184,6 @@ export class StatusReconciler {
   sweep(live: RelayReport[], leader: boolean, enqueue: (key: string) => void): number {
     const { resources, metrics } = this.o;
     const last = this.o.inputs.compiled();
-    const counts = new Map<string, number>();
     const round = ++this.sweepRound;
     const before = this.evaluated;
     const liveSig = live.map((r) => `${r.id}\t${r.error ?? ''}`).join('\n');
