@@ -90,8 +90,11 @@ interface Verdict {
   serving: number;
   /** The Ready condition's status. */
   ready: string;
-  /** The desired status while it differs from the stored one (a write is due). */
-  pending: DesiredStatus | undefined;
+  /**
+   * The desired status differs from the stored one: a write is due. Not the desired status itself:
+   * after publishing 100k objects every one of them is due, and kept they would be ~70 MB.
+   */
+  due: boolean;
   /** The sweep that last saw the object (older ones are forgotten: the object is gone). */
   round: number;
 }
@@ -201,7 +204,7 @@ export class StatusReconciler {
         const v = this.verdict(key, obj, at as SweepInputs);
         if (!v) continue;
         counts[v.ready] = (counts[v.ready] ?? 0) + 1;
-        if (leader && v.pending && !this.alreadyWritten(key, obj, v.pending)) enqueue(key);
+        if (leader && v.due && !this.alreadyWritten(key, obj, live)) enqueue(key);
       }
       for (const [status, n] of Object.entries(counts))
         metrics.resources.set({ kind, condition: 'Ready', status }, n);
@@ -240,7 +243,7 @@ export class StatusReconciler {
     if (!d) return undefined;
     this.evaluated++;
     const ready = d.conditions.find((c) => c.type === 'Ready')?.status ?? 'Unknown';
-    const pending = statusDiffers(obj.status, d) ? d : undefined;
+    const due = statusDiffers(obj.status, d);
     const { conditions } = st;
     const fresh = {
       key,
@@ -251,7 +254,7 @@ export class StatusReconciler {
       served,
       serving,
       ready,
-      pending,
+      due,
       round: at.round,
     };
     this.verdicts.set(obj, fresh);
@@ -297,9 +300,12 @@ export class StatusReconciler {
     }
   }
 
-  private alreadyWritten(key: string, obj: MailPlusObject, d: DesiredStatus): boolean {
+  /** This leader just wrote the status `obj` should have, on this resourceVersion (the cache lags). */
+  private alreadyWritten(key: string, obj: MailPlusObject, live: RelayReport[]): boolean {
     const w = this.written.get(key);
-    return w !== undefined && w.sig === sig(d) && w.basedOnRv === obj.metadata.resourceVersion;
+    if (w === undefined || w.basedOnRv !== obj.metadata.resourceVersion) return false;
+    const d = this.desiredFor(key, obj, obj.status, live);
+    return d !== undefined && w.sig === sig(d);
   }
 
   /** The write, its desired status recomputed on the status it is based on (re-read on conflict). */
