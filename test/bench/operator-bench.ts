@@ -6,7 +6,8 @@
 //     process; operator RSS < 300 MB; apply-to-relay latency (patch a MailRoute → the relay has
 //     applied a config containing the new generation) p50/p99 over BENCH_CHANGES changes,
 //     target p99 < 1 s, printed beside the API server's own write latency (plain ConfigMap patches)
-//     measured in the same run.
+//     measured in the same run. BENCH_RELAY_OLD_SPACE_MB: the relay's V8 old-generation limit (default
+//     256 MB, the chart's default pod), as in a relay pod sized for the fleet.
 // Every child process is stopped by PID at the end (and killed on exit by test/support/processes.ts).
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -362,7 +363,16 @@ async function benchApplyLatency(changes: number): Promise<void> {
     const tStart = Date.now();
     const op = await startOperatorProcess(cp, 'op-bench', [`--config-shards=${SHARDS}`], false);
     stops.push(() => op.stop(5000));
-    const relay = await startRelayProcess(cp, 'relay-bench', [], false);
+    // the relay's old generation: 256 MB as in the chart's default pod (limits.memory 512Mi), or
+    // BENCH_RELAY_OLD_SPACE_MB as in a pod sized for the fleet (Node derives half the memory limit)
+    const relayOldSpace = process.env.BENCH_RELAY_OLD_SPACE_MB;
+    const relay = await startRelayProcess(
+      cp,
+      'relay-bench',
+      [],
+      false,
+      relayOldSpace ? `--max-old-space-size=${Number(relayOldSpace)}` : undefined,
+    );
     stops.push(() => relay.stop(5000));
     const full = await eventually(
       `all ${ROUTES} routes published`,
@@ -396,6 +406,9 @@ async function benchApplyLatency(changes: number): Promise<void> {
         ),
         'nodejs_heap_size_used_bytes',
       ) ?? Number.NaN) / MB;
+    console.log(
+      `relay old generation limit: ${relayOldSpace ? `${Number(relayOldSpace)} MB (BENCH_RELAY_OLD_SPACE_MB)` : '256 MB (the default pod)'}`,
+    );
     console.log(
       `operator RSS ${opRss.toFixed(0)} MB = ${ratio(opRss, 300)} (target < 300 MB; V8 heap in use ${heap.toFixed(0)} MB); relay RSS ${rssMB(relay.pid).toFixed(0)} MB (${load()})`,
     );

@@ -241,6 +241,8 @@ export async function startRelayProcess(
   id: string,
   extra: string[] = [],
   echo = !!process.env.MAILPLUS_TEST_ECHO,
+  /** Node flags for the relay process (NODE_OPTIONS), e.g. the heap limit of a bigger pod. */
+  nodeOptions?: string,
 ): Promise<RelayProcess> {
   const smtpPort = await freePort();
   const adminPort = await freePort();
@@ -256,7 +258,12 @@ export async function startRelayProcess(
       '--drain-timeout=1s',
       ...extra,
     ],
-    { name: `relay ${id}`, echo, cwd: REPO },
+    {
+      name: `relay ${id}`,
+      echo,
+      cwd: REPO,
+      env: nodeOptions ? { ...process.env, NODE_OPTIONS: nodeOptions } : undefined,
+    },
   );
   await p.waitForPort(smtpPort, '127.0.0.1', 20_000);
   const removePod = await relayPod(cp, id, adminPort, p.exited);
