@@ -75,14 +75,13 @@ interface SweepInputs {
 }
 
 /**
- * An object's verdict in a sweep and everything it was computed from but the clock: the object (by
- * identity: informer objects are replaced on change, never mutated), the conditions the compile
- * decided for it, the live relays, its tenant's held-back reason, the generation of it in the
- * served config, and how many relays serve its generation.
+ * An object's verdict in a sweep and everything it was computed from but the clock and the object
+ * itself (its key in `verdicts`: informer objects are replaced on change, never mutated): the
+ * conditions the compile decided for it, the live relays, its tenant's held-back reason, the
+ * generation of it in the served config, and how many relays serve its generation.
  */
 interface Verdict {
   key: string;
-  obj: MailPlusObject;
   conditions: ResourceStatus['conditions'];
   liveSig: string;
   held: string;
@@ -229,7 +228,7 @@ export class StatusReconciler {
     const serving = servingCount(at.served, key, generation);
     const v = this.verdicts.get(obj);
     if (
-      v?.obj === obj &&
+      v !== undefined &&
       sameConditions(v.conditions, st.conditions) &&
       v.liveSig === at.liveSig &&
       v.held === held &&
@@ -247,7 +246,6 @@ export class StatusReconciler {
     const { conditions } = st;
     const fresh = {
       key,
-      obj,
       conditions,
       liveSig: at.liveSig,
       held,

@@ -150,11 +150,10 @@ export function splitRelayConfig(
   );
   return tenants.map((ts, i) => {
     const doc = before[i];
-    if (doc?.sources && !differs[i]) {
-      if (sourceRuns) builtFrom.set(doc.sources, runs[i]);
+    if (doc && !differs[i]) {
+      if (sourceRuns && doc.sources) builtFrom.set(doc.sources, runs[i]);
       return doc;
     }
-    if (doc && !differs[i]) return doc;
     const sources: Record<string, number> = {};
     for (const k of keys[i]) sources[k] = all[k];
     if (sourceRuns) builtFrom.set(sources, runs[i]);

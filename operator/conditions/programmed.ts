@@ -1,12 +1,8 @@
 // Programmed: does every live relay serve this generation? The operator asks each ready relay pod
 // which config it loaded (its admin /config endpoint); it remembers which generations each published config
 // contained (its `sources`, by hash). Pure: leases are plain data, time is a parameter.
+import type { SourceKeyRun } from '../../contract/config/shards.ts';
 import { REASONS, type ResourceStatus, type StatusCondition, summarizeReady } from './resource-status.ts';
-
-/** A sorted run of `sources` keys (compile/key-order.ts Run<number>): read-only, never mutated. */
-export interface SourceRun {
-  readonly keys: readonly string[];
-}
 
 export interface RelayReport {
   /** The relay's id (its pod name). */
@@ -31,7 +27,7 @@ export class ConfigHistory {
   private readonly entries: Array<{ hash: string; diff: Map<string, number | undefined> }> = [];
   private full: Record<string, number> = {};
   /** The runs `full` is made of, when it came with them. */
-  private fullRuns: ReadonlyArray<SourceRun> | undefined;
+  private fullRuns: ReadonlyArray<SourceKeyRun> | undefined;
   private readonly limit: number;
   constructor(limit = 32) {
     this.limit = limit;
@@ -42,7 +38,7 @@ export class ConfigHistory {
    * Runs are never mutated, so between two configs that both come with runs only the keys of runs
    * that are not in both can differ: a one-route change compares one namespace's keys, not 100k.
    */
-  remember(hash: string, sources: Record<string, number>, runs?: ReadonlyArray<SourceRun>): void {
+  remember(hash: string, sources: Record<string, number>, runs?: ReadonlyArray<SourceKeyRun>): void {
     const last = this.entries.at(-1);
     if (last?.hash === hash) {
       // the same content (its hash says so): runs known for it still describe it
@@ -141,9 +137,9 @@ function difference(
 /** difference() where only the keys of runs not in both lists can differ. */
 function differenceByRuns(
   older: Record<string, number>,
-  olderRuns: ReadonlyArray<SourceRun>,
+  olderRuns: ReadonlyArray<SourceKeyRun>,
   newer: Record<string, number>,
-  newerRuns: ReadonlyArray<SourceRun>,
+  newerRuns: ReadonlyArray<SourceKeyRun>,
 ): Map<string, number | undefined> {
   const d = new Map<string, number | undefined>();
   const inOlder = new Set(olderRuns);
