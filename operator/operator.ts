@@ -1,5 +1,5 @@
 // The operator shell: informers feed caches (watched-resources.ts); any relevant change marks the
-// aggregate relay config dirty and queues ONE key (coalesced over a short batch window); its
+// aggregate relay config dirty and queues ONE key (at most one start per batch window); its
 // reconcile (relay-config-reconciler.ts) compiles the whole set from the caches (pure), publishes
 // the ConfigMaps when a hash changed (leader only, config-publisher.ts), and queues per-object
 // status keys whose status differs; the status controller (status-reconciler.ts) writes them
@@ -12,6 +12,7 @@ import type { Logger } from '../platform/log.ts';
 import { DEFAULT_TENANT_BUDGETS, type TenantBudgets } from './compile/budgets.ts';
 import { CompileCache, type CompileResult } from './compile/compile.ts';
 import { ConfigPublisher } from './config-publisher.ts';
+import { BatchWindow } from './controller/batch-window.ts';
 import { type Controller, startController } from './controller/controller.ts';
 import type { InformerLifecycle } from './kube/informer.ts';
 import { LeaderElector } from './leader/election.ts';
@@ -49,7 +50,7 @@ export interface OperatorOptions {
   relayScrape?: Omit<RelayScraperOptions, 'onChange' | 'metrics' | 'logger'>;
   resyncMs: number;
   maxConcurrentReconciles: number;
-  /** Bursts of changes within this window compile once (default 100 ms). */
+  /** At most one relay-config reconcile starts per window (default 100 ms): bursts coalesce, a lone change waits for nothing. */
   batchWindowMs?: number;
   logger: Logger;
   /** Leadership lost: the CLI exits non-zero (fail-stop). */
@@ -87,6 +88,8 @@ class OperatorParts {
   stopped = false;
   /** The one key of the relay-config reconcile. */
   readonly aggregateKey: string;
+  /** When a change queues that key (controller/batch-window.ts). */
+  readonly batch: BatchWindow;
   private readonly o: OperatorOptions;
 
   constructor(o: OperatorOptions) {
@@ -94,6 +97,7 @@ class OperatorParts {
     const { kc, logger, namespace, configMapName } = o;
     const metrics = this.metrics;
     this.aggregateKey = `RelayConfig/${namespace}/${configMapName}`;
+    this.batch = new BatchWindow(o.batchWindowMs ?? 100);
     const events = new EventRecorder({
       api: kc.makeApiClient(k8s.EventsV1Api),
       instance: o.identity,
@@ -162,12 +166,13 @@ class OperatorParts {
   }
 
   /**
-   * Queues the aggregate reconcile after the batch window; nothing before every informer has
-   * synced (an empty cache must never publish an empty config).
+   * Queues the aggregate reconcile, at once or at the end of the batch window its last start
+   * opened; nothing before every informer has synced (an empty cache must never publish an empty
+   * config).
    */
   kick(): void {
     if (this.informers.every((i) => i.synced))
-      this.aggregate?.queue.addAfter(this.aggregateKey, this.o.batchWindowMs ?? 100);
+      this.aggregate?.queue.addAfter(this.aggregateKey, this.batch.delay());
   }
 
   requestCompile(): void {
@@ -260,7 +265,10 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
   parts.aggregate = startController({
     name: 'relayconfig',
     workers: 1,
-    reconcile: () => parts.relayConfig.reconcile(),
+    reconcile: () => {
+      parts.batch.started();
+      return parts.relayConfig.reconcile();
+    },
     metrics,
     logger,
     retry: { baseMs: 500, maxMs: 30_000 },

@@ -43,7 +43,8 @@ Options:
   --relay-scrape-timeout DUR      deadline of one such request (default 2s)
   --resync DURATION               level-triggered full resync and informer staleness check (default 10m)
   --max-concurrent-reconciles N   status writers in parallel (default 4)
-  --batch-window DURATION         changes within this window compile once (default 100ms)
+  --batch-window DURATION         at most one compile starts per window: a burst compiles about
+                                  once per window, a lone change at once (default 100ms)
   --config-shards N               spread tenants over N shard ConfigMaps (CONFIGMAP-shard-0..N-1)
                                   named by an index in CONFIGMAP; fixed at install time, the
                                   relays' RBAC must name every shard (default 1: one ConfigMap)

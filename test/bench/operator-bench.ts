@@ -502,7 +502,7 @@ async function benchApplyLatency(changes: number): Promise<void> {
       `API server write latency (plain ConfigMap merge patch, one before each change): p50 ${pct(writes, 50).toFixed(1)} ms, p99 ${pct(writes, 99).toFixed(1)} ms`,
     );
     console.log(
-      `   the path is ~${(p50 / pct(writes, 50)).toFixed(1)}× one API write at p50 (patch, watch → operator, batch window 100 ms, compile, SSA, watch → relay)`,
+      `   the path is ~${(p50 / pct(writes, 50)).toFixed(1)}× one API write at p50 (patch, watch → operator, batch window 0-100 ms, compile, SSA, watch → relay)`,
     );
   } finally {
     for (const s of stops.reverse()) await s().catch(() => {});
