@@ -9,19 +9,25 @@ if (major < 24) {
   );
   process.exit(2);
 }
-// Long-running relay commands run with V8 heap limits sized for a relay (bin/relay-v8-flags.js says
-// which and why). The limits are fixed when the heap is set up (v8.setFlagsFromString is too late),
-// so the process re-executes itself once with the flags: same PID, same stdio, nothing has run yet.
-// Flags given by the operator (command line or NODE_OPTIONS) win; without process.execve (Windows)
-// it runs as is.
-if ((process.argv[2] === 'relay' || process.argv[2] === 'dev') && typeof process.execve === 'function') {
-  const { relayV8Flags } = await import('./relay-v8-flags.js');
-  const flags = relayV8Flags({
-    execArgv: process.execArgv,
-    nodeOptions: process.env.NODE_OPTIONS,
-    constrainedMemory: process.constrainedMemory?.() ?? 0,
-    totalMemory: (await import('node:os')).totalmem(),
-  });
+// Long-running commands run with V8 flags sized for them (bin/v8-flags.js says which and why). The
+// flags take effect when the heap is set up (v8.setFlagsFromString is too late), so the process
+// re-executes itself once with them: same PID, same stdio, nothing has run yet. Flags given by the
+// operator (command line or NODE_OPTIONS) win; without process.execve (Windows) it runs as is.
+const command = process.argv[2];
+if (
+  (command === 'relay' || command === 'dev' || command === 'operator') &&
+  typeof process.execve === 'function'
+) {
+  const { relayV8Flags, operatorV8Flags } = await import('./v8-flags.js');
+  const known = { execArgv: process.execArgv, nodeOptions: process.env.NODE_OPTIONS };
+  const flags =
+    command === 'operator'
+      ? operatorV8Flags(known)
+      : relayV8Flags({
+          ...known,
+          constrainedMemory: process.constrainedMemory?.() ?? 0,
+          totalMemory: (await import('node:os')).totalmem(),
+        });
   if (flags.length > 0) {
     const { fileURLToPath } = await import('node:url');
     process.execve(process.execPath, [

@@ -1,5 +1,5 @@
-// V8 flags for the long-running relay commands (`relay`, `dev`). Pure: bin/mailplus.js passes in
-// what it knows about the process and re-executes itself once with the flags returned here.
+// V8 flags for the long-running commands (`relay`, `dev`, `operator`). Pure: bin/mailplus.js passes
+// in what it knows about the process and re-executes itself once with the flags returned here.
 //
 // Young generation: left alone it grows to 2 x 32 MB semi-spaces under mail load (per-message
 // garbage is high), which alone was ~35-60 MB of RSS with 50 sessions of small messages; 4 MB
@@ -33,8 +33,7 @@ export const UNCONSTRAINED_OLD_SPACE_MB = 256;
  * @returns {string[]} flags to add; empty when the operator already set them (their flags win)
  */
 export function relayV8Flags({ execArgv, nodeOptions, constrainedMemory, totalMemory }) {
-  const given = [...execArgv, ...(nodeOptions ?? '').split(/\s+/)];
-  const has = (...names) => given.some((a) => names.some((n) => a === n || a.startsWith(`${n}=`)));
+  const has = given(execArgv, nodeOptions);
   const flags = [];
   if (!has('--max-semi-space-size')) flags.push('--max-semi-space-size=4');
   const limited = constrainedMemory > 0 && constrainedMemory < totalMemory;
@@ -44,4 +43,28 @@ export function relayV8Flags({ execArgv, nodeOptions, constrainedMemory, totalMe
   if (!has('--concurrent-recompilation', '--no-concurrent-recompilation'))
     flags.push('--no-concurrent-recompilation');
   return flags;
+}
+
+/**
+ * The operator: the same young generation and compiler thread choice, for the same reasons, and
+ * measured at 100k MailRoutes (docs/benchmarks.md): without them its RSS was ~300 MB above its V8
+ * heap in use (new space grown to 134 MB, TurboFan scratch memory in per-thread arenas), with them
+ * ~170 MB. No old-generation limit: the operator's heap grows with the fleet (every MailRoute is in
+ * its caches), so it takes what Node derives from the pod's memory limit.
+ * @param {{ execArgv: readonly string[], nodeOptions: string | undefined }} p
+ * @returns {string[]} flags to add; empty when the operator already set them (their flags win)
+ */
+export function operatorV8Flags({ execArgv, nodeOptions }) {
+  const has = given(execArgv, nodeOptions);
+  const flags = [];
+  if (!has('--max-semi-space-size')) flags.push('--max-semi-space-size=4');
+  if (!has('--concurrent-recompilation', '--no-concurrent-recompilation'))
+    flags.push('--no-concurrent-recompilation');
+  return flags;
+}
+
+/** Whether one of the named flags was given (`--name` or `--name=value`), on the command line or in NODE_OPTIONS. */
+function given(execArgv, nodeOptions) {
+  const all = [...execArgv, ...(nodeOptions ?? '').split(/\s+/)];
+  return (...names) => all.some((a) => names.some((n) => a === n || a.startsWith(`${n}=`)));
 }

@@ -1,6 +1,6 @@
-// The V8 flags `mailplus relay` re-executes itself with (bin/relay-v8-flags.js): pure selection.
+// The V8 flags `mailplus relay` and `mailplus operator` re-execute themselves with (bin/v8-flags.js): pure selection.
 import { describe, expect, it } from 'vitest';
-import { relayV8Flags } from '../bin/relay-v8-flags.js';
+import { operatorV8Flags, relayV8Flags } from '../bin/v8-flags.js';
 
 const GiB = 1024 ** 3;
 const host = { execArgv: [], nodeOptions: undefined, totalMemory: 24 * GiB };
@@ -56,5 +56,22 @@ describe('relay V8 flags', () => {
   it('once re-executed with its own flags, the process is not re-executed again', () => {
     const first = relayV8Flags({ ...host, constrainedMemory: 0 });
     expect(relayV8Flags({ ...host, constrainedMemory: 0, execArgv: first })).toEqual([]);
+  });
+});
+
+describe('operator V8 flags', () => {
+  it('4 MB semi-spaces and optimizing on the main thread; no old-generation limit (its heap grows with the fleet)', () => {
+    expect(operatorV8Flags({ execArgv: [], nodeOptions: undefined })).toEqual([
+      '--max-semi-space-size=4',
+      '--no-concurrent-recompilation',
+    ]);
+  });
+
+  it("the operator's own flags win, and a re-executed process is not re-executed again", () => {
+    expect(
+      operatorV8Flags({ execArgv: ['--concurrent-recompilation'], nodeOptions: '--max-semi-space-size=16' }),
+    ).toEqual([]);
+    const first = operatorV8Flags({ execArgv: [], nodeOptions: undefined });
+    expect(operatorV8Flags({ execArgv: first, nodeOptions: undefined })).toEqual([]);
   });
 });
