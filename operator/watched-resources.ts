@@ -199,7 +199,15 @@ export class WatchedResources {
         ),
       onChange: (verb, obj) => this.onResourceChange(kind, verb, obj),
       onResync: () => this.o.onInputChange(),
-      compact: (obj) => compactResource(obj, this.interner),
+      // the cached record it replaces shares what did not change (kube/compact.ts)
+      compact: (obj) => {
+        const md = (obj as MailPlusObject).metadata;
+        return compactResource(
+          obj,
+          this.interner,
+          this.seen.get(`${kind}/${md?.namespace}/${md?.name}`) as T,
+        );
+      },
     });
   }
 

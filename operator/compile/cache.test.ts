@@ -3,6 +3,8 @@
 // updates, invalid generations, competing claims, Services, consents), each fed the previous result
 // as the published config as the operator does.
 import { generateKeyPairSync } from 'node:crypto';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import type { MailRoute, TenantPolicy } from '../api/types.gen.ts';
 import type { Service } from '../resources/types.ts';
@@ -190,6 +192,33 @@ describe('compile with a CompileCache', () => {
     // b was declared the same; the others are new objects, compiled again (same output)
     expect(second.config.tenants[1]).toBe(first.config.tenants[1]);
     expect(second.config.tenants[0]).not.toBe(first.config.tenants[0]);
+  });
+
+  it('an object declared sameAs an earlier one takes its place: the earlier one is not kept', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const tenantPolicies = TENANTS.map((ns, i) => policy(ns, 1, i, () => 0.99));
+    let mailRoutes: MailRoute[] | undefined = TENANTS.map((ns) => route(ns, 'r0', 1, () => 0.99));
+    const cache = new CompileCache();
+    const first = compile({ tenantPolicies, mailRoutes, services: [] }, { now: NOW, cache });
+    // the status echo shares the spec, as the informer's compact record does (kube/compact.ts)
+    const echoes = mailRoutes.map((r) => ({
+      ...r,
+      metadata: { ...r.metadata },
+      status: { observedGeneration: 1 },
+    }));
+    for (let i = 0; i < echoes.length; i++) cache.sameAs(echoes[i], mailRoutes[i]);
+    const before = mailRoutes.map((r) => new WeakRef(r));
+    mailRoutes = undefined;
+    const second = compile({ tenantPolicies, mailRoutes: echoes, services: [] }, { now: NOW, cache });
+    for (let i = 0; i < TENANTS.length; i++) expect(second.config.tenants[i]).toBe(first.config.tenants[i]);
+    // WeakRefs made in this task stay alive until it ends
+    await new Promise((r) => setTimeout(r, 0));
+    gc();
+    expect(before.filter((w) => w.deref() !== undefined)).toHaveLength(0);
+    expect(
+      compile({ tenantPolicies, mailRoutes: echoes, services: [] }, { now: NOW, cache }).config.tenants[0],
+    ).toBe(first.config.tenants[0]);
   });
 
   it('the validated spec shares every part equal to the cached object, and only those', () => {

@@ -89,4 +89,47 @@ describe('compactResource', () => {
     expect(c.status.conditions[0].lastTransitionTime).toBe('2026-12-03T17:00:02Z');
     expect(Object.isFrozen(a.status.conditions[0])).toBe(true);
   });
+
+  it("a status write shares the replaced record's unchanged spec, labels and annotations; a change does not", () => {
+    const interner = new Interner();
+    const before = compactResource(fromApi('r1'), interner);
+    const echo = fromApi('r1');
+    echo.metadata.resourceVersion = '43';
+    echo.status.conditions[0].status = 'False';
+    const after = compactResource(echo, interner, before);
+    expect(after.spec).toBe(before.spec);
+    expect(after.metadata.labels).toBe(before.metadata.labels);
+    expect(after.metadata.annotations).toBe(before.metadata.annotations);
+    expect(after.metadata.resourceVersion).toBe('43');
+    expect(after.status.conditions[0].status).toBe('False');
+
+    const edited = fromApi('r1');
+    edited.metadata.generation = 4;
+    edited.spec.match.recipients = ['other@a.example'];
+    const changed = compactResource(edited, interner, after);
+    expect(changed.spec).not.toBe(before.spec);
+    expect(changed.spec.match.recipients).toEqual(['other@a.example']);
+    expect(before.spec.match.recipients).toEqual(['r1@a.example']);
+
+    // another object under the same name (deleted and created again) takes nothing from it
+    const recreated = fromApi('r1');
+    recreated.metadata.uid = 'uid-r1-again';
+    expect(compactResource(recreated, new Interner(), after).spec).not.toBe(before.spec);
+  });
+
+  it('small objects and arrays are shared, frozen, between records; large ones are copies', () => {
+    const interner = new Interner();
+    const a = compactResource(fromApi('r1'), interner);
+    const b = compactResource(fromApi('r2'), interner);
+    expect(b.spec.forward).toBe(a.spec.forward);
+    expect(Object.isFrozen(a.spec.forward.upstreams[0])).toBe(true);
+    expect(b.spec.match).not.toBe(a.spec.match);
+    const many = fromApi('r3');
+    many.spec.match.recipients = Array.from({ length: 40 }, (_, i) => `user${i}@a.example`);
+    const c = compactResource(many, interner);
+    const d = compactResource(structuredClone(many), interner);
+    expect(d.spec.match.recipients).toEqual(c.spec.match.recipients);
+    expect(d.spec.match.recipients).not.toBe(c.spec.match.recipients);
+    expect(Object.isFrozen(d.spec.match.recipients)).toBe(false);
+  });
 });

@@ -7,11 +7,21 @@
 // annotations but kubectl's last-applied copy of the object), the spec and the status, with
 // repeated strings shared through a bounded interner.
 
+import { isDeepStrictEqual } from 'node:util';
+
 /** kubectl apply's copy of the whole object in an annotation: a second spec nothing here reads. */
 export const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
 
 /** Strings longer than this are not interned (free text a tenant wrote is rarely repeated). */
 const MAX_INTERNED_LENGTH = 512;
+
+/**
+ * Objects and arrays whose JSON is longer, or that have more members, are not shared: the table
+ * keeps each shared value's JSON as its key, and long ones (a route's hundred patterns) are rarely
+ * repeated.
+ */
+const MAX_SHARED_JSON = 256;
+const MAX_SHARED_MEMBERS = 16;
 
 /**
  * One shared copy per distinct string, bounded: two generations of at most `limit` strings each;
@@ -48,9 +58,32 @@ export class Interner {
     return shared;
   }
 
+  /**
+   * A deep copy of JSON data with every string interned (object keys are interned by V8 already)
+   * and every small object or array shared, frozen, by all the records that have the very same one
+   * (a tenant's upstreams in each of its MailRoutes, the conditions written in the same second).
+   */
+  json<T>(v: T): T {
+    if (typeof v === 'string') return this.intern(v) as T;
+    if (typeof v !== 'object' || v === null) return v;
+    let copy: object;
+    if (Array.isArray(v)) copy = v.map((x) => this.json(x));
+    else {
+      const out: Record<string, unknown> = {};
+      for (const k in v) out[k] = this.json((v as Record<string, unknown>)[k]);
+      copy = out;
+    }
+    if (Object.keys(copy).length > MAX_SHARED_MEMBERS) return copy as T;
+    const text = JSON.stringify(copy);
+    return (text.length > MAX_SHARED_JSON ? copy : this.sharedAs(text, copy)) as T;
+  }
+
   /** One frozen object for equal JSON objects of strings and numbers, bounded like the strings. */
   shared<T extends object>(obj: T): T {
-    const key = JSON.stringify(obj);
+    return this.sharedAs(JSON.stringify(obj), obj);
+  }
+
+  private sharedAs<T extends object>(key: string, obj: T): T {
     const hit = this.sharedCurrent.get(key) ?? this.sharedPrevious.get(key);
     if (this.sharedCurrent.size >= this.limit / 4) {
       this.sharedPrevious = this.sharedCurrent;
@@ -59,16 +92,6 @@ export class Interner {
     const one = (hit ?? Object.freeze(obj)) as T;
     this.sharedCurrent.set(key, one);
     return one;
-  }
-
-  /** A deep copy of JSON data with every string interned (object keys are interned by V8 already). */
-  json<T>(v: T): T {
-    if (typeof v === 'string') return this.intern(v) as T;
-    if (typeof v !== 'object' || v === null) return v;
-    if (Array.isArray(v)) return v.map((x) => this.json(x)) as T;
-    const out: Record<string, unknown> = {};
-    for (const k in v) out[k] = this.json((v as Record<string, unknown>)[k]);
-    return out as T;
   }
 }
 
@@ -88,7 +111,8 @@ interface ResourceLike {
  */
 function compactStatus(status: unknown, interner: Interner): unknown {
   const st = interner.json(status) as { conditions?: unknown };
-  if (!Array.isArray(st?.conditions)) return st;
+  // a shared (frozen) status is small enough that its conditions are shared already
+  if (!Array.isArray(st?.conditions) || Object.isFrozen(st)) return st;
   st.conditions = st.conditions.map((c) => (typeof c === 'object' && c !== null ? interner.shared(c) : c));
   return st;
 }
@@ -96,28 +120,43 @@ function compactStatus(status: unknown, interner: Interner): unknown {
 /** The metadata fields copied as they are (strings interned where they repeat). */
 const KEPT_METADATA = ['name', 'uid', 'resourceVersion', 'generation', 'deletionTimestamp'] as const;
 
-/** The compact record of a custom resource as it comes from the API server (see the top of this file). */
-export function compactResource<T>(obj: T, interner: Interner): T {
+/**
+ * `prev` (part of the record this one replaces) when `raw` says the same, else an interned copy.
+ * Most updates are status writes (ours: 100k of them after publishing 100k routes): the new record
+ * shares the old one's spec, so the compile cache, which keeps the specs it compiled, never holds
+ * two copies of one (kube/compact.test.ts).
+ */
+function same(prev: unknown, raw: unknown, interner: Interner): unknown {
+  return prev !== undefined && isDeepStrictEqual(prev, raw) ? prev : interner.json(raw);
+}
+
+/**
+ * The compact record of a custom resource as it comes from the API server (see the top of this
+ * file); `previous` is the cached record of the same object, if any, whose unchanged parts it shares.
+ */
+export function compactResource<T>(obj: T, interner: Interner, previous?: T): T {
   const o = obj as ResourceLike;
   if (typeof o !== 'object' || o === null) return obj;
   const md = o.metadata ?? {};
+  const prev = previous as ResourceLike | undefined;
+  const pmd = prev?.metadata?.uid === md.uid ? prev?.metadata : undefined;
   const metadata: Record<string, unknown> = {};
-  for (const k of KEPT_METADATA) if (md[k] !== undefined) metadata[k] = md[k];
+  for (const k of KEPT_METADATA) if (md[k] !== undefined) metadata[k] = pmd?.[k] === md[k] ? pmd[k] : md[k];
   if (typeof md.namespace === 'string') metadata.namespace = interner.intern(md.namespace);
   if (typeof md.creationTimestamp === 'string')
     metadata.creationTimestamp = interner.intern(md.creationTimestamp);
-  if (md.labels !== undefined) metadata.labels = interner.json(md.labels);
+  if (md.labels !== undefined) metadata.labels = same(pmd?.labels, md.labels, interner);
   const annotations = md.annotations as Record<string, unknown> | undefined;
   if (annotations !== undefined) {
     const { [LAST_APPLIED]: _copy, ...rest } = annotations;
-    metadata.annotations = interner.json(rest);
+    metadata.annotations = same(pmd?.annotations, rest, interner);
   }
   const out: ResourceLike = {
     apiVersion: typeof o.apiVersion === 'string' ? interner.intern(o.apiVersion) : o.apiVersion,
     kind: typeof o.kind === 'string' ? interner.intern(o.kind) : o.kind,
     metadata,
   };
-  if (o.spec !== undefined) out.spec = interner.json(o.spec);
+  if (o.spec !== undefined) out.spec = same(pmd ? prev?.spec : undefined, o.spec, interner);
   if (o.status !== undefined) out.status = compactStatus(o.status, interner);
   return out as T;
 }
