@@ -48,6 +48,16 @@ export function compileRoutes(
 ): Route[] {
   const routes: Route[] = [];
   const usedServices = new Set<string>();
+  // a tenant's routes mostly forward to the same upstreams: one frozen action object for all of
+  // them (100k routes: ~20 MB less of the operator's heap), as for the sender lists
+  const shared = new Map<string, unknown>();
+  const one = <T extends object>(v: T): T => {
+    const key = JSON.stringify(v);
+    const hit = shared.get(key) as T | undefined;
+    if (hit !== undefined) return hit;
+    shared.set(key, deepFreeze(v));
+    return v;
+  };
   for (const e of entries) {
     const { action, refs } = routeAction(c, e, usedServices);
     routes.push({
@@ -57,8 +67,8 @@ export function compileRoutes(
         .map((r) => r.pattern)
         .sort(bySpecificity)
         .map((r) => r.text),
-      senders: e.senders.map((s) => s.text),
-      action,
+      senders: one(e.senders.map((s) => s.text)),
+      action: one(action),
     });
     judgeRoute(section, e, refs, shadowed.get(e));
   }
@@ -219,4 +229,13 @@ function serviceUpstream(
   const ip = svc.spec?.clusterIP;
   const host = ip && ip !== 'None' ? ip : `${ref.name}.${namespace}.svc`;
   return { upstream: hostUpstream(host, port.port, u) };
+}
+
+/** `v`, frozen with everything in it: a shared action is read by every route that has it, never written. */
+function deepFreeze<T>(v: T): T {
+  if (typeof v === 'object' && v !== null && !Object.isFrozen(v)) {
+    for (const x of Object.values(v)) deepFreeze(x);
+    Object.freeze(v);
+  }
+  return v;
 }
