@@ -267,6 +267,10 @@ export class StatusReconciler {
       this.written.delete(key);
       return;
     }
+    // the cache moved past the version we wrote on (our write's echo, typically): what we wrote is
+    // no longer needed (alreadyWritten only trusts it on that version); 100k MailRoutes written in
+    // a burst kept ~35 MB of them otherwise
+    if (this.written.get(key)?.basedOnRv !== obj.metadata.resourceVersion) this.written.delete(key);
     const live = this.o.inputs.reports();
     const d0 = this.desiredFor(key, obj, obj.status, live);
     if (!d0) {
