@@ -49,7 +49,7 @@ export function relayV8Flags({ execArgv, nodeOptions, constrainedMemory, totalMe
  * The operator: the same young generation and compiler thread choice, for the same reasons, and
  * measured at 100k MailRoutes (docs/benchmarks.md): without them its RSS was ~300 MB above its V8
  * heap in use (new space grown to 134 MB, TurboFan scratch memory in per-thread arenas), with them
- * ~170 MB. No old-generation limit: the operator's heap grows with the fleet (every MailRoute is in
+ * 150-260 MB. No old-generation limit: the operator's heap grows with the fleet (every MailRoute is in
  * its caches), so it takes what Node derives from the pod's memory limit.
  * @param {{ execArgv: readonly string[], nodeOptions: string | undefined }} p
  * @returns {string[]} flags to add; empty when the operator already set them (their flags win)
