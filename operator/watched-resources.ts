@@ -14,7 +14,7 @@ import type { CompileCache } from './compile/compile.ts';
 import { compactResource, Interner } from './kube/compact.ts';
 import { type InformerLifecycle, listPaginated, ResilientInformer } from './kube/informer.ts';
 import type { OperatorMetrics } from './metrics.ts';
-import type { Service } from './resources/types.ts';
+import { resourceKey, type Service } from './resources/types.ts';
 import type { MailPlusKind } from './status/writer.ts';
 
 export type MailPlusObject = TenantPolicy | MailRoute;
@@ -209,7 +209,7 @@ export class WatchedResources {
         return compactResource(
           obj,
           this.interner,
-          this.seen.get(`${kind}/${md?.namespace}/${md?.name}`) as T,
+          this.seen.get(resourceKey(kind, md?.namespace, md?.name ?? '')) as T,
         );
       },
     });
@@ -217,7 +217,7 @@ export class WatchedResources {
 
   private onResourceChange(kind: MailPlusKind, verb: Verb, obj: MailPlusObject): void {
     const md = obj.metadata;
-    const key = `${kind}/${md.namespace}/${md.name}`;
+    const key = resourceKey(kind, md.namespace, md.name);
     const before = this.seen.get(key);
     if (verb === 'delete') this.seen.delete(key);
     else this.seen.set(key, obj);
