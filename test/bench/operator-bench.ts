@@ -396,21 +396,24 @@ async function benchApplyLatency(changes: number): Promise<void> {
     );
     const opRss = rssMB(op.pid);
     // the operator's event loop can be busy for seconds at 100k routes: its /metrics answers late
-    const heap =
-      (sample(
-        await eventually(
-          'operator /metrics',
-          () => metricsText(op.metricsPort).catch(() => undefined),
-          120_000,
-          1000,
-        ),
-        'nodejs_heap_size_used_bytes',
-      ) ?? Number.NaN) / MB;
+    const opMetrics = await eventually(
+      'operator /metrics',
+      () => metricsText(op.metricsPort).catch(() => undefined),
+      120_000,
+      1000,
+    );
+    const opMB = (name: string) => (sample(opMetrics, name) ?? Number.NaN) / MB;
+    const heap = opMB('nodejs_heap_size_used_bytes');
     console.log(
       `relay old generation limit: ${relayOldSpace ? `${Number(relayOldSpace)} MB (BENCH_RELAY_OLD_SPACE_MB)` : '256 MB (the default pod)'}`,
     );
     console.log(
       `operator RSS ${opRss.toFixed(0)} MB = ${ratio(opRss, 300)} (target < 300 MB; V8 heap in use ${heap.toFixed(0)} MB); relay RSS ${rssMB(relay.pid).toFixed(0)} MB (${load()})`,
+    );
+    // where the RSS over the heap in use goes: V8's committed heap (pages kept after a GC) and
+    // memory outside it (buffers, code, the libraries' native parts)
+    console.log(
+      `   operator V8 heap committed ${opMB('nodejs_heap_size_total_bytes').toFixed(0)} MB, external ${opMB('nodejs_external_memory_bytes').toFixed(0)} MB`,
     );
     // Publishing is followed by a status write for every object: the steady state a change meets
     // is after that burst (bounded: BENCH_SETTLE_S).
