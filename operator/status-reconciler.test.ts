@@ -164,9 +164,13 @@ describe('status sweep', () => {
     const r = rig(10, 2);
     r.live.push({ id: 'relay-a', hash: r.recompile() });
     await r.sweep();
-    r.input.mailRoutes.splice(0, 4);
+    const removed = r.input.mailRoutes.splice(0, 4);
     r.recompile();
     const after = await r.sweep();
     expect(after.evaluated).toBe(0);
+    // their verdicts were forgotten: back (the very objects), they are evaluated afresh
+    r.input.mailRoutes.push(...removed);
+    r.recompile();
+    expect((await r.sweep()).evaluated).toBe(4);
   });
 });

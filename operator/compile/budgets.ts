@@ -47,10 +47,25 @@ export interface TenantUsage {
   bytes: number;
 }
 
+/**
+ * Usage of the tenant sections measured before. A section a CompileCache reused is the very object
+ * of the last compile (sections are never mutated, as canonicalTenantJson assumes), and measuring
+ * the UTF-8 length of every tenant's JSON took about 14 ms of each compile at 100k routes.
+ */
+const usages = new WeakMap<Tenant, TenantUsage>();
+
 export function tenantUsage(t: Tenant): TenantUsage {
+  const known = usages.get(t);
+  if (known) return known;
   let patterns = 0;
   for (const r of t.routes) patterns += r.recipients.length + r.senders.length;
-  return { routes: t.routes.length, patterns, bytes: Buffer.byteLength(canonicalTenantJson(t)) };
+  const u = Object.freeze({
+    routes: t.routes.length,
+    patterns,
+    bytes: Buffer.byteLength(canonicalTenantJson(t)),
+  });
+  usages.set(t, u);
+  return u;
 }
 
 /** The broken budgets, as text naming the numbers and the operator flag, or [] when within budget. */

@@ -81,7 +81,8 @@ export class ConfigHistory {
       const d = this.entries[i].diff;
       if (d.has(key)) return d.get(key);
     }
-    return Object.hasOwn(this.full, key) ? this.full[key] : undefined;
+    // one lookup: keys have a '/', never the name of an Object.prototype property
+    return this.full[key];
   }
 
   has(hash: string | undefined): boolean {

@@ -189,7 +189,8 @@ export class ResilientInformer<T extends KubeObject> {
   }
 
   list(): T[] {
-    return [...(this.serving?.list() ?? [])];
+    // the ListWatch builds a new array on every call (typed readonly): no second copy of 100k
+    return (this.serving?.list() ?? []) as T[];
   }
 
   get(name: string, namespace?: string): T | undefined {
