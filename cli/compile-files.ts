@@ -19,7 +19,7 @@ export interface FileProblem extends ResourceError {
 
 export interface CompiledFiles {
   config: RelayConfig;
-  statuses: Map<string, ResourceStatus>;
+  statuses: ReadonlyMap<string, ResourceStatus>;
   resources: LoadedResource[];
   /** Load and schema errors, then compile findings (resources that are not Ready). */
   problems: FileProblem[];

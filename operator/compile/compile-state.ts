@@ -49,8 +49,8 @@ export interface CompileOptions {
 
 export interface CompileResult {
   config: RelayConfig;
-  /** Keyed 'Kind/namespace/name' for every TenantPolicy and MailRoute in the input. */
-  statuses: Map<string, ResourceStatus>;
+  /** Keyed 'Kind/namespace/name' for every TenantPolicy and MailRoute in the input, in key order. */
+  statuses: ReadonlyMap<string, ResourceStatus>;
   /**
    * The sorted runs config.sources is made of (key-order.ts), never mutated: with a cache, a
    * namespace whose section is reused brings the same run objects as the last compile, so what

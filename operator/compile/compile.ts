@@ -18,6 +18,7 @@ import {
 import { settleDomainOwnership } from './domain-ownership.ts';
 import { eachEntry, inKeyOrder, type Run, runMembersJson } from './key-order.ts';
 import { judgePolicies } from './policy-verdicts.ts';
+import { RunMap } from './run-map.ts';
 
 export { CompileCache } from './cache.ts';
 export type { CompileInput, CompileOptions, CompileResult } from './compile-state.ts';
@@ -57,15 +58,11 @@ function assembleConfig(state: CompileState): CompileResult {
   config.hash = state.cache
     ? hashDerivedConfig(config, { sources: sourcesJson(sourceRuns) })
     : hashConfig(config);
-  const statuses = new Map<string, ResourceStatus>();
-  eachEntry(
+  const statuses = new RunMap<ResourceStatus>(
     inKeyOrder(
       state.statuses,
       state.sections.map((s) => s.statuses),
     ),
-    (k, st) => {
-      statuses.set(k, st);
-    },
   );
   return { config, statuses, sourceRuns };
 }
