@@ -13,6 +13,7 @@ import { mergeShards, shardConfigMapName } from '../contract/config/shards.ts';
 import type { RelayConfig } from '../contract/config/types.gen.ts';
 import { MANAGED_LABELS } from '../contract/kube.ts';
 import type { k8s } from '../platform/kube-client.ts';
+import { sourcesOf } from './compile/compile.ts';
 import { ConfigHistory } from './conditions/programmed.ts';
 import type { ResilientInformer } from './kube/informer.ts';
 
@@ -86,7 +87,7 @@ export class PublishedConfig {
       this.ownHashes.add(config.hash);
       if (this.ownHashes.size > 64) this.ownHashes.delete(this.ownHashes.values().next().value as string);
     }
-    this.history.remember(config.hash, config.sources ?? {});
+    this.history.remember(config.hash, sourcesOf(config));
     this.served = config;
     return isNew;
   }

@@ -15,7 +15,7 @@ import {
   type TenantBudgets,
 } from './compile/budgets.ts';
 import { captureTransitions } from './compile/capture-transitions.ts';
-import { type CompileCache, type CompileResult, compile } from './compile/compile.ts';
+import { type CompileCache, type CompileResult, compile, sourcesOf } from './compile/compile.ts';
 import type { Transition } from './conditions/api-conditions.ts';
 import type { RelayReport } from './conditions/programmed.ts';
 import { type ConfigPublisher, PUBLISH_REFUSED } from './config-publisher.ts';
@@ -127,7 +127,7 @@ export class RelayConfigReconciler {
     resources.referenced = referencedServices(inputs.mailRoutes);
     const changed = this.last?.config.hash !== result.config.hash;
     this.last = result;
-    published.history.remember(result.config.hash, result.config.sources ?? {}, result.sourceRuns);
+    published.history.remember(result.config.hash, sourcesOf(result.config), result.sourceRuns);
     let conflicts = 0;
     for (const s of result.statuses.values()) if (s.conflicts?.length) conflicts++;
     metrics.conflicts.set(conflicts);

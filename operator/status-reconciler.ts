@@ -7,7 +7,7 @@ import type { RelayConfig } from '../contract/config/types.gen.ts';
 import { MAILPLUS_API_VERSION } from '../contract/kube.ts';
 import type { k8s } from '../platform/kube-client.ts';
 import type { Logger } from '../platform/log.ts';
-import type { CompileResult } from './compile/compile.ts';
+import { type CompileResult, sourcesOf } from './compile/compile.ts';
 import {
   type DesiredStatus,
   desiredStatus,
@@ -16,8 +16,10 @@ import {
 } from './conditions/api-conditions.ts';
 import {
   type ConfigHistory,
+  generationIn,
   programmedCondition,
   type RelayReport,
+  type Sources,
   servingCount,
   withProgrammed,
 } from './conditions/programmed.ts';
@@ -68,7 +70,7 @@ interface SweepInputs {
   /** The live relays and why any is unreachable (Programmed's message names them). */
   liveSig: string;
   /** Of the config relays serve: the generation of each resource in it. */
-  sources: Record<string, number>;
+  sources: Sources;
   /** Each live relay's ConfigHistory.generationsOf. */
   served: Array<(key: string) => number | undefined>;
   round: number;
@@ -168,7 +170,7 @@ export class StatusReconciler {
         : programmedCondition({
             key,
             generation,
-            currentSources: (inputs.served() ?? last.config).sources ?? {},
+            currentSources: sourcesOf(inputs.served() ?? last.config),
             live,
             history: inputs.history,
             fleet: inputs.fleet,
@@ -189,7 +191,7 @@ export class StatusReconciler {
     const round = ++this.sweepRound;
     const before = this.evaluated;
     const liveSig = live.map((r) => `${r.id}\t${r.error ?? ''}`).join('\n');
-    const sources = last ? ((this.o.inputs.served() ?? last.config).sources ?? {}) : {};
+    const sources = last ? sourcesOf(this.o.inputs.served() ?? last.config) : {};
     const served = live.map((r) => this.o.inputs.history.generationsOf(r.hash));
     const at: SweepInputs | undefined = last && { last, live, liveSig, sources, served, round };
     let kept = 0;
@@ -233,8 +235,7 @@ export class StatusReconciler {
     if (!st || (st.generation ?? 0) !== generation) return undefined;
     const heldBack = this.o.inputs.heldBack(obj.metadata.namespace ?? 'default');
     const held = heldBack ? `${heldBack.reason}\n${heldBack.message}` : '';
-    // one lookup: keys have a '/', never the name of an Object.prototype property
-    const served: number | undefined = at.sources[key];
+    const served = generationIn(at.sources, key);
     const serving = servingCount(at.served, key, generation);
     if (
       v !== undefined &&

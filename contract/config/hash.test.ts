@@ -75,4 +75,18 @@ describe('hashDerivedConfig', () => {
     expect(hashDerivedConfig(config, { sources: '{"MailRoute/a/r":2}' })).not.toBe(truth);
     expect(hashDerivedConfig(config, { hash: 'x', toString: 'x' })).toBe(truth);
   });
+
+  it('does not read a field whose JSON it is given (a compiled config makes `sources` when read)', () => {
+    const sources = { 'MailRoute/a/r': 1 };
+    const config = { kind: 'RelayConfig', hash: '', sources, tenants: [] };
+    const truth = hashConfig(config);
+    const lazy = { kind: 'RelayConfig', hash: '', sources: {}, tenants: [] };
+    Object.defineProperty(lazy, 'sources', {
+      enumerable: true,
+      get: () => {
+        throw new Error('sources read');
+      },
+    });
+    expect(hashDerivedConfig(lazy, { sources: canonicalJson(sources) })).toBe(truth);
+  });
 });

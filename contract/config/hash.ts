@@ -68,12 +68,15 @@ export function canonicalTenantJson(tenant: object, reuse = true): string {
 export type KnownJson = Readonly<Record<string, string | undefined>>;
 
 function hashWith(config: { hash?: string } & object, reuse: boolean, known: KnownJson = {}): string {
-  const { hash: _ignored, ...rest } = config as Record<string, unknown>;
-  // canonicalJson(rest), streamed into the hash key by key with the tenants one by one
+  const fields = config as Record<string, unknown>;
+  // canonicalJson of the config without 'hash', streamed into the hash key by key with the tenants
+  // one by one; a field is read only when `known` does not give its JSON (the compile's `sources`
+  // is made when first read)
   const h = createHash('sha256');
   let first = true;
-  for (const k of Object.keys(sortedKeys('', rest) as object)) {
-    const v = rest[k];
+  for (const k of Object.keys(fields).sort()) {
+    if (k === 'hash') continue;
+    const v = Object.hasOwn(known, k) && known[k] !== undefined ? undefined : fields[k];
     if (k === 'tenants' && Array.isArray(v)) {
       h.update(`${first ? '{' : ','}${JSON.stringify(k)}:[`);
       first = false;

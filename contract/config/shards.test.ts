@@ -89,6 +89,25 @@ describe('sharded relay config', () => {
     expect(splitRelayConfig(dropped, 8)).toEqual(split3);
   });
 
+  it("splits by the compile's runs and their generations without reading `sources`", () => {
+    const f = { ...fleet(200, 40), services: [] };
+    const { config: compiled, sourceRuns } = compile(f);
+    const plain = { ...compiled, sources: { ...compiled.sources } };
+    const want = splitRelayConfig(plain, 8);
+    const lazy = { ...plain };
+    Object.defineProperty(lazy, 'sources', {
+      enumerable: true,
+      get: () => {
+        throw new Error('sources read');
+      },
+    });
+    expect(sourceRuns?.every((r) => r.values.length === r.keys.length)).toBe(true);
+    const byRuns = splitRelayConfig(lazy, 8, () => undefined, sourceRuns);
+    expect(byRuns).toEqual(want);
+    // and against the previous documents: reused where unchanged, as without runs
+    expect(splitRelayConfig(lazy, 8, (i) => want[i], sourceRuns).every((d, i) => d === want[i])).toBe(true);
+  });
+
   it('refuses to merge until every shard is at the hash the index names', () => {
     const shards = splitRelayConfig(config, 3);
     const index = shardIndex(

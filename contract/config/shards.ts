@@ -60,9 +60,14 @@ function sameTenants(doc: RelayConfig, tenants: RelayConfig['tenants']): boolean
   return true;
 }
 
-/** Sorted runs of `sources` keys as the compile makes them: read-only, never mutated. */
+/**
+ * Sorted runs of `sources` keys as the compile makes them: read-only, never mutated. With their
+ * generations (`values[i]` of `keys[i]`) the shards are split without reading `sources` itself,
+ * which a compiled config makes only when it is read (operator/compile/compile.ts).
+ */
 export interface SourceKeyRun {
   readonly keys: readonly string[];
+  readonly values?: readonly number[];
 }
 
 /** The runs each shard document's `sources` was made of (see sourceKeysByShard). */
@@ -76,12 +81,13 @@ const builtFrom = new WeakMap<object, ReadonlySet<SourceKeyRun>>();
  * and generations (runs are never mutated): only the keys of other runs are compared.
  */
 function sourceKeysByShard(
-  sources: Record<string, number>,
+  sources: () => Record<string, number>,
   shardFor: (tenant: string) => number,
   before: Array<Record<string, number> | undefined>,
-  runs: ReadonlyArray<SourceKeyRun> = [{ keys: Object.keys(sources) }],
-): { keys: string[][]; differs: boolean[]; runs: Array<Set<SourceKeyRun>> } {
+  runs: ReadonlyArray<SourceKeyRun> = [{ keys: Object.keys(sources()) }],
+): { keys: string[][]; generations: number[][]; differs: boolean[]; runs: Array<Set<SourceKeyRun>> } {
   const keys: string[][] = before.map(() => []);
+  const generations: number[][] = before.map(() => []);
   const differs = before.map((b) => b === undefined);
   const runsOf = before.map(() => new Set<SourceKeyRun>());
   const known = before.map((b) => (b && builtFrom.get(b)) || undefined);
@@ -89,7 +95,8 @@ function sourceKeysByShard(
     let prefix = '';
     let shard = 0;
     let compare = true;
-    for (const key of run.keys) {
+    for (let j = 0; j < run.keys.length; j++) {
+      const key = run.keys[j];
       if (prefix === '' || !key.startsWith(prefix)) {
         const ns = namespaceOfSource(key);
         shard = shardFor(ns);
@@ -97,13 +104,15 @@ function sourceKeysByShard(
         runsOf[shard].add(run);
         compare = !known[shard]?.has(run);
       }
+      const generation = run.values ? run.values[j] : sources()[key];
       keys[shard].push(key);
-      if (compare && !differs[shard] && before[shard]?.[key] !== sources[key]) differs[shard] = true;
+      generations[shard].push(generation);
+      if (compare && !differs[shard] && before[shard]?.[key] !== generation) differs[shard] = true;
     }
   }
   for (const [i, b] of before.entries())
     if (b && !differs[i] && keyCount(b) !== keys[i].length) differs[i] = true;
-  return { keys, differs, runs: runsOf };
+  return { keys, generations, differs, runs: runsOf };
 }
 
 /** Key counts of published `sources` objects (never mutated), so an unchanged shard is not counted again. */
@@ -141,9 +150,12 @@ export function splitRelayConfig(
     const doc = previous(i);
     return doc && sameTenants(doc, ts) ? doc : undefined;
   });
-  const all = config.sources ?? {};
-  const { keys, differs, runs } = sourceKeysByShard(
-    all,
+  let all: Record<string, number> | undefined;
+  const { keys, generations, differs, runs } = sourceKeysByShard(
+    () => {
+      all ??= config.sources ?? {};
+      return all;
+    },
     shardFor,
     before.map((d) => d?.sources ?? (d && {})),
     sourceRuns,
@@ -155,7 +167,7 @@ export function splitRelayConfig(
       return doc;
     }
     const sources: Record<string, number> = {};
-    for (const k of keys[i]) sources[k] = all[k];
+    for (let j = 0; j < keys[i].length; j++) sources[keys[i][j]] = generations[i][j];
     if (sourceRuns) builtFrom.set(sources, runs[i]);
     return stamp({
       apiVersion: RELAY_CONFIG_API_VERSION,

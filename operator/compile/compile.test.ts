@@ -5,7 +5,7 @@ import { decideRecipient } from '../../relay/routing/decide.ts';
 import { buildRoutingTable } from '../../relay/routing/table.ts';
 import type { MailRoute, MailRouteSpec, TenantPolicy, TenantPolicySpec } from '../api/types.gen.ts';
 import type { Service } from '../resources/types.ts';
-import { type CompileInput, compile, renderRelayConfig } from './compile.ts';
+import { type CompileInput, compile, renderRelayConfig, sourcesOf } from './compile.ts';
 
 let clock = 0;
 const ts = (n: number) => new Date(Date.UTC(2024, 0, 1) + n * 60_000).toISOString();
@@ -459,6 +459,24 @@ describe('compile: order and determinism', () => {
       mr('b', 'all', { recipients: ['*@b.org'] }, 4),
     ],
     services: [],
+  });
+
+  it('makes config.sources when it is read; sourcesOf gives the same generations without it', () => {
+    const { config } = compile(input());
+    const lookup = sourcesOf(config) as ReadonlyMap<string, number>;
+    expect(typeof lookup.get).toBe('function');
+    const fromMap = [...lookup];
+    expect(fromMap.length).toBe(9);
+    expect(Object.entries(config.sources ?? {})).toEqual(fromMap);
+    expect(config.sources).toBe(config.sources);
+    expect(JSON.parse(renderRelayConfig(config)).sources).toEqual(Object.fromEntries(fromMap));
+    expect({ ...config }.sources).toEqual(Object.fromEntries(fromMap));
+    config.sources = { 'MailRoute/a/x': 1 };
+    expect(config.sources).toEqual({ 'MailRoute/a/x': 1 });
+    expect(sourcesOf(config)).toBe(config.sources);
+    // a config not compiled here: its record
+    const plain = { ...config, sources: { 'MailRoute/b/all': 4 } };
+    expect(sourcesOf(plain)).toBe(plain.sources);
   });
 
   it('orders routes by priority, age, name and patterns by specificity', () => {

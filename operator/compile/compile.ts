@@ -43,17 +43,14 @@ function assembleConfig(state: CompileState): CompileResult {
     state.sources,
     state.sections.map((s) => s.sources),
   );
-  const sources: Record<string, number> = {};
-  eachEntry(sourceRuns, (k, g) => {
-    sources[k] = g;
-  });
   const config: RelayConfig = {
     apiVersion: 'relay.mailplus.io/v1alpha1',
     kind: 'RelayConfig',
     hash: '',
-    sources,
+    sources: {},
     tenants: state.tenants,
   };
+  sourcesOnDemand(config, sourceRuns);
   // with a cache, reused tenant sections were hashed (and serialised) by an earlier compile
   config.hash = state.cache
     ? hashDerivedConfig(config, { sources: sourcesJson(sourceRuns) })
@@ -64,7 +61,48 @@ function assembleConfig(state: CompileState): CompileResult {
       state.sections.map((s) => s.statuses),
     ),
   );
+  sourceMaps.set(config, new RunMap(sourceRuns));
   return { config, statuses, sourceRuns };
+}
+
+const sourceMaps = new WeakMap<RelayConfig, ReadonlyMap<string, number>>();
+
+/**
+ * The generations of `config.sources`, without making the record when the config was compiled
+ * here (a map over the compile's runs; see sourcesOnDemand), else the record itself.
+ */
+export function sourcesOf(
+  config: RelayConfig,
+): ReadonlyMap<string, number> | Readonly<Record<string, number>> {
+  return sourceMaps.get(config) ?? config.sources ?? {};
+}
+
+/**
+ * RelayConfig.sources made the first time it is read. The operator looks generations up through
+ * sourcesOf, and filling a record of every resource took about 50 ms and 12 MB of each compile at
+ * 100k resources although a change recomputes one namespace. Whoever reads the property (a file, a
+ * held-back config, a copy, JSON.stringify) gets the record as before, made once.
+ */
+function sourcesOnDemand(config: RelayConfig, runs: Array<Run<number>>): void {
+  let sources: Record<string, number> | undefined;
+  Object.defineProperty(config, 'sources', {
+    enumerable: true,
+    configurable: true,
+    get() {
+      if (sources === undefined) {
+        const made: Record<string, number> = {};
+        eachEntry(runs, (k, g) => {
+          made[k] = g;
+        });
+        sources = made;
+      }
+      return sources;
+    },
+    set(v: Record<string, number>) {
+      sources = v;
+      sourceMaps.delete(config); // sourcesOf now gives the record set
+    },
+  });
 }
 
 /**

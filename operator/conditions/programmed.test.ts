@@ -92,7 +92,8 @@ describe('Programmed', () => {
           hash = JSON.stringify(Object.entries(current).sort());
           byHash.set(hash, current);
         }
-        h.remember(hash, current);
+        // as a record (a config read back) or a map (a compiled config's sourcesOf)
+        h.remember(hash, rnd(2) === 0 ? current : new Map(Object.entries(current)));
         naive.delete(hash);
         naive.set(hash, { ...current });
         while (naive.size > 5) naive.delete(naive.keys().next().value as string);

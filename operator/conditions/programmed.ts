@@ -2,6 +2,7 @@
 // which config it loaded (its admin /config endpoint); it remembers which generations each published config
 // contained (its `sources`, by hash). Pure: leases are plain data, time is a parameter.
 import type { SourceKeyRun } from '../../contract/config/shards.ts';
+import { RunMap } from '../compile/run-map.ts';
 import { REASONS, type ResourceStatus, type StatusCondition, summarizeReady } from './resource-status.ts';
 
 export interface RelayReport {
@@ -11,6 +12,24 @@ export interface RelayReport {
   hash?: string;
   /** Why the relay's config is not known (unreachable, timeout, bad answer); undefined when it answered. */
   error?: string;
+}
+
+/**
+ * A config's `sources`: the record (a config read back from its ConfigMaps) or a map over it (the
+ * compile's CompileResult.sourceMap, which does not make the record of every resource).
+ */
+export type Sources = Readonly<Record<string, number>> | ReadonlyMap<string, number>;
+
+const isMap = (s: Sources): s is ReadonlyMap<string, number> => s instanceof RunMap || s instanceof Map;
+
+/** The generation of `key` in `s`; undefined when it is not in it. */
+export function generationIn(s: Sources, key: string): number | undefined {
+  if (isMap(s)) return s.get(key);
+  return Object.hasOwn(s, key) ? s[key] : undefined;
+}
+
+function entriesOf(s: Sources): Iterable<readonly [string, number]> {
+  return isMap(s) ? s.entries() : Object.entries(s);
 }
 
 /**
@@ -25,7 +44,7 @@ export interface RelayReport {
 export class ConfigHistory {
   /** Oldest first; the last one holds `full`, each other one its difference to the next. */
   private readonly entries: Array<{ hash: string; diff: Map<string, number | undefined> }> = [];
-  private full: Record<string, number> = {};
+  private full: Sources = {};
   /** The runs `full` is made of, when it came with them. */
   private fullRuns: ReadonlyArray<SourceKeyRun> | undefined;
   private readonly limit: number;
@@ -38,7 +57,7 @@ export class ConfigHistory {
    * Runs are never mutated, so between two configs that both come with runs only the keys of runs
    * that are not in both can differ: a one-route change compares one namespace's keys, not 100k.
    */
-  remember(hash: string, sources: Record<string, number>, runs?: ReadonlyArray<SourceKeyRun>): void {
+  remember(hash: string, sources: Sources, runs?: ReadonlyArray<SourceKeyRun>): void {
     const last = this.entries.at(-1);
     if (last?.hash === hash) {
       // the same content (its hash says so): runs known for it still describe it
@@ -81,20 +100,19 @@ export class ConfigHistory {
       const d = this.entries[i].diff;
       if (d.has(key)) return d.get(key);
     }
-    // one lookup: keys have a '/', never the name of an Object.prototype property
-    return this.full[key];
+    return generationIn(this.full, key);
   }
 
   has(hash: string | undefined): boolean {
     return this.indexOf(hash) >= 0;
   }
 
-  /** The whole `sources` of the config `hash` (a copy unless it is the newest). */
+  /** The whole `sources` of the config `hash`, as a new record. */
   sources(hash: string | undefined): Record<string, number> | undefined {
     const i = this.indexOf(hash);
     if (i < 0) return undefined;
-    if (i === this.entries.length - 1) return this.full;
-    const out = { ...this.full };
+    const out: Record<string, number> = {};
+    for (const [k, g] of entriesOf(this.full)) out[k] = g;
     for (let j = this.entries.length - 2; j >= i; j--) {
       for (const [k, g] of this.entries[j].diff) {
         if (g === undefined) delete out[k];
@@ -124,22 +142,19 @@ export class ConfigHistory {
 }
 
 /** What `older` has different from `newer`: its value of each key that differs (undefined: absent). */
-function difference(
-  older: Record<string, number>,
-  newer: Record<string, number>,
-): Map<string, number | undefined> {
+function difference(older: Sources, newer: Sources): Map<string, number | undefined> {
   const d = new Map<string, number | undefined>();
   if (older === newer) return d;
-  for (const k in older) if (newer[k] !== older[k]) d.set(k, older[k]);
-  for (const k in newer) if (!Object.hasOwn(older, k)) d.set(k, undefined);
+  for (const [k, g] of entriesOf(older)) if (generationIn(newer, k) !== g) d.set(k, g);
+  for (const [k] of entriesOf(newer)) if (generationIn(older, k) === undefined) d.set(k, undefined);
   return d;
 }
 
 /** difference() where only the keys of runs not in both lists can differ. */
 function differenceByRuns(
-  older: Record<string, number>,
+  older: Sources,
   olderRuns: ReadonlyArray<SourceKeyRun>,
-  newer: Record<string, number>,
+  newer: Sources,
   newerRuns: ReadonlyArray<SourceKeyRun>,
 ): Map<string, number | undefined> {
   const d = new Map<string, number | undefined>();
@@ -147,11 +162,14 @@ function differenceByRuns(
   const inNewer = new Set(newerRuns);
   for (const run of olderRuns) {
     if (inNewer.has(run)) continue;
-    for (const k of run.keys) if (newer[k] !== older[k]) d.set(k, older[k]);
+    for (const k of run.keys) {
+      const g = generationIn(older, k);
+      if (generationIn(newer, k) !== g) d.set(k, g);
+    }
   }
   for (const run of newerRuns) {
     if (inOlder.has(run)) continue;
-    for (const k of run.keys) if (!Object.hasOwn(older, k)) d.set(k, undefined);
+    for (const k of run.keys) if (generationIn(older, k) === undefined) d.set(k, undefined);
   }
   return d;
 }
@@ -162,7 +180,7 @@ export interface ProgrammedInput {
   /** The object's current metadata.generation. */
   generation: number;
   /** Sources of the config compiled from the current objects: absent key = not accepted. */
-  currentSources: Record<string, number>;
+  currentSources: Sources;
   live: RelayReport[];
   history: ConfigHistory;
   /** Fleet name for messages (the ConfigMap). */
@@ -171,7 +189,8 @@ export interface ProgrammedInput {
 
 export function programmedCondition(input: ProgrammedInput): StatusCondition {
   const { key, generation, live, history } = input;
-  if (!(key in input.currentSources)) {
+  const served = generationIn(input.currentSources, key);
+  if (served === undefined) {
     return {
       type: 'Programmed',
       status: 'False',
@@ -179,7 +198,6 @@ export function programmedCondition(input: ProgrammedInput): StatusCondition {
       message: 'not part of the relay config: see the Accepted condition',
     };
   }
-  const served = input.currentSources[key];
   if (served < generation) {
     // an invalid generation: the last valid one stays in force (see compile/carry-over.ts)
     return {
