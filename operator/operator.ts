@@ -113,6 +113,7 @@ class OperatorParts {
         if (this.relayConfig.last) this.statusController?.queue.add(key);
       },
       onRelayChange: () => this.kick(),
+      onObjectChange: (key, before) => this.statuses?.touched(key, before),
     });
     this.published = new PublishedConfig({
       namespace,
@@ -206,6 +207,7 @@ class OperatorParts {
         compiled: () => this.relayConfig.last,
         served: () => this.published.current,
         heldBack: (tenant) => this.publisher.heldBack.get(tenant),
+        heldBackTenants: () => this.publisher.heldBack,
         history: this.published.history,
         fleet: `${o.namespace}/${o.configMapName}`,
         reports: () => this.reports(),

@@ -1,7 +1,7 @@
 // The status sweep at every aggregate reconcile: it must give exactly the verdicts a full
 // recomputation gives (which objects need a write, the Ready counts), while recomputing only the
 // objects whose inputs changed.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { fleet } from '../test/support/fleet.ts';
 import type { MailRoute } from './api/types.gen.ts';
 import { CompileCache, type CompileResult, compile } from './compile/compile.ts';
@@ -26,9 +26,21 @@ function rig(routes = 60, tenants = 3) {
     history.remember(last.config.hash, last.config.sources ?? {});
     return last.config.hash;
   };
+  /** Sweeps that listed every object (the others visited only what changed). */
+  const listed = { sweeps: 0 };
   const resources = {
     tenantPolicies: { list: () => input.tenantPolicies },
-    mailRoutes: { list: () => input.mailRoutes },
+    mailRoutes: {
+      list: () => {
+        listed.sweeps++;
+        return input.mailRoutes;
+      },
+    },
+    objectOf: (key: string) => {
+      const [kind, ns, name] = key.split('/');
+      const list: MailPlusObject[] = kind === 'TenantPolicy' ? input.tenantPolicies : input.mailRoutes;
+      return { kind, obj: list.find((o) => o.metadata.namespace === ns && o.metadata.name === name) };
+    },
   } as unknown as WatchedResources;
   const sr = new StatusReconciler({
     co: undefined as never,
@@ -43,6 +55,7 @@ function rig(routes = 60, tenants = 3) {
       compiled: () => last,
       served: () => undefined,
       heldBack: (t) => held.get(t),
+      heldBackTenants: () => held,
       history,
       fleet: 'ns/relay-config',
       reports: () => live,
@@ -73,12 +86,20 @@ function rig(routes = 60, tenants = 3) {
     for (const v of m.values) if (v.value > 0) out[`${v.labels.kind}|${v.labels.status}`] = v.value;
     return out;
   };
-  /** One sweep: how many objects it evaluated afresh, and it agrees with a full recomputation. */
+  /** Keys queued by sweeps that are still due a write (the status controller's queue). */
+  const queued = new Set<string>();
+  /**
+   * One sweep: how many objects it evaluated afresh and what it queued; it agrees with a full
+   * recomputation: every object due a write has been queued since it became due.
+   */
   const sweep = async () => {
     const due: string[] = [];
     const evaluated = sr.sweep(live, true, (k) => due.push(k));
     const want = expected();
-    expect(due.sort()).toEqual(want.due);
+    for (const k of due) queued.add(k);
+    for (const k of queued) if (!want.due.includes(k)) queued.delete(k);
+    expect([...queued].sort()).toEqual(want.due);
+    expect(due.filter((k) => !want.due.includes(k))).toEqual([]);
     expect(await readyCounts()).toEqual(want.ready);
     return { evaluated, due };
   };
@@ -88,7 +109,10 @@ function rig(routes = 60, tenants = 3) {
       list.forEach((o, i) => {
         const kind = list === input.mailRoutes ? 'MailRoute' : 'TenantPolicy';
         const d = sr.desiredFor(keyOf(kind, o), o, o.status, live);
-        if (d && statusDiffers(o.status, d)) list[i] = { ...o, status: d } as never;
+        if (d && statusDiffers(o.status, d)) {
+          list[i] = { ...o, status: d } as never;
+          sr.touched(keyOf(kind, o), o);
+        }
       });
     }
   };
@@ -99,8 +123,9 @@ function rig(routes = 60, tenants = 3) {
       metadata: { ...r.metadata, generation: (r.metadata.generation ?? 1) + 1 },
       spec: { ...r.spec, priority: 200 + i },
     } as MailRoute;
+    sr.touched(keyOf('MailRoute', r), r);
   };
-  return { input, held, live, recompile, sweep, writeAll, changeRoute, keyOf };
+  return { input, held, live, recompile, sweep, writeAll, changeRoute, keyOf, sr, listed };
 }
 
 describe('status sweep', () => {
@@ -160,16 +185,64 @@ describe('status sweep', () => {
     expect((await r.sweep()).evaluated).toBe(0);
   });
 
+  it('visits only the changed objects and the keys a relay changed generation of, while nothing else changed', async () => {
+    vi.useFakeTimers({ now: 0 });
+    try {
+      const r = rig();
+      r.live.push({ id: 'relay-a', hash: r.recompile() });
+      await r.sweep();
+      r.writeAll();
+      const full = r.listed.sweeps;
+      // status echoes only: those objects, not a list of every object
+      expect((await r.sweep()).evaluated).toBe(63);
+      expect(r.listed.sweeps).toBe(full);
+      // a change: another compile, every object visited (reusing verdicts)
+      r.changeRoute(3);
+      const next = r.recompile();
+      expect((await r.sweep()).evaluated).toBe(1);
+      expect(r.listed.sweeps).toBe(full + 1);
+      // the relay loads it: the route whose generation it serves changed, alone
+      r.live[0] = { id: 'relay-a', hash: next };
+      expect(await r.sweep()).toEqual({ evaluated: 1, due: [r.keyOf('MailRoute', r.input.mailRoutes[3])] });
+      expect(r.listed.sweeps).toBe(full + 1);
+      // a relay serving a config the history does not know: every object
+      r.live[0] = { id: 'relay-a', hash: 'sha256:unknown' };
+      await r.sweep();
+      expect(r.listed.sweeps).toBe(full + 2);
+      r.live[0] = { id: 'relay-a', hash: next };
+      await r.sweep();
+      r.writeAll();
+      await r.sweep();
+      const before = r.listed.sweeps;
+      await r.sweep();
+      expect(r.listed.sweeps).toBe(before);
+      // a minute on, every object again (as a resync)
+      vi.advanceTimersByTime(60_000);
+      expect((await r.sweep()).evaluated).toBe(0);
+      expect(r.listed.sweeps).toBe(before + 1);
+      // more changes than it keeps between two sweeps: every object again
+      for (let i = 0; i <= 10_000; i++) r.sr.touched(`MailRoute/elsewhere/r${i}`, undefined);
+      await r.sweep();
+      expect(r.listed.sweeps).toBe(before + 2);
+      await r.sweep();
+      expect(r.listed.sweeps).toBe(before + 2);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('forgets deleted objects and counts only the objects there are', async () => {
     const r = rig(10, 2);
     r.live.push({ id: 'relay-a', hash: r.recompile() });
     await r.sweep();
     const removed = r.input.mailRoutes.splice(0, 4);
+    for (const o of removed) r.sr.touched(r.keyOf('MailRoute', o), o);
     r.recompile();
     const after = await r.sweep();
     expect(after.evaluated).toBe(0);
     // their verdicts were forgotten: back (the very objects), they are evaluated afresh
     r.input.mailRoutes.push(...removed);
+    for (const o of removed) r.sr.touched(r.keyOf('MailRoute', o), undefined);
     r.recompile();
     expect((await r.sweep()).evaluated).toBe(4);
   });

@@ -42,6 +42,8 @@ export interface StatusInputs {
   served(): RelayConfig | undefined;
   /** Why a tenant's changes are not published, if they are not. */
   heldBack(tenant: string): HeldBack | undefined;
+  /** Every held-back tenant (what heldBack answers for). */
+  heldBackTenants(): Iterable<[string, HeldBack]>;
   history: ConfigHistory;
   /** `namespace/configmap`, for messages. */
   fleet: string;
@@ -61,6 +63,24 @@ export interface StatusReconcilerOptions {
   /** The object moved past the last compile, or the write went stale: compile again. */
   requestCompile(): void;
   beforeStatusWrite?(target: StatusTarget, attempt: number): Promise<void>;
+}
+
+/** Every minute at least, a sweep visits every object (as an informer's resync). */
+const FULL_SWEEP_MS = 60_000;
+/** Changed objects remembered between two sweeps; past it the next sweep visits every object. */
+const MAX_TOUCHED = 10_000;
+
+/** What decides whether a sweep may visit only what changed (StatusReconciler.changedSince). */
+interface SweepState {
+  last: CompileResult | undefined;
+  sources: Sources;
+  liveSig: string;
+  hashes: Array<string | undefined>;
+  leader: boolean;
+  /** The held-back tenants and why. */
+  held: string;
+  /** ConfigHistory.version. */
+  history: number;
 }
 
 /** What a sweep reads besides each object. */
@@ -135,6 +155,17 @@ export class StatusReconciler {
    * without making its key.
    */
   private readonly verdicts = new Map<MailPlusObject, Verdict>();
+  /**
+   * Objects the caches added, replaced or removed since the last sweep: key → the object the last
+   * sweep may have a verdict for (the one before the first change).
+   */
+  private readonly touchedSince = new Map<string, MailPlusObject | undefined>();
+  /** What the last sweep read (see changedSince), and when it last visited every object. */
+  private lastSweep: (SweepState & { fullAt: number }) | undefined;
+  /** More than MAX_TOUCHED objects changed since the last sweep: the next one visits every object. */
+  private touchedOverflow = false;
+  /** Ready counts of the verdicts by kind (the metric), kept by sweeps that visit only some objects. */
+  private readonly readyCounts = new Map<MailPlusKind, Record<string, number>>();
   private sweepRound = 0;
   /** Objects whose desired status sweeps computed afresh (the rest reused their verdict). */
   private evaluated = 0;
@@ -147,6 +178,18 @@ export class StatusReconciler {
   /** A new leader: nothing it wrote yet. */
   forgetWrites(): void {
     this.written.clear();
+  }
+
+  /** The cache added, replaced or removed the object `key`; `before` is the object it had. */
+  touched(key: string, before: MailPlusObject | undefined): void {
+    if (this.touchedOverflow || this.touchedSince.has(key)) return;
+    if (this.touchedSince.size < MAX_TOUCHED) this.touchedSince.set(key, before);
+    else {
+      // many changes and no sweep (no live relay requeues one): the next sweep visits every
+      // object, and the replaced objects are not kept for it meanwhile
+      this.touchedSince.clear();
+      this.touchedOverflow = true;
+    }
   }
 
   /** The status `obj` should have; undefined when the last compile has not seen its generation. */
@@ -186,14 +229,72 @@ export class StatusReconciler {
    * Returns how many objects were evaluated afresh.
    */
   sweep(live: RelayReport[], leader: boolean, enqueue: (key: string) => void): number {
-    const { resources, metrics } = this.o;
-    const last = this.o.inputs.compiled();
+    const { inputs, metrics } = this.o;
+    const last = inputs.compiled();
     const round = ++this.sweepRound;
     const before = this.evaluated;
     const liveSig = live.map((r) => `${r.id}\t${r.error ?? ''}`).join('\n');
-    const sources = last ? sourcesOf(this.o.inputs.served() ?? last.config) : {};
-    const served = live.map((r) => this.o.inputs.history.generationsOf(r.hash));
+    const sources = last ? sourcesOf(inputs.served() ?? last.config) : {};
+    const served = live.map((r) => inputs.history.generationsOf(r.hash));
     const at: SweepInputs | undefined = last && { last, live, liveSig, sources, served, round };
+    const state: SweepState = {
+      last,
+      sources,
+      liveSig,
+      hashes: live.map((r) => r.hash),
+      leader,
+      held: [...inputs.heldBackTenants()].map(([t, h]) => `${t}\t${h.reason}\t${h.message}`).join('\n'),
+      history: inputs.history.version,
+    };
+    const now = Date.now();
+    const keys = at ? this.changedSince(state, now) : undefined;
+    if (at && keys) this.sweepKeys(keys, at, leader, enqueue);
+    else this.sweepAll(at, leader, enqueue);
+    this.touchedSince.clear();
+    this.touchedOverflow = false;
+    this.lastSweep = { ...state, fullAt: at && keys ? (this.lastSweep?.fullAt ?? now) : now };
+    for (const kind of ['TenantPolicy', 'MailRoute'] as const)
+      for (const [status, n] of Object.entries(this.readyCounts.get(kind) ?? {}))
+        metrics.resources.set({ kind, condition: 'Ready', status }, n);
+    metrics.statusEvaluationsTotal.inc(this.evaluated - before);
+    return this.evaluated - before;
+  }
+
+  /**
+   * The keys whose verdict may have changed since the last sweep, or undefined when every object
+   * must be visited: the first sweep, another compile, served config, set of live relays (or their
+   * errors), leadership or held-back tenant, a config history that changed, a relay whose config
+   * the history cannot compare, or a minute since every object was last visited (as a resync).
+   * Otherwise: the objects the caches changed and the keys whose generation differs between the
+   * config each relay served and the one it serves now (the relay-report sweep after a change).
+   */
+  private changedSince(state: SweepState, now: number): Set<string> | undefined {
+    const prev = this.lastSweep;
+    if (
+      !prev ||
+      prev.last !== state.last ||
+      prev.sources !== state.sources ||
+      prev.liveSig !== state.liveSig ||
+      prev.leader !== state.leader ||
+      prev.held !== state.held ||
+      prev.history !== state.history ||
+      this.touchedOverflow ||
+      now - prev.fullAt >= FULL_SWEEP_MS
+    )
+      return undefined;
+    const keys = new Set(this.touchedSince.keys());
+    for (const [i, hash] of state.hashes.entries()) {
+      if (prev.hashes[i] === hash) continue;
+      const changed = this.o.inputs.history.changedKeys(prev.hashes[i], hash);
+      if (!changed) return undefined;
+      for (const k of changed) keys.add(k);
+    }
+    return keys;
+  }
+
+  /** Every object: its verdict (reused where nothing it is computed from changed), Ready counts anew. */
+  private sweepAll(at: SweepInputs | undefined, leader: boolean, enqueue: (key: string) => void): void {
+    const { resources } = this.o;
     let kept = 0;
     for (const [kind, inf] of [
       ['TenantPolicy', resources.tenantPolicies],
@@ -207,16 +308,46 @@ export class StatusReconciler {
         if (!v) continue;
         kept++;
         counts[v.ready] = (counts[v.ready] ?? 0) + 1;
-        if (leader && v.due && !this.alreadyWritten(key, obj, live)) enqueue(key);
+        if (leader && v.due && !this.alreadyWritten(key, obj, at?.live ?? [])) enqueue(key);
       }
-      for (const [status, n] of Object.entries(counts))
-        metrics.resources.set({ kind, condition: 'Ready', status }, n);
+      this.readyCounts.set(kind, counts);
     }
     // every verdict kept was seen this round: none to forget (most sweeps; 100k entries to visit)
     if (kept !== this.verdicts.size)
-      for (const [obj, v] of this.verdicts) if (v.round !== round) this.verdicts.delete(obj);
-    metrics.statusEvaluationsTotal.inc(this.evaluated - before);
-    return this.evaluated - before;
+      for (const [obj, v] of this.verdicts) if (v.round !== at?.round) this.verdicts.delete(obj);
+  }
+
+  /**
+   * Only `keys`: each one's verdict afresh or reused, the Ready counts moved by what changed. An
+   * object due a write that none of its inputs changed for was queued by the sweep that found it
+   * due (the status controller retries failed writes itself).
+   */
+  private sweepKeys(
+    keys: Set<string>,
+    at: SweepInputs,
+    leader: boolean,
+    enqueue: (key: string) => void,
+  ): void {
+    for (const key of keys) {
+      const { kind, obj } = this.o.resources.objectOf(key);
+      const was = this.touchedSince.has(key) ? this.touchedSince.get(key) : obj;
+      const old = was && this.verdicts.get(was);
+      if (old) {
+        this.count(kind, old.ready, -1);
+        this.verdicts.delete(was);
+      }
+      const v = obj && this.verdict(key, obj, was === obj ? old : undefined, at);
+      if (!v) continue;
+      this.verdicts.set(obj, v);
+      this.count(kind, v.ready, 1);
+      if (leader && v.due && !this.alreadyWritten(key, obj, at.live)) enqueue(key);
+    }
+  }
+
+  private count(kind: MailPlusKind, ready: string, by: number): void {
+    const counts = this.readyCounts.get(kind) ?? { True: 0, False: 0, Unknown: 0 };
+    counts[ready] = (counts[ready] ?? 0) + by;
+    this.readyCounts.set(kind, counts);
   }
 
   /**

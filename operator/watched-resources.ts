@@ -34,6 +34,8 @@ export interface WatchedResourcesOptions {
   onInputChange(): void;
   /** Only the status of `key` changed (typically our own write): look at that status alone. */
   onStatusChange(key: string): void;
+  /** A TenantPolicy or MailRoute was added, replaced or removed; `before`: the object cached before. */
+  onObjectChange?(key: string, before: MailPlusObject | undefined): void;
   /** The relay pods changed: the relays to ask and Programmed may change (no recompile). */
   onRelayChange(): void;
 }
@@ -221,6 +223,7 @@ export class WatchedResources {
     const before = this.seen.get(key);
     if (verb === 'delete') this.seen.delete(key);
     else this.seen.set(key, obj);
+    this.o.onObjectChange?.(key, before);
     if (verb === 'update' && before && sameCompileInputs(before, obj)) {
       this.o.compileCache.sameAs(obj, before);
       this.o.onStatusChange(key);

@@ -48,6 +48,8 @@ export class ConfigHistory {
   /** The runs `full` is made of, when it came with them. */
   private fullRuns: ReadonlyArray<SourceKeyRun> | undefined;
   private readonly limit: number;
+  /** Changes when an entry is added or forgotten (not when the newest is remembered again). */
+  version = 0;
   constructor(limit = 32) {
     this.limit = limit;
   }
@@ -74,6 +76,7 @@ export class ConfigHistory {
           ? differenceByRuns(this.full, this.fullRuns, sources, runs)
           : difference(this.full, sources);
     }
+    this.version++;
     this.entries.push({ hash, diff: new Map() });
     this.full = sources;
     this.fullRuns = runs;
@@ -101,6 +104,20 @@ export class ConfigHistory {
       if (d.has(key)) return d.get(key);
     }
     return generationIn(this.full, key);
+  }
+
+  /**
+   * The keys whose generation may differ between the configs `a` and `b` (every key that differs
+   * is among them); undefined when either is not known.
+   */
+  changedKeys(a: string | undefined, b: string | undefined): Set<string> | undefined {
+    const i = this.indexOf(a);
+    const j = this.indexOf(b);
+    if (i < 0 || j < 0) return undefined;
+    const keys = new Set<string>();
+    for (let k = Math.min(i, j); k < Math.max(i, j); k++)
+      for (const key of this.entries[k].diff.keys()) keys.add(key);
+    return keys;
   }
 
   has(hash: string | undefined): boolean {
