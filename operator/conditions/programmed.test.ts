@@ -104,6 +104,17 @@ describe('Programmed', () => {
           expect(h.sources(known)).toEqual(want);
           for (let r = 0; r < 8; r++)
             expect(h.generation(known, `MailRoute/ns/r${r}`)).toBe(want?.[`MailRoute/ns/r${r}`]);
+          // every key whose generation differs between two known configs is among changedKeys
+          for (const other of byHash.keys()) {
+            const changed = h.changedKeys(known, other);
+            const theirs = naive.get(other);
+            expect(changed === undefined).toBe(want === undefined || theirs === undefined);
+            if (!changed || !want || !theirs) continue;
+            for (let r = 0; r < 8; r++) {
+              const k = `MailRoute/ns/r${r}`;
+              if (want[k] !== theirs[k]) expect(changed.has(k), `${k} differs`).toBe(true);
+            }
+          }
         }
       }
     }
