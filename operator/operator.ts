@@ -206,8 +206,7 @@ class OperatorParts {
       inputs: {
         compiled: () => this.relayConfig.last,
         served: () => this.published.current,
-        heldBack: (tenant) => this.publisher.heldBack.get(tenant),
-        heldBackTenants: () => this.publisher.heldBack,
+        heldBack: () => this.publisher.heldBack,
         history: this.published.history,
         fleet: `${o.namespace}/${o.configMapName}`,
         reports: () => this.reports(),

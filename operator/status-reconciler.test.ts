@@ -54,8 +54,7 @@ function rig(routes = 60, tenants = 3) {
     inputs: {
       compiled: () => last,
       served: () => undefined,
-      heldBack: (t) => held.get(t),
-      heldBackTenants: () => held,
+      heldBack: () => held,
       history,
       fleet: 'ns/relay-config',
       reports: () => live,

@@ -40,10 +40,8 @@ export interface StatusInputs {
   compiled(): CompileResult | undefined;
   /** The config relays serve (its sources say which generation of each resource is in it). */
   served(): RelayConfig | undefined;
-  /** Why a tenant's changes are not published, if they are not. */
-  heldBack(tenant: string): HeldBack | undefined;
-  /** Every held-back tenant (what heldBack answers for). */
-  heldBackTenants(): Iterable<[string, HeldBack]>;
+  /** The tenants whose changes are not published, and why. */
+  heldBack(): ReadonlyMap<string, HeldBack>;
   history: ConfigHistory;
   /** `namespace/configmap`, for messages. */
   fleet: string;
@@ -205,7 +203,7 @@ export class StatusReconciler {
     const st = last.statuses.get(key);
     const generation = obj.metadata.generation ?? 0;
     if (!st || (st.generation ?? 0) !== generation) return undefined;
-    const held = inputs.heldBack(obj.metadata.namespace ?? 'default');
+    const held = inputs.heldBack().get(obj.metadata.namespace ?? 'default');
     const accepted = st.conditions.find((c) => c.type === 'Accepted')?.status === 'True';
     const programmed: StatusCondition =
       held && accepted
@@ -243,7 +241,7 @@ export class StatusReconciler {
       liveSig,
       hashes: live.map((r) => r.hash),
       leader,
-      held: [...inputs.heldBackTenants()].map(([t, h]) => `${t}\t${h.reason}\t${h.message}`).join('\n'),
+      held: [...inputs.heldBack()].map(([t, h]) => `${t}\t${h.reason}\t${h.message}`).join('\n'),
       history: inputs.history.version,
     };
     const now = Date.now();
@@ -332,13 +330,14 @@ export class StatusReconciler {
       const { kind, obj } = this.o.resources.objectOf(key);
       const was = this.touchedSince.has(key) ? this.touchedSince.get(key) : obj;
       const old = was && this.verdicts.get(was);
-      if (old) {
-        this.count(kind, old.ready, -1);
-        this.verdicts.delete(was);
-      }
+      if (old) this.count(kind, old.ready, -1);
+      if (was && was !== obj) this.verdicts.delete(was);
+      // verdict() keeps a fresh verdict in `verdicts` itself (a reused one is there already)
       const v = obj && this.verdict(key, obj, was === obj ? old : undefined, at);
-      if (!v) continue;
-      this.verdicts.set(obj, v);
+      if (!v) {
+        if (obj) this.verdicts.delete(obj);
+        continue;
+      }
       this.count(kind, v.ready, 1);
       if (leader && v.due && !this.alreadyWritten(key, obj, at.live)) enqueue(key);
     }
@@ -364,7 +363,7 @@ export class StatusReconciler {
     const st = at.last.statuses.get(key);
     const generation = obj.metadata.generation ?? 0;
     if (!st || (st.generation ?? 0) !== generation) return undefined;
-    const heldBack = this.o.inputs.heldBack(obj.metadata.namespace ?? 'default');
+    const heldBack = this.o.inputs.heldBack().get(obj.metadata.namespace ?? 'default');
     const held = heldBack ? `${heldBack.reason}\n${heldBack.message}` : '';
     const served = generationIn(at.sources, key);
     const serving = servingCount(at.served, key, generation);

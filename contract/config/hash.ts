@@ -76,7 +76,8 @@ function hashWith(config: { hash?: string } & object, reuse: boolean, known: Kno
   let first = true;
   for (const k of Object.keys(fields).sort()) {
     if (k === 'hash') continue;
-    const v = Object.hasOwn(known, k) && known[k] !== undefined ? undefined : fields[k];
+    const knownJson = Object.hasOwn(known, k) ? known[k] : undefined;
+    const v = knownJson === undefined ? fields[k] : undefined;
     if (k === 'tenants' && Array.isArray(v)) {
       h.update(`${first ? '{' : ','}${JSON.stringify(k)}:[`);
       first = false;
@@ -90,7 +91,7 @@ function hashWith(config: { hash?: string } & object, reuse: boolean, known: Kno
       h.update(']');
       continue;
     }
-    const json: string | undefined = (Object.hasOwn(known, k) ? known[k] : undefined) ?? canonicalJson(v);
+    const json: string | undefined = knownJson ?? canonicalJson(v);
     if (json === undefined) continue;
     h.update(`${first ? '{' : ','}${JSON.stringify(k)}:`);
     h.update(json);

@@ -15,8 +15,8 @@ export interface RelayReport {
 }
 
 /**
- * A config's `sources`: the record (a config read back from its ConfigMaps) or a map over it (the
- * compile's CompileResult.sourceMap, which does not make the record of every resource).
+ * A config's `sources`: the record (a config read back from its ConfigMaps) or a map over it
+ * (sourcesOf of a compiled config, which does not make the record of every resource).
  */
 export type Sources = Readonly<Record<string, number>> | ReadonlyMap<string, number>;
 
