@@ -8,6 +8,7 @@ import { MAILPLUS_API_VERSION } from '../contract/kube.ts';
 import type { k8s } from '../platform/kube-client.ts';
 import type { Logger } from '../platform/log.ts';
 import { type CompileResult, sourcesOf } from './compile/compile.ts';
+import { RunMap } from './compile/run-map.ts';
 import {
   type DesiredStatus,
   desiredStatus,
@@ -385,7 +386,8 @@ export class StatusReconciler {
     const due = statusDiffers(obj.status, d);
     const { conditions } = st;
     const fresh = {
-      key,
+      // the compile's own string for the key, kept with its statuses anyway, where there is one
+      key: (at.last.statuses instanceof RunMap && at.last.statuses.keyOf(key)) || key,
       conditions,
       liveSig: at.liveSig,
       held,

@@ -17,10 +17,12 @@ function expectSameAsMap(m: RunMap<string>, runs: Array<Run<string>>, absent: st
   for (const [k, v] of want) {
     expect(m.get(k)).toBe(v);
     expect(m.has(k)).toBe(true);
+    expect(m.keyOf(k)).toBe(k);
   }
   for (const k of absent) {
     expect(m.get(k)).toBeUndefined();
     expect(m.has(k)).toBe(false);
+    expect(m.keyOf(k)).toBeUndefined();
   }
   const seen: Array<[string, string]> = [];
   m.forEach((v, k, map) => {
@@ -82,6 +84,26 @@ describe('RunMap', () => {
           then === 'MailRoute/a/' || then === 'MailRoute/a/x/z' ? undefined : `v:${then}`,
         );
       }
+  });
+
+  it('finds every key of long runs, and none of the keys between and around them', () => {
+    // names that sort around each other in code unit order: '-' < '.' < '0' < 'A' < '_' < 'a' < 'é'
+    const names = ['a', 'a-b', 'a.b', 'a0', 'aA', 'a_', 'aa', 'aé', 'b', 'z', 'é'];
+    const keysOf = (ns: string) =>
+      names.flatMap((n) => Array.from({ length: 37 }, (_, i) => `MailRoute/${ns}/${n}:${i}`)).sort();
+    const runs = [
+      run(...keysOf('a')),
+      run(...keysOf('b')),
+      run(...keysOf('c').filter((_, i) => i % 3 !== 0)),
+    ];
+    const absent = [
+      ...keysOf('c').filter((_, i) => i % 3 === 0),
+      ...names.flatMap((n) => [`MailRoute/a/${n}`, `MailRoute/a/${n}:37`, `MailRoute/b/${n}:1-`]),
+      'MailRoute/a/',
+      'MailRoute/a/\uffff',
+      'MailRoute/b/!',
+    ];
+    expectSameAsMap(new RunMap(runs), runs, absent);
   });
 
   it('is empty over no runs or empty runs', () => {
