@@ -252,6 +252,17 @@ const rssMB = (pid: number): number => {
 };
 
 /**
+ * Resident MB of the process's malloc heap (the `[heap]` mapping: glibc's main arena), where the
+ * native side of its I/O (HTTP, TLS, zlib, buffers) allocates; NaN when there is none.
+ */
+const mallocHeapMB = (pid: number): number => {
+  const smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+  const at = smaps.indexOf(' [heap]\n');
+  const m = at < 0 ? null : /\nRss:\s+(\d+) kB/.exec(smaps.slice(at));
+  return m ? Number(m[1]) / 1024 : Number.NaN;
+};
+
+/**
  * Stores custom resources straight into the API server's etcd (key /registry/<group>/<plural>/<ns>/<name>,
  * JSON as the API server stores them), 128 puts per transaction; returns the elapsed ms. The API
  * server serves and watches them like any other object. Only for seeding: creating 100k MailRoutes
@@ -413,7 +424,7 @@ async function benchApplyLatency(changes: number): Promise<void> {
     // where the RSS over the heap in use goes: V8's committed heap (pages kept after a GC) and
     // memory outside it (buffers, code, the libraries' native parts)
     console.log(
-      `   operator V8 heap committed ${opMB('nodejs_heap_size_total_bytes').toFixed(0)} MB, external ${opMB('nodejs_external_memory_bytes').toFixed(0)} MB`,
+      `   operator V8 heap committed ${opMB('nodejs_heap_size_total_bytes').toFixed(0)} MB, external ${opMB('nodejs_external_memory_bytes').toFixed(0)} MB, malloc heap ${mallocHeapMB(op.pid).toFixed(0)} MB`,
     );
     // Publishing is followed by a status write for every object: the steady state a change meets
     // is after that burst (bounded: BENCH_SETTLE_S).
