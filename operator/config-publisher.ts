@@ -145,6 +145,9 @@ export class ConfigPublisher {
     const have = stored.configMap(name);
     // content already verified against its hash when decoded: only our labels need checking
     if (!encoded && stored.storedDoc(name)?.hash === doc.hash && stored.labelsMatch(name, doc.hash)) {
+      // what is stored is this document: keep it, not the copy decoded from the ConfigMap
+      const rv = have?.metadata?.resourceVersion;
+      if (rv !== undefined) stored.rememberOwnWrite(name, rv, doc);
       metrics.configApplyTotal.inc({ result: 'unchanged' });
       return { ok: true };
     }

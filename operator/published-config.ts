@@ -104,6 +104,9 @@ export class PublishedConfig {
    */
   rememberOwnWrite(name: string, rv: string, config: RelayConfig): void {
     this.ownWritten.set(name, { rv, config });
+    // the decoded copy of an earlier version (or of this one, read back after a restart) is not
+    // needed while this is what is stored: at 100k routes the decoded shards are tens of MB
+    this.decoded.delete(name);
   }
 
   /** The relay config stored in ConfigMap `name`, decoded once per resourceVersion; undefined if none or tampered. */

@@ -164,7 +164,10 @@ export function splitRelayConfig(
     const doc = before[i];
     if (doc && !differs[i]) {
       if (sourceRuns && doc.sources) builtFrom.set(doc.sources, runs[i]);
-      return doc;
+      // the same content made of other objects (decoded from a ConfigMap after a restart): the
+      // stored hash over this config's own tenant objects, so that a holder of the result does not
+      // keep a second copy of every tenant section (and its canonical JSON) beside the compile's
+      return doc.tenants.every((t, j) => t === ts[j]) ? doc : { ...doc, tenants: ts };
     }
     const sources: Record<string, number> = {};
     for (let j = 0; j < keys[i].length; j++) sources[keys[i][j]] = generations[i][j];

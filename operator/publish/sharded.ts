@@ -78,7 +78,9 @@ function fitDocument(
   previous: RelayConfig | undefined,
   limit: number,
 ): PlannedDoc {
-  if (previous?.hash === config.hash) return { name, config: previous, heldBack: [] };
+  // unchanged: nothing to encode; the planned document (same content), not the stored one, which
+  // after a restart is a decoded copy the compile's own tenant objects would be kept beside
+  if (previous?.hash === config.hash) return { name, config, heldBack: [] };
   const payload = encodeRelayConfig(config);
   if (payload.bytes <= limit) return { name, config, payload, heldBack: [] };
   const before = new Map((previous?.tenants ?? []).map((t) => [t.name, canonicalTenantJson(t)]));
