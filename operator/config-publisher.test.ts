@@ -41,19 +41,24 @@ function storedConfigMaps(config: RelayConfig, sourceRuns: Parameters<typeof pla
   return cms;
 }
 
+/** What the operator knows of the stored ConfigMaps: each followed as its informer would. */
+function publishedOver(cms: ReadonlyMap<string, k8s.V1ConfigMap>): PublishedConfig {
+  return new PublishedConfig({
+    namespace: NS,
+    configMapName: BASE,
+    shards: SHARDS,
+    informer: () =>
+      ({ get: (name: string) => cms.get(name) }) as unknown as ResilientInformer<k8s.V1ConfigMap>,
+    onChange: () => undefined,
+  });
+}
+
 describe('ConfigPublisher over a config already stored', () => {
   it('writes nothing, and keeps its own documents instead of the decoded copies', async () => {
     const input = { ...fleet(120, 12), services: [] };
     const earlier = compile(input, { cache: new CompileCache() });
     const cms = storedConfigMaps(earlier.config, earlier.sourceRuns);
-    const published = new PublishedConfig({
-      namespace: NS,
-      configMapName: BASE,
-      shards: SHARDS,
-      informer: () =>
-        ({ get: (name: string) => cms.get(name) }) as unknown as ResilientInformer<k8s.V1ConfigMap>,
-      onChange: () => undefined,
-    });
+    const published = publishedOver(cms);
     const writes: string[] = [];
     const core = new Proxy(
       {},
@@ -108,14 +113,7 @@ describe('ConfigPublisher over a config already stored', () => {
     const input = { ...fleet(40, 4), services: [] };
     const earlier = compile(input);
     const cms = storedConfigMaps(earlier.config, earlier.sourceRuns);
-    const published = new PublishedConfig({
-      namespace: NS,
-      configMapName: BASE,
-      shards: SHARDS,
-      informer: () =>
-        ({ get: (name: string) => cms.get(name) }) as unknown as ResilientInformer<k8s.V1ConfigMap>,
-      onChange: () => undefined,
-    });
+    const published = publishedOver(cms);
     const name = `${BASE}-shard-0`;
     const first = published.storedDoc(name) as RelayConfig;
     const adopted = { ...first, tenants: [...first.tenants] };

@@ -89,14 +89,18 @@ export class RunMap<V> implements ReadonlyMap<string, V> {
     return runs;
   }
 
-  get(key: string): V | undefined {
-    const runs = this.runsOf(key);
-    if (!runs) return undefined;
-    for (const run of runs) {
+  /** The run holding `key` and its position there. */
+  private find(key: string): { run: Run<V>; i: number } | undefined {
+    for (const run of this.runsOf(key) ?? []) {
       const i = positionOf(run.keys, key);
-      if (i >= 0) return run.values[i];
+      if (i >= 0) return { run, i };
     }
     return undefined;
+  }
+
+  get(key: string): V | undefined {
+    const at = this.find(key);
+    return at?.run.values[at.i];
   }
 
   /**
@@ -105,17 +109,12 @@ export class RunMap<V> implements ReadonlyMap<string, V> {
    * copy per key is about 5 MB).
    */
   keyOf(key: string): string | undefined {
-    const runs = this.runsOf(key);
-    if (!runs) return undefined;
-    for (const run of runs) {
-      const i = positionOf(run.keys, key);
-      if (i >= 0) return run.keys[i];
-    }
-    return undefined;
+    const at = this.find(key);
+    return at?.run.keys[at.i];
   }
 
   has(key: string): boolean {
-    return this.runsOf(key)?.some((run) => positionOf(run.keys, key) >= 0) ?? false;
+    return this.find(key) !== undefined;
   }
 
   *entries(): MapIterator<[string, V]> {
