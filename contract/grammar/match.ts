@@ -214,7 +214,7 @@ export function parsePattern(input: string, options: { allowNull?: boolean } = {
 /**
  * The pattern with the input's own string as its text when the input is already normal, as most
  * are: compiled configs and routing tables keep the text, and with a new string for it 100k routes
- * held a second copy of every pattern beside the informer's (about 16 MB of the operator's heap).
+ * held a second copy of every pattern beside the informer's (about 10 MB of the operator's heap).
  */
 function sharingInput(p: Pattern, input: string): Pattern {
   if (p.text === input) p.text = input;
