@@ -1,6 +1,8 @@
 // Synthetic tenants and routes for compile/publish tests and benchmarks: `tenants` TenantPolicies
 // (tenant-<t> owning t<t>.example.com and its subdomains) and `routes` MailRoutes spread over them
-// round-robin, each with `patterns` recipient patterns.
+// round-robin, each with `patterns` recipient patterns. Their specs are as the API server serves
+// them, with the CRD defaults filled in: the operator's compile keeps a defaulted copy of a spec
+// that lacks one, which a benchmark's memory would then count though a cluster never has it.
 import { createHash } from 'node:crypto';
 import type { MailRoute, TenantPolicy } from '../../operator/api/types.gen.ts';
 
@@ -26,7 +28,7 @@ export function tenantPolicy(namespace: string, domains: string[], generation = 
     apiVersion: 'mailplus.io/v1alpha1',
     kind: 'TenantPolicy',
     metadata: { name: 'policy', namespace, generation, creationTimestamp: '2026-01-01T00:00:00Z' },
-    spec: { domains },
+    spec: { domains, requireTLS: false },
   };
 }
 
@@ -56,7 +58,7 @@ export function mailRoute(namespace: string, name: string, recipients: string[],
     spec: {
       priority: 100,
       match: { recipients },
-      forward: { upstreams: [{ host, port: 25, tls: 'opportunistic' }] },
+      forward: { upstreams: [{ host, port: 25, tls: 'opportunistic', insecureSkipVerify: false }] },
     },
   };
 }
