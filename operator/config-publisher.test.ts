@@ -5,7 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import { shardIndex } from '../contract/config/shards.ts';
 import type { RelayConfig } from '../contract/config/types.gen.ts';
-import type { k8s } from '../platform/kube-client.ts';
+import type { KubeClient } from '../platform/kube/client.ts';
+import type { ConfigMap } from '../platform/kube/objects.ts';
 import { createLogger } from '../platform/log.ts';
 import { fleet } from '../test/support/fleet.ts';
 import { CompileCache, compile } from './compile/compile.ts';
@@ -23,7 +24,7 @@ const SHARDS = 4;
 /** The ConfigMaps an earlier operator stored for `config`, each at a resourceVersion. */
 function storedConfigMaps(config: RelayConfig, sourceRuns: Parameters<typeof planPublish>[0]['sourceRuns']) {
   const plan = planPublish({ config, base: BASE, shards: SHARDS, previous: new Map(), sourceRuns });
-  const cms = new Map<string, k8s.V1ConfigMap>();
+  const cms = new Map<string, ConfigMap>();
   let rv = 100;
   const store = (name: string, doc: RelayConfig) => {
     const cm = relayConfigMap(NS, name, doc, encodeRelayConfig(doc));
@@ -42,13 +43,12 @@ function storedConfigMaps(config: RelayConfig, sourceRuns: Parameters<typeof pla
 }
 
 /** What the operator knows of the stored ConfigMaps: each followed as its informer would. */
-function publishedOver(cms: ReadonlyMap<string, k8s.V1ConfigMap>): PublishedConfig {
+function publishedOver(cms: ReadonlyMap<string, ConfigMap>): PublishedConfig {
   return new PublishedConfig({
     namespace: NS,
     configMapName: BASE,
     shards: SHARDS,
-    informer: () =>
-      ({ get: (name: string) => cms.get(name) }) as unknown as ResilientInformer<k8s.V1ConfigMap>,
+    informer: () => ({ get: (name: string) => cms.get(name) }) as unknown as ResilientInformer<ConfigMap>,
     onChange: () => undefined,
   });
 }
@@ -60,7 +60,7 @@ describe('ConfigPublisher over a config already stored', () => {
     const cms = storedConfigMaps(earlier.config, earlier.sourceRuns);
     const published = publishedOver(cms);
     const writes: string[] = [];
-    const core = new Proxy(
+    const client = new Proxy(
       {},
       {
         get: (_t, method) => () => {
@@ -68,9 +68,9 @@ describe('ConfigPublisher over a config already stored', () => {
           throw new Error(`no write expected (${String(method)})`);
         },
       },
-    ) as k8s.CoreV1Api;
+    ) as KubeClient;
     const publisher = new ConfigPublisher({
-      core,
+      client,
       namespace: NS,
       configMapName: BASE,
       shards: SHARDS,
@@ -120,7 +120,7 @@ describe('ConfigPublisher over a config already stored', () => {
     published.rememberOwnWrite(name, cms.get(name)?.metadata?.resourceVersion as string, adopted);
     expect(published.storedDoc(name)).toBe(adopted);
     // someone else wrote the same content again: a new resourceVersion is decoded afresh
-    const cm = cms.get(name) as k8s.V1ConfigMap;
+    const cm = cms.get(name) as ConfigMap;
     cms.set(name, { ...cm, metadata: { ...cm.metadata, resourceVersion: '999' } });
     const again = published.storedDoc(name) as RelayConfig;
     expect(again).not.toBe(adopted);

@@ -13,7 +13,7 @@ import { CONFIG_HASH_ANNOTATION } from '../contract/config/configmap.ts';
 import { canonicalTenantJson } from '../contract/config/hash.ts';
 import { type SourceKeyRun, shardIndex, unionOfShards } from '../contract/config/shards.ts';
 import type { RelayConfig } from '../contract/config/types.gen.ts';
-import { apiStatus, type k8s } from '../platform/kube-client.ts';
+import { apiStatus, type KubeClient } from '../platform/kube/client.ts';
 import type { Logger } from '../platform/log.ts';
 import { BUDGET_REASONS } from './compile/budgets.ts';
 import type { OperatorMetrics } from './metrics.ts';
@@ -37,7 +37,7 @@ export interface HeldBack {
 }
 
 export interface ConfigPublisherOptions {
-  core: k8s.CoreV1Api;
+  client: KubeClient;
   namespace: string;
   configMapName: string;
   shards: number;
@@ -162,7 +162,7 @@ export class ConfigPublisher {
     if (refusal?.hash === doc.hash && refusal.rv === storedRv)
       return { ok: false, error: refusal.error, retryable: false };
     try {
-      const result = await applyConfigMap(this.o.core, want, this.o.signal());
+      const result = await applyConfigMap(this.o.client, want, this.o.signal());
       const rv = result?.metadata?.resourceVersion;
       if (rv !== undefined && configMapMatches(result, want)) stored.rememberOwnWrite(name, rv, doc);
     } catch (err) {

@@ -7,7 +7,7 @@
 // transitions. Relay pods and their answers to "which config do you serve" (RelayScraper) only
 // re-evaluate Programmed (no recompile).
 
-import { k8s } from '../platform/kube-client.ts';
+import type { KubeClient } from '../platform/kube/client.ts';
 import type { Logger } from '../platform/log.ts';
 import { DEFAULT_TENANT_BUDGETS, type TenantBudgets } from './compile/budgets.ts';
 import { CompileCache, type CompileResult } from './compile/compile.ts';
@@ -27,7 +27,7 @@ import { StatusReconciler } from './status-reconciler.ts';
 import { WatchedResources } from './watched-resources.ts';
 
 export interface OperatorOptions {
-  kc: k8s.KubeConfig;
+  client: KubeClient;
   /** The operator's namespace: ConfigMap, leader Lease, relay pods. */
   namespace: string;
   configMapName: string;
@@ -94,12 +94,12 @@ class OperatorParts {
 
   constructor(o: OperatorOptions) {
     this.o = o;
-    const { kc, logger, namespace, configMapName } = o;
+    const { client, logger, namespace, configMapName } = o;
     const metrics = this.metrics;
     this.aggregateKey = `RelayConfig/${namespace}/${configMapName}`;
     this.batch = new BatchWindow(o.batchWindowMs ?? 100);
     const events = new EventRecorder({
-      api: kc.makeApiClient(k8s.EventsV1Api),
+      client,
       instance: o.identity,
       logger,
       count: (type) => metrics.eventsTotal.inc({ type }),
@@ -124,7 +124,7 @@ class OperatorParts {
     });
     this.scraper = new RelayScraper({ ...o.relayScrape, onChange: () => this.kick(), metrics, logger });
     this.publisher = new ConfigPublisher({
-      core: kc.makeApiClient(k8s.CoreV1Api),
+      client,
       namespace,
       configMapName,
       shards: o.configShards ?? 1,
@@ -194,7 +194,7 @@ class OperatorParts {
   private statusReconciler(events: EventRecorder): StatusReconciler {
     const { o } = this;
     return new StatusReconciler({
-      co: o.kc.makeApiClient(k8s.CustomObjectsApi),
+      client: o.client,
       resources: this.resources,
       events,
       metrics: this.metrics,
@@ -222,7 +222,7 @@ function startLeaderElection(parts: OperatorParts, o: OperatorOptions): void {
     return;
   }
   parts.elector = new LeaderElector({
-    api: o.kc.makeApiClient(k8s.CoordinationV1Api),
+    client: o.client,
     namespace: o.namespace,
     name: o.leaseName,
     identity: o.identity,

@@ -12,7 +12,7 @@ import {
 import { mergeShards, shardConfigMapName } from '../contract/config/shards.ts';
 import type { RelayConfig } from '../contract/config/types.gen.ts';
 import { MANAGED_LABELS } from '../contract/kube.ts';
-import type { k8s } from '../platform/kube-client.ts';
+import type { ConfigMap } from '../platform/kube/objects.ts';
 import { sourcesOf } from './compile/compile.ts';
 import { ConfigHistory } from './conditions/programmed.ts';
 import type { ResilientInformer } from './kube/informer.ts';
@@ -25,8 +25,8 @@ export interface PublishedConfigOptions {
   /** Creates the informer of one ConfigMap; `onChange` is this object's handler. */
   informer(
     name: string,
-    onChange: (verb: 'add' | 'update' | 'delete', cm: k8s.V1ConfigMap) => void,
-  ): ResilientInformer<k8s.V1ConfigMap>;
+    onChange: (verb: 'add' | 'update' | 'delete', cm: ConfigMap) => void,
+  ): ResilientInformer<ConfigMap>;
   /** A ConfigMap changed in a way a reconcile must look at (not the echo of our own write). */
   onChange(): void;
 }
@@ -34,7 +34,7 @@ export interface PublishedConfigOptions {
 export class PublishedConfig {
   /** Sources of recently published configs by hash (Programmed looks relays' hashes up in it). */
   readonly history = new ConfigHistory(64);
-  readonly informers: ReadonlyMap<string, ResilientInformer<k8s.V1ConfigMap>>;
+  readonly informers: ReadonlyMap<string, ResilientInformer<ConfigMap>>;
   /** The documents by ConfigMap name: the shards when sharded, else the one ConfigMap. */
   readonly documentNames: string[];
   /**
@@ -93,7 +93,7 @@ export class PublishedConfig {
   }
 
   /** The ConfigMap `name` as the cache holds it. */
-  configMap(name: string): k8s.V1ConfigMap | undefined {
+  configMap(name: string): ConfigMap | undefined {
     return this.informers.get(name)?.get(name, this.o.namespace);
   }
 
@@ -155,12 +155,12 @@ export class PublishedConfig {
     );
   }
 
-  private ownEcho(name: string, cm: k8s.V1ConfigMap | undefined): RelayConfig | undefined {
+  private ownEcho(name: string, cm: ConfigMap | undefined): RelayConfig | undefined {
     const w = this.ownWritten.get(name);
     return w && w.rv === cm?.metadata?.resourceVersion ? w.config : undefined;
   }
 
-  private onConfigMapChange(name: string, verb: 'add' | 'update' | 'delete', cm: k8s.V1ConfigMap): void {
+  private onConfigMapChange(name: string, verb: 'add' | 'update' | 'delete', cm: ConfigMap): void {
     // configs published before we started (another replica, a previous run): remember their sources
     // (a standby follows them: what they hold is the durable input of carry-over and budgets)
     if (verb !== 'delete' && name === this.o.configMapName) this.followStored(cm);
@@ -169,7 +169,7 @@ export class PublishedConfig {
     this.o.onChange();
   }
 
-  private followStored(cm: k8s.V1ConfigMap): void {
+  private followStored(cm: ConfigMap): void {
     // sharded: the index names the hash of the union relays serve (no need to merge our own)
     const hash =
       this.storedDoc(this.o.configMapName)?.unionHash ?? cm.metadata?.annotations?.[CONFIG_HASH_ANNOTATION];

@@ -43,7 +43,7 @@ function rig(routes = 60, tenants = 3) {
     },
   } as unknown as WatchedResources;
   const sr = new StatusReconciler({
-    co: undefined as never,
+    client: undefined as never,
     resources,
     events: undefined as never,
     metrics,

@@ -5,7 +5,7 @@
 // Warning Event), not retried.
 import type { RelayConfig } from '../contract/config/types.gen.ts';
 import { MAILPLUS_API_VERSION } from '../contract/kube.ts';
-import type { k8s } from '../platform/kube-client.ts';
+import type { KubeClient } from '../platform/kube/client.ts';
 import type { Logger } from '../platform/log.ts';
 import { type CompileResult, sourcesOf } from './compile/compile.ts';
 import { RunMap } from './compile/run-map.ts';
@@ -51,7 +51,7 @@ export interface StatusInputs {
 }
 
 export interface StatusReconcilerOptions {
-  co: k8s.CustomObjectsApi;
+  client: KubeClient;
   resources: WatchedResources;
   inputs: StatusInputs;
   events: EventRecorder;
@@ -454,12 +454,12 @@ export class StatusReconciler {
 
   /** The write, its desired status recomputed on the status it is based on (re-read on conflict). */
   private async write(key: string, kind: MailPlusKind, obj: MailPlusObject, live: RelayReport[]) {
-    const { co, metrics, beforeStatusWrite } = this.o;
+    const { client, metrics, beforeStatusWrite } = this.o;
     let wrote: DesiredStatus | undefined;
     let refusal = '';
     const result = await writeStatus(
       {
-        api: co,
+        client,
         signal: () => this.o.signal(),
         beforeWrite: beforeStatusWrite,
         onConflict: () => metrics.statusWritesTotal.inc({ result: 'conflict' }),

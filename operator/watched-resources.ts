@@ -7,7 +7,8 @@
 
 import { isDeepStrictEqual } from 'node:util';
 import { MAILPLUS_GROUP as GROUP, MAILPLUS_VERSION as VERSION } from '../contract/kube.ts';
-import { k8s, requestOptions } from '../platform/kube-client.ts';
+import type { KubeClient } from '../platform/kube/client.ts';
+import type { ConfigMap, Pod, ServiceObject } from '../platform/kube/objects.ts';
 import type { Logger } from '../platform/log.ts';
 import type { MailRoute, TenantPolicy } from './api/types.gen.ts';
 import type { CompileCache } from './compile/compile.ts';
@@ -21,7 +22,7 @@ export type MailPlusObject = TenantPolicy | MailRoute;
 type Verb = 'add' | 'update' | 'delete';
 
 export interface WatchedResourcesOptions {
-  kc: k8s.KubeConfig;
+  client: KubeClient;
   namespace: string;
   relaySelector: string;
   metrics: OperatorMetrics;
@@ -58,7 +59,7 @@ function sameCompileInputs(a: MailPlusObject, b: MailPlusObject): boolean {
   );
 }
 
-function toService(s: k8s.V1Service): Service {
+function toService(s: ServiceObject): Service {
   return {
     apiVersion: 'v1',
     kind: 'Service',
@@ -74,7 +75,7 @@ function toService(s: k8s.V1Service): Service {
         name: p.name,
         port: p.port,
         protocol: p.protocol,
-        targetPort: p.targetPort as number | string | undefined,
+        targetPort: p.targetPort,
       })),
     },
   };
@@ -94,13 +95,13 @@ export function referencedServices(routes: MailRoute[]): Set<string> {
 // A LIST on a connection that went dark after its TLS handshake would otherwise wait for the HTTP
 // client's own timeout (minutes) while the informer and its staleness check wait on it. The
 // deadline is per page: the Mail-Plus kinds and Services are listed in pages (listPaginated).
-const listDeadline = () => requestOptions({ timeoutMs: 60_000 });
+const LIST_DEADLINE_MS = 60_000;
 
 export class WatchedResources {
   readonly tenantPolicies: ResilientInformer<TenantPolicy>;
   readonly mailRoutes: ResilientInformer<MailRoute>;
-  readonly services: ResilientInformer<k8s.V1Service>;
-  readonly relayPods: ResilientInformer<k8s.V1Pod>;
+  readonly services: ResilientInformer<ServiceObject>;
+  readonly relayPods: ResilientInformer<Pod>;
   /**
    * Services some MailRoute names, as of the last compile (only their changes matter); undefined
    * before the first compile, when every Service change does.
@@ -110,34 +111,30 @@ export class WatchedResources {
   private readonly seen = new Map<string, MailPlusObject>();
   /** Shares the strings the cached TenantPolicies and MailRoutes repeat (kube/compact.ts). */
   private readonly interner = new Interner();
-  private readonly co: k8s.CustomObjectsApi;
-  private readonly core: k8s.CoreV1Api;
   private readonly o: WatchedResourcesOptions;
 
   constructor(o: WatchedResourcesOptions) {
     this.o = o;
-    this.co = o.kc.makeApiClient(k8s.CustomObjectsApi);
-    this.core = o.kc.makeApiClient(k8s.CoreV1Api);
     this.tenantPolicies = this.mailPlusInformer<TenantPolicy>('TenantPolicy', 'tenantpolicies');
     this.mailRoutes = this.mailPlusInformer<MailRoute>('MailRoute', 'mailroutes');
-    this.services = new ResilientInformer<k8s.V1Service>({
+    this.services = new ResilientInformer<ServiceObject>({
       ...this.common(),
       kind: 'Service',
       path: '/api/v1/services',
-      list: (each) =>
-        listPaginated((page) => this.core.listServiceForAllNamespaces(page, listDeadline()), undefined, each),
+      list: (each) => listPaginated((page) => this.list('/api/v1/services', page), undefined, each),
       onChange: (_verb, s) => {
         if (!this.referenced || this.referenced.has(`${s.metadata?.namespace}/${s.metadata?.name}`))
           o.onInputChange();
       },
     });
     const { namespace, relaySelector } = o;
-    this.relayPods = new ResilientInformer<k8s.V1Pod>({
+    const pods = `/api/v1/namespaces/${namespace}/pods`;
+    this.relayPods = new ResilientInformer<Pod>({
       ...this.common(),
       kind: 'Pod',
-      path: `/api/v1/namespaces/${namespace}/pods`,
+      path: pods,
       labelSelector: relaySelector,
-      list: () => this.core.listNamespacedPod({ namespace, labelSelector: relaySelector }, listDeadline()),
+      list: () => this.list(pods, { labelSelector: relaySelector }),
       onChange: () => o.onRelayChange(),
     });
   }
@@ -150,19 +147,16 @@ export class WatchedResources {
   /** One ConfigMap of the operator's namespace, by a name-pinned informer (RBAC names each). */
   configMapInformer(
     name: string,
-    onChange: (verb: Verb, cm: k8s.V1ConfigMap) => void,
-  ): ResilientInformer<k8s.V1ConfigMap> {
-    const { namespace } = this.o;
-    return new ResilientInformer<k8s.V1ConfigMap>({
+    onChange: (verb: Verb, cm: ConfigMap) => void,
+  ): ResilientInformer<ConfigMap> {
+    const path = `/api/v1/namespaces/${this.o.namespace}/configmaps`;
+    const fieldSelector = `metadata.name=${name}`;
+    return new ResilientInformer<ConfigMap>({
       ...this.common(),
       kind: 'ConfigMap',
-      path: `/api/v1/namespaces/${namespace}/configmaps`,
-      fieldSelector: `metadata.name=${name}`,
-      list: () =>
-        this.core.listNamespacedConfigMap(
-          { namespace, fieldSelector: `metadata.name=${name}` },
-          listDeadline(),
-        ),
+      path,
+      fieldSelector,
+      list: () => this.list(path, { fieldSelector }),
       onChange,
     });
   }
@@ -184,8 +178,13 @@ export class WatchedResources {
   }
 
   private common() {
-    const { kc, metrics, logger, resyncMs, staleAfterMs } = this.o;
-    return { kc, metrics, logger, resyncMs, staleAfterMs };
+    const { client, metrics, logger, resyncMs, staleAfterMs } = this.o;
+    return { client, metrics, logger, resyncMs, staleAfterMs };
+  }
+
+  /** One LIST request (or page of one). */
+  private list<T>(path: string, query: Record<string, string | number | undefined>): Promise<T> {
+    return this.o.client.get<T>(path, { query, timeoutMs: LIST_DEADLINE_MS });
   }
 
   private mailPlusInformer<T extends MailPlusObject>(kind: MailPlusKind, plural: string) {
@@ -194,15 +193,7 @@ export class WatchedResources {
       kind,
       path: `/apis/${GROUP}/${VERSION}/${plural}`,
       list: (each) =>
-        listPaginated(
-          (page) =>
-            this.co.listClusterCustomObject(
-              { group: GROUP, version: VERSION, plural, ...page },
-              listDeadline(),
-            ),
-          undefined,
-          each,
-        ),
+        listPaginated((page) => this.list(`/apis/${GROUP}/${VERSION}/${plural}`, page), undefined, each),
       onChange: (verb, obj) => this.onResourceChange(kind, verb, obj),
       onResync: () => this.o.onInputChange(),
       // the cached record it replaces shares what did not change (kube/compact.ts)

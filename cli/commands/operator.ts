@@ -13,7 +13,7 @@ import { DEFAULT_TENANT_BUDGETS, type TenantBudgets } from '../../operator/compi
 import { startProbeServer } from '../../operator/http.ts';
 import { startOperator } from '../../operator/operator.ts';
 import { DEFAULT_RELAY_PORT } from '../../operator/relay-reports.ts';
-import { defaultNamespace, loadKubeConfig } from '../../platform/kube-client.ts';
+import { defaultNamespace, loadKubeClient } from '../../platform/kube/client.ts';
 import { createLogger } from '../../platform/log.ts';
 import { CliError } from '../errors.ts';
 import { type HostPort, parseByteSize, parseDurationMs, parseFlags, parseHostPort, str } from '../flags.ts';
@@ -223,15 +223,16 @@ export async function runOperator(argv: string[]): Promise<number> {
   const flags = parseOperatorFlags(argv);
   if (!flags) return 0;
   const logger = createLogger();
-  let kc: ReturnType<typeof loadKubeConfig>;
+  let client: ReturnType<typeof loadKubeClient>;
   try {
-    kc = loadKubeConfig(flags.kubeconfig);
+    client = loadKubeClient(flags.kubeconfig);
   } catch (err) {
     throw new CliError((err as Error).message, 1);
   }
-  const namespace = flags.namespace ?? defaultNamespace(flags.kubeconfig ? kc : undefined, DEFAULT_NAMESPACE);
+  const namespace =
+    flags.namespace ?? defaultNamespace(flags.kubeconfig ? client : undefined, DEFAULT_NAMESPACE);
   const operator = await startOperator({
-    kc,
+    client,
     namespace,
     configMapName: flags.configMapName,
     identity: flags.identity,

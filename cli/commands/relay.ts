@@ -88,12 +88,12 @@ export async function runRelay(argv: string[]): Promise<number> {
   const cm = cmFlag ? parseConfigMapRef(cmFlag) : undefined;
   const flags = readRelayFlags(values);
 
-  // Kubernetes client code loads only for --configmap (it needs Node >= 22.19).
-  let kc: import('@kubernetes/client-node').KubeConfig | undefined;
+  // Kubernetes client code loads only for --configmap.
+  let client: import('../../platform/kube/client.ts').KubeClient | undefined;
   if (cm) {
-    const { loadKubeConfig } = await import('../../platform/kube-client.ts');
+    const { loadKubeClient } = await import('../../platform/kube/client.ts');
     try {
-      kc = loadKubeConfig(str(values.kubeconfig));
+      client = loadKubeClient(str(values.kubeconfig));
     } catch (err) {
       throw new CliError((err as Error).message, 1);
     }
@@ -105,11 +105,11 @@ export async function runRelay(argv: string[]): Promise<number> {
   const relay = await startRelayFromFlags(flags);
   if (file) {
     relay.own(watchConfigFile(file, relay));
-  } else if (cm && kc) {
+  } else if (cm && client) {
     const { followRelayConfig } = await import('../../relay/config/configmap-set.ts');
     relay.own(
       followRelayConfig(relay, {
-        kc,
+        client,
         namespace: cm.namespace,
         name: cm.name,
         logger: relay.logger,

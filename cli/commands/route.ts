@@ -78,20 +78,21 @@ export function checkAddressFlag(flag: string, value: string): void {
 async function readClusterConfig(kubeconfig: string | undefined, ref: string): Promise<RelayConfig> {
   const { parseConfigMapRef } = await import('./relay.ts');
   const { namespace, name } = parseConfigMapRef(ref);
-  const { apiErrorText, k8s, loadKubeConfig } = await import('../../platform/kube-client.ts');
+  const { apiErrorText, loadKubeClient } = await import('../../platform/kube/client.ts');
   const { decodeRelayConfigMap } = await import('../../contract/config/configmap.ts');
   const { isShardOf, mergeShards } = await import('../../contract/config/shards.ts');
-  let kc: import('@kubernetes/client-node').KubeConfig;
+  let client: import('../../platform/kube/client.ts').KubeClient;
   try {
-    kc = loadKubeConfig(kubeconfig);
+    client = loadKubeClient(kubeconfig);
   } catch (err) {
     throw new CliError((err as Error).message, 1);
   }
-  const core = kc.makeApiClient(k8s.CoreV1Api);
   const read = async (cmName: string): Promise<RelayConfig> => {
-    let cm: import('@kubernetes/client-node').V1ConfigMap;
+    let cm: import('../../platform/kube/objects.ts').ConfigMap;
     try {
-      cm = await core.readNamespacedConfigMap({ namespace, name: cmName });
+      cm = await client.get(
+        `/api/v1/namespaces/${encodeURIComponent(namespace)}/configmaps/${encodeURIComponent(cmName)}`,
+      );
     } catch (err) {
       throw new CliError(`cannot read ConfigMap ${namespace}/${cmName}: ${apiErrorText(err)}`, 1);
     }

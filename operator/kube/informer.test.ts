@@ -4,10 +4,10 @@ import { listPaginated } from './informer.ts';
 describe('listPaginated', () => {
   it('follows continue tokens and keeps the first page’s resourceVersion (the snapshot the pages belong to)', async () => {
     const all = Array.from({ length: 7 }, (_, i) => ({ metadata: { name: `o${i}` } }));
-    const asked: Array<{ limit: number; _continue?: string }> = [];
+    const asked: Array<{ limit: number; continue?: string }> = [];
     const list = await listPaginated<{ metadata: { name: string } }>(async (opts) => {
       asked.push(opts);
-      const start = opts._continue ? Number(opts._continue) : 0;
+      const start = opts.continue ? Number(opts.continue) : 0;
       const end = Math.min(all.length, start + opts.limit);
       return {
         apiVersion: 'v1',
@@ -21,7 +21,7 @@ describe('listPaginated', () => {
     }, 3);
     expect(list.items.map((o) => o.metadata.name)).toEqual(all.map((o) => o.metadata.name));
     expect(list.metadata.resourceVersion).toBe('42');
-    expect(asked).toEqual([{ limit: 3 }, { limit: 3, _continue: '3' }, { limit: 3, _continue: '6' }]);
+    expect(asked).toEqual([{ limit: 3 }, { limit: 3, continue: '3' }, { limit: 3, continue: '6' }]);
   });
 
   it('a failing page fails the whole LIST (the informer retries it from the start)', async () => {
@@ -38,8 +38,8 @@ describe('listPaginated', () => {
     const seen: string[] = [];
     const list = await listPaginated<{ name: string }>(
       async (opts) => {
-        seen.push(`page ${opts._continue ?? 0}`);
-        const start = opts._continue ? Number(opts._continue) : 0;
+        seen.push(`page ${opts.continue ?? 0}`);
+        const start = opts.continue ? Number(opts.continue) : 0;
         return {
           metadata: { resourceVersion: '1', continue: start + 2 < 4 ? String(start + 2) : '' },
           items: [{ name: `o${start}` }, { name: `o${start + 1}` }],

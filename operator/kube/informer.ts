@@ -1,13 +1,13 @@
-// client-node's ListWatch, made safe to run for weeks (docs/operator.md, "How a change flows", step 1):
+// A ListWatch (kube/list-watch.ts) made safe to run for weeks (docs/operator.md, "How a change flows",
+// step 1):
 // - any non-410 error leaves ListWatch stopped: restart it after a jittered backoff (WATCH_RETRY,
 //   the relay's policy too), one pending restart at a time, ignoring the AbortError our own stop()
 //   causes. The backoff resets after an event or a minute without errors, not on a LIST alone:
 //   LIST ok + watch failing (RBAC without watch, a proxy) must not become a LIST loop;
 // - 410 Gone is handled by ListWatch itself: it re-LISTs and watches from the LIST's
 //   resourceVersion (never an object's); every LIST is counted;
-// - ListWatch's own pause between watches that ended without events grows to 30 s: after hours of
-//   quiet a kind would stay unwatched that long once its watch ends (an API-server restart), so the
-//   pause is capped at WATCH_RETRY's;
+// - a watch that ends at once without events is retried after WATCH_RETRY's jittered delay, never
+//   in a loop;
 // - resync: every resyncMs the owner is told to reconcile everything (level-triggered), and when
 //   nothing was seen for staleAfterMs a LIST is compared with the cache: resourceVersions the
 //   cache does not have (and still lacks after a grace period) mean a silently dead watch, so the
@@ -15,25 +15,17 @@
 // Health: mailplus_operator_informer_{last_sync_timestamp_seconds,errors_total,restarts_total,relists_total}.
 
 import { Backoff, type BackoffPolicy, backoffDelay, WATCH_RETRY } from '../../platform/backoff.ts';
-import { k8s } from '../../platform/kube-client.ts';
+import type { KubeClient } from '../../platform/kube/client.ts';
 import type { Logger } from '../../platform/log.ts';
 import type { OperatorMetrics } from '../metrics.ts';
+import { type KubeObject, type ListResult, ListWatch } from './list-watch.ts';
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-export interface KubeObject {
-  metadata?: { name?: string; namespace?: string; resourceVersion?: string };
-}
-
-export interface ListResult<T> {
-  items: T[];
-  metadata?: { resourceVersion?: string };
-}
+export type { KubeObject, ListResult };
 
 export interface InformerOptions<T extends KubeObject> {
   /** Metrics label and log field: 'MailRoute', 'Service', ... */
   kind: string;
-  kc: k8s.KubeConfig;
+  client: KubeClient;
   /** Watch path, e.g. /apis/mailplus.io/v1alpha1/mailroutes. */
   path: string;
   /**
@@ -72,7 +64,7 @@ export const LIST_PAGE_SIZE = 500;
  * the API server's request timeout (60 s) on a busy server, so the informer would never sync.
  */
 export async function listPaginated<T>(
-  page: (opts: { limit: number; _continue?: string }) => Promise<unknown>,
+  page: (opts: { limit: number; continue?: string }) => Promise<unknown>,
   limit = LIST_PAGE_SIZE,
   each: (item: T) => T = (item) => item,
 ): Promise<{ apiVersion?: string; kind?: string; metadata: { resourceVersion?: string }; items: T[] }> {
@@ -80,7 +72,7 @@ export async function listPaginated<T>(
   let token: string | undefined;
   let first: { apiVersion?: string; kind?: string; metadata?: { resourceVersion?: string } } | undefined;
   do {
-    const res = (await page({ limit, ...(token ? { _continue: token } : {}) })) as {
+    const res = (await page({ limit, ...(token ? { continue: token } : {}) })) as {
       apiVersion?: string;
       kind?: string;
       metadata?: { resourceVersion?: string; continue?: string };
@@ -108,32 +100,6 @@ function dropManagedFields<T>(obj: T): T {
   return obj;
 }
 
-type WatchCallback = (phase: string, obj: unknown, watchObj?: unknown) => void;
-
-/** A Watch whose ADDED/MODIFIED/DELETED objects are compacted before ListWatch caches them. */
-function compactingWatch(watch: k8s.Watch, compact: (obj: unknown) => unknown): k8s.Watch {
-  return {
-    config: watch.config,
-    watch: (
-      path: string,
-      params: Record<string, string | number | boolean | undefined>,
-      cb: WatchCallback,
-      done: (err: unknown) => void,
-    ) =>
-      watch.watch(
-        path,
-        params,
-        (phase: string, obj: unknown, watchObj?: unknown) =>
-          cb(
-            phase,
-            phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED' ? compact(obj) : obj,
-            watchObj,
-          ),
-        done,
-      ),
-  } as unknown as k8s.Watch;
-}
-
 /** What an owner of informers of several kinds starts, waits for and stops. */
 export type InformerLifecycle = Pick<
   ResilientInformer<KubeObject>,
@@ -143,8 +109,8 @@ export type InformerLifecycle = Pick<
 export class ResilientInformer<T extends KubeObject> {
   readonly kind: string;
   private readonly opts: InformerOptions<T>;
-  private serving: k8s.ListWatch<T> | undefined;
-  private current: k8s.ListWatch<T> | undefined;
+  private serving: ListWatch<T> | undefined;
+  private current: ListWatch<T> | undefined;
   private stopping = false;
   private pendingRestart: NodeJS.Timeout | undefined;
   private resyncTimer: NodeJS.Timeout | undefined;
@@ -189,8 +155,8 @@ export class ResilientInformer<T extends KubeObject> {
   }
 
   list(): T[] {
-    // the ListWatch builds a new array on every call (typed readonly): no second copy of 100k
-    return (this.serving?.list() ?? []) as T[];
+    // a new array of the cached objects on every call: no second copy of the objects
+    return this.serving?.list() ?? [];
   }
 
   get(name: string, namespace?: string): T | undefined {
@@ -202,89 +168,86 @@ export class ResilientInformer<T extends KubeObject> {
     clearTimeout(this.pendingRestart);
     this.pendingRestart = undefined;
     clearInterval(this.resyncTimer);
-    const all = new Set([this.current, this.serving]);
-    for (const lw of all) await lw?.stop();
+    this.current?.stop();
+    this.serving?.stop();
     const waiters = this.syncWaiters;
     this.syncWaiters = [];
     for (const w of waiters) w();
   }
 
   private create(): void {
-    const { kind, metrics } = this.opts;
-    let lw: k8s.ListWatch<T>;
+    const { kind, metrics, client, path, labelSelector, fieldSelector } = this.opts;
     const compact = this.opts.compact ?? dropManagedFields;
-    const listFn = async () => {
-      metrics.informerRelists.inc({ kind });
-      // what list() compacted page by page is not compacted again; the rest is compacted here
-      const done = new WeakSet<object>();
-      const each = (item: T): T => {
-        const c = compact(item);
-        if (typeof c === 'object' && c !== null) done.add(c);
-        return c;
-      };
-      const result = (await this.opts.list(each)) as unknown as k8s.KubernetesListObject<T>;
-      result.items = result.items.map((item) => (done.has(item as object) ? item : compact(item)));
-      this.markSynced();
-      // ListWatch fills its cache right after this resolves (same microtask chain): swap and
-      // announce the sync after that.
-      setImmediate(() => this.listed(lw));
-      return result;
-    };
-    lw = new k8s.ListWatch<T>(
-      this.opts.path,
-      compactingWatch(new k8s.Watch(this.opts.kc), compact as (obj: unknown) => unknown),
-      listFn as never,
-      false,
-      this.opts.labelSelector,
-      this.opts.fieldSelector,
-      { delayFn: (ms) => sleep(Math.min(ms, backoffDelay(Number.MAX_SAFE_INTEGER, WATCH_RETRY))) },
-    );
-    this.current = lw;
-    for (const verb of ['add', 'update', 'delete'] as const) {
-      lw.on(verb, (obj: T) => {
+    const lw: ListWatch<T> = new ListWatch<T>({
+      list: async () => {
+        metrics.informerRelists.inc({ kind });
+        // what list() compacted page by page is not compacted again; the rest is compacted here
+        const done = new WeakSet<object>();
+        const each = (item: T): T => {
+          const c = compact(item);
+          if (typeof c === 'object' && c !== null) done.add(c);
+          return c;
+        };
+        const result = await this.opts.list(each);
+        result.items = result.items.map((item) => (done.has(item as object) ? item : compact(item)));
+        this.markSynced();
+        return result;
+      },
+      // how long a watch lasts is the API server's choice (--min-request-timeout: 30-60 min by
+      // default); a watch that went silently dead is the staleness watchdog's to find (resync)
+      watch: (resourceVersion, onEvent, signal) =>
+        client.watch(path, onEvent, {
+          query: { resourceVersion, allowWatchBookmarks: true, labelSelector, fieldSelector },
+          signal,
+        }),
+      compact,
+      quietDelay: (n) => backoffDelay(n, this.opts.restartBackoff ?? WATCH_RETRY),
+      onChange: (verb, obj) => {
         if (lw !== this.current || this.stopping) return;
         this.markSynced();
         this.backoff.reset();
         metrics.informerLastEvent.set({ kind }, Date.now() / 1000);
         this.opts.onChange(verb, obj);
-      });
-    }
-    lw.on('error', (err?: unknown) => {
-      if (lw !== this.current || this.stopping || this.pendingRestart) return;
-      metrics.informerErrors.inc({ kind });
-      // a minute without errors was healthy: start the backoff again from its first step
-      if (Date.now() - this.lastError > 60_000) this.backoff.reset();
-      this.lastError = Date.now();
-      const delay = this.backoff.next();
-      metrics.informerRestarts.inc({ kind });
-      this.opts.logger.warn('informer stopped on an error, restarting', {
-        kind,
-        error: (err as Error)?.message ?? String(err),
-        delayMs: delay,
-      });
-      this.pendingRestart = setTimeout(() => {
-        this.pendingRestart = undefined;
-        if (this.stopping || lw !== this.current) return;
-        void lw.start();
-      }, delay);
-      this.pendingRestart.unref();
+      },
+      onListed: () => this.listed(lw),
+      onError: (err) => {
+        if (lw !== this.current || this.stopping || this.pendingRestart) return;
+        metrics.informerErrors.inc({ kind });
+        // a minute without errors was healthy: start the backoff again from its first step
+        if (Date.now() - this.lastError > 60_000) this.backoff.reset();
+        this.lastError = Date.now();
+        const delay = this.backoff.next();
+        metrics.informerRestarts.inc({ kind });
+        this.opts.logger.warn('informer stopped on an error, restarting', {
+          kind,
+          error: (err as Error)?.message ?? String(err),
+          delayMs: delay,
+        });
+        this.pendingRestart = setTimeout(() => {
+          this.pendingRestart = undefined;
+          if (this.stopping || lw !== this.current) return;
+          lw.start();
+        }, delay);
+        this.pendingRestart.unref();
+      },
     });
-    void lw.start();
+    this.current = lw;
+    lw.start();
   }
 
-  private listed(lw: k8s.ListWatch<T>): void {
+  private listed(lw: ListWatch<T>): void {
     if (lw !== this.current || this.stopping) return;
     if (this.serving && this.serving !== lw) {
       const old = this.serving;
       this.serving = lw;
-      void old.stop();
+      old.stop();
     } else {
       this.serving = lw;
     }
     if (!this.syncedFlag) {
       this.syncedFlag = true;
       this.opts.metrics.informerSynced.set({ kind: this.kind }, 1);
-      this.opts.logger.info('informer synced', { kind: this.kind, objects: lw.list().length });
+      this.opts.logger.info('informer synced', { kind: this.kind, objects: lw.size });
       const waiters = this.syncWaiters;
       this.syncWaiters = [];
       for (const w of waiters) w();
@@ -310,7 +273,7 @@ export class ResilientInformer<T extends KubeObject> {
         const old = this.current;
         this.create();
         // the serving cache stays until the new informer has listed; the old watch can go now
-        if (old && old !== this.serving) void old.stop();
+        if (old && old !== this.serving) old.stop();
       } else {
         this.markSynced();
       }

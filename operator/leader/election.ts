@@ -5,14 +5,8 @@
 // machines' clocks); a takeover bumps leaseTransitions. Losing the lease aborts `signal` at once;
 // the owner then fails stop.
 
-import {
-  apiErrorText,
-  apiStatus,
-  type k8s,
-  microTime,
-  requestOptions,
-  timeMs,
-} from '../../platform/kube-client.ts';
+import { apiErrorText, apiStatus, type KubeClient, microTime, timeMs } from '../../platform/kube/client.ts';
+import type { Lease, LeaseSpec } from '../../platform/kube/objects.ts';
 import type { Logger } from '../../platform/log.ts';
 
 export interface LeaseRecord {
@@ -50,7 +44,7 @@ export function leaseSpecFor(
   identity: string,
   leaseDurationSeconds: number,
   now: Date,
-): k8s.V1LeaseSpec {
+): LeaseSpec {
   const renewing = action === 'renew' && record;
   return {
     holderIdentity: identity,
@@ -66,7 +60,7 @@ export function leaseSpecFor(
   };
 }
 
-export function leaseRecord(lease: k8s.V1Lease): LeaseRecord {
+export function leaseRecord(lease: Lease): LeaseRecord {
   const s = lease.spec ?? {};
   return {
     holder: s.holderIdentity ?? '',
@@ -79,7 +73,7 @@ export function leaseRecord(lease: k8s.V1Lease): LeaseRecord {
 }
 
 export interface LeaderElectorOptions {
-  api: k8s.CoordinationV1Api;
+  client: KubeClient;
   namespace: string;
   name: string;
   identity: string;
@@ -94,8 +88,8 @@ export interface LeaderElectorOptions {
 }
 
 export class LeaderElector {
-  private readonly o: Required<Omit<LeaderElectorOptions, 'api' | 'logger'>> &
-    Pick<LeaderElectorOptions, 'api' | 'logger'>;
+  private readonly o: Required<Omit<LeaderElectorOptions, 'client' | 'logger'>> &
+    Pick<LeaderElectorOptions, 'client' | 'logger'>;
   private leader = false;
   private lastRenew = 0;
   private observed: { key: string; at: number } | undefined;
@@ -130,12 +124,13 @@ export class LeaderElector {
 
   private async tryAcquireOrRenew(): Promise<void> {
     const now = Date.now();
-    const { api, namespace, name, identity, leaseDurationSeconds } = this.o;
+    const { client, namespace, name, identity, leaseDurationSeconds } = this.o;
     const timeoutMs = Math.max(1000, Math.min(this.o.renewDeadlineMs / 2, 5000));
+    const leases = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases`;
     try {
-      let lease: k8s.V1Lease | undefined;
+      let lease: Lease | undefined;
       try {
-        lease = await api.readNamespacedLease({ name, namespace }, requestOptions({ timeoutMs }));
+        lease = await client.get<Lease>(`${leases}/${encodeURIComponent(name)}`, { timeoutMs });
       } catch (err) {
         if (apiStatus(err) !== 404) throw err;
       }
@@ -151,32 +146,20 @@ export class LeaderElector {
       }
       const spec = leaseSpecFor(action, record, identity, leaseDurationSeconds, new Date(now));
       if (action === 'create') {
-        await api.createNamespacedLease(
-          {
-            namespace,
-            body: {
-              apiVersion: 'coordination.k8s.io/v1',
-              kind: 'Lease',
-              metadata: { name, namespace },
-              spec,
-            },
-          },
-          requestOptions({ timeoutMs }),
-        );
+        await client.request('POST', leases, {
+          body: { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace }, spec },
+          timeoutMs,
+        });
       } else {
-        await api.replaceNamespacedLease(
-          {
-            name,
-            namespace,
-            body: {
-              apiVersion: 'coordination.k8s.io/v1',
-              kind: 'Lease',
-              metadata: { ...lease?.metadata, name, namespace, resourceVersion: record?.resourceVersion },
-              spec,
-            },
+        await client.request('PUT', `${leases}/${encodeURIComponent(name)}`, {
+          body: {
+            apiVersion: 'coordination.k8s.io/v1',
+            kind: 'Lease',
+            metadata: { ...lease?.metadata, name, namespace, resourceVersion: record?.resourceVersion },
+            spec,
           },
-          requestOptions({ timeoutMs }),
-        );
+          timeoutMs,
+        });
       }
       this.lastRenew = now;
       if (!this.leader && !this.stopped) {
@@ -226,26 +209,18 @@ export class LeaderElector {
     this.leader = false;
     this.abort.abort(new Error('shutting down'));
     this.o.setStatus(false);
-    const { api, namespace, name } = this.o;
+    const { client, namespace, name } = this.o;
+    const path = `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(namespace)}/leases/${encodeURIComponent(name)}`;
     try {
-      const lease = await api.readNamespacedLease({ name, namespace }, requestOptions({ timeoutMs: 3000 }));
+      const lease = await client.get<Lease>(path, { timeoutMs: 3000 });
       if (lease.spec?.holderIdentity !== this.o.identity) return;
-      await api.replaceNamespacedLease(
-        {
-          name,
-          namespace,
-          body: {
-            ...lease,
-            spec: {
-              ...lease.spec,
-              holderIdentity: undefined,
-              leaseDurationSeconds: 1,
-              renewTime: microTime(),
-            },
-          },
+      await client.request('PUT', path, {
+        body: {
+          ...lease,
+          spec: { ...lease.spec, holderIdentity: undefined, leaseDurationSeconds: 1, renewTime: microTime() },
         },
-        requestOptions({ timeoutMs: 3000 }),
-      );
+        timeoutMs: 3000,
+      });
       this.o.logger.info('released the leader lease', { lease: `${namespace}/${name}` });
     } catch (err) {
       this.o.logger.warn('could not release the leader lease', { error: apiErrorText(err) });

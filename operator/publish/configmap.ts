@@ -7,7 +7,8 @@ import { gzipSync } from 'node:zlib';
 import { CONFIG_GZ_KEY, CONFIG_HASH_ANNOTATION, CONFIG_KEY } from '../../contract/config/configmap.ts';
 import type { RelayConfig } from '../../contract/config/types.gen.ts';
 import { MANAGED_LABELS } from '../../contract/kube.ts';
-import { apiErrorText, k8s, requestOptions } from '../../platform/kube-client.ts';
+import { apiErrorText, type KubeClient, PATCH } from '../../platform/kube/client.ts';
+import type { ConfigMap } from '../../platform/kube/objects.ts';
 import { renderRelayConfig } from '../compile/compile.ts';
 
 export const FIELD_MANAGER = 'mailplus-operator';
@@ -45,8 +46,8 @@ export function relayConfigMap(
   name: string,
   config: RelayConfig,
   payload: ConfigPayload,
-): k8s.V1ConfigMap {
-  const cm: k8s.V1ConfigMap = {
+): ConfigMap {
+  const cm: ConfigMap = {
     apiVersion: 'v1',
     kind: 'ConfigMap',
     metadata: {
@@ -62,7 +63,7 @@ export function relayConfigMap(
 }
 
 /** Does the stored ConfigMap carry exactly this payload and our labels (tampering check)? */
-export function configMapMatches(cm: k8s.V1ConfigMap | undefined, want: k8s.V1ConfigMap): boolean {
+export function configMapMatches(cm: ConfigMap | undefined, want: ConfigMap): boolean {
   if (!cm) return false;
   const same = (a: Record<string, string> | undefined, b: Record<string, string> | undefined) => {
     const ka = Object.keys(a ?? {});
@@ -77,16 +78,17 @@ export function configMapMatches(cm: k8s.V1ConfigMap | undefined, want: k8s.V1Co
 }
 
 export async function applyConfigMap(
-  api: k8s.CoreV1Api,
-  cm: k8s.V1ConfigMap,
+  client: KubeClient,
+  cm: ConfigMap,
   signal?: AbortSignal,
-): Promise<k8s.V1ConfigMap> {
+): Promise<ConfigMap> {
   const name = cm.metadata?.name as string;
   const namespace = cm.metadata?.namespace as string;
   try {
-    return await api.patchNamespacedConfigMap(
-      { name, namespace, body: cm, fieldManager: FIELD_MANAGER, force: true },
-      requestOptions({ contentType: k8s.PatchStrategy.ServerSideApply, signal }),
+    return await client.request<ConfigMap>(
+      'PATCH',
+      `/api/v1/namespaces/${encodeURIComponent(namespace)}/configmaps/${encodeURIComponent(name)}`,
+      { query: { fieldManager: FIELD_MANAGER, force: true }, body: cm, contentType: PATCH.apply, signal },
     );
   } catch (err) {
     // the cause keeps the HTTP status: a refusal retrying cannot fix is told from a transient failure

@@ -1,8 +1,9 @@
-// Kubernetes Events (events.k8s.io/v1) for status transitions, with our own dedupe (client-node
-// has no EventRecorder): the same reason and note for the same object at most once per window,
+// Kubernetes Events (events.k8s.io/v1) for status transitions, with our own dedupe (as client-go's
+// event correlator has): the same reason and note for the same object at most once per window,
 // and at most `burst` events per object per window, so a flapping object cannot spam.
 
-import { apiErrorText, type k8s, microTime, requestOptions } from '../../platform/kube-client.ts';
+import { apiErrorText, type KubeClient, microTime } from '../../platform/kube/client.ts';
+import type { KubeEvent } from '../../platform/kube/objects.ts';
 import type { Logger } from '../../platform/log.ts';
 import type { Transition } from '../conditions/api-conditions.ts';
 
@@ -57,7 +58,7 @@ export interface Regarding {
 }
 
 export interface EventRecorderOptions {
-  api: k8s.EventsV1Api;
+  client: KubeClient;
   /** reportingInstance (the operator's identity). */
   instance: string;
   logger: Logger;
@@ -81,7 +82,7 @@ export class EventRecorder {
       return;
     }
     this.o.count?.(t.type);
-    const body: k8s.EventsV1Event = {
+    const body: KubeEvent = {
       apiVersion: 'events.k8s.io/v1',
       kind: 'Event',
       // client-go's naming: <object>.<unix nanos in hex> (events.k8s.io/v1 refuses a generateName
@@ -104,9 +105,10 @@ export class EventRecorder {
       },
     };
     try {
-      await this.o.api.createNamespacedEvent(
-        { namespace: regarding.namespace, body },
-        requestOptions({ signal, timeoutMs: 10_000 }),
+      await this.o.client.request(
+        'POST',
+        `/apis/events.k8s.io/v1/namespaces/${encodeURIComponent(regarding.namespace)}/events`,
+        { body, signal, timeoutMs: 10_000 },
       );
     } catch (err) {
       this.o.logger.warn('could not record event', {

@@ -10,7 +10,7 @@
 // status-conflict.test.ts caught it). The read-modify-write is correct on every version.
 
 import { MAILPLUS_API_VERSION } from '../../contract/kube.ts';
-import { apiErrorText, apiStatus, k8s, requestOptions } from '../../platform/kube-client.ts';
+import { apiErrorText, apiStatus, type KubeClient, PATCH } from '../../platform/kube/client.ts';
 import type { Condition } from '../api/types.gen.ts';
 import { type DesiredStatus, OWNED_TYPES } from '../conditions/api-conditions.ts';
 
@@ -33,7 +33,7 @@ export interface StatusTarget {
 export type StatusWriteResult = 'written' | 'gone' | 'stale' | 'refused';
 
 export interface StatusWriterOptions {
-  api: k8s.CustomObjectsApi;
+  client: KubeClient;
   signal?: () => AbortSignal | undefined;
   /** Called before every write attempt (tests inject a concurrent writer here). */
   beforeWrite?(target: StatusTarget, attempt: number): Promise<void>;
@@ -66,9 +66,8 @@ export async function writeStatus(
   desired: (current: Record<string, unknown> | undefined) => DesiredStatus | undefined,
   initial: Record<string, unknown> | undefined,
 ): Promise<StatusWriteResult> {
-  const { api } = opts;
-  const [group, version] = MAILPLUS_API_VERSION.split('/');
-  const plural = PLURAL[target.kind];
+  const { client } = opts;
+  const path = `/apis/${MAILPLUS_API_VERSION}/namespaces/${encodeURIComponent(target.namespace)}/${PLURAL[target.kind]}/${encodeURIComponent(target.name)}`;
   let rv = target.resourceVersion;
   let current = initial;
   const max = opts.maxAttempts ?? 5;
@@ -85,18 +84,13 @@ export async function writeStatus(
       },
     };
     try {
-      await api.patchNamespacedCustomObjectStatus(
-        {
-          group,
-          version,
-          plural,
-          namespace: target.namespace,
-          name: target.name,
-          body,
-          fieldManager: STATUS_FIELD_MANAGER,
-        },
-        requestOptions({ contentType: k8s.PatchStrategy.MergePatch, signal: opts.signal?.() }),
-      );
+      // the answer (the whole object) is not needed: our own write comes back through the watch
+      await client.request('PATCH', `${path}/status`, {
+        query: { fieldManager: STATUS_FIELD_MANAGER },
+        body,
+        contentType: PATCH.merge,
+        signal: opts.signal?.(),
+      });
       return 'written';
     } catch (err) {
       const code = apiStatus(err);
@@ -114,10 +108,7 @@ export async function writeStatus(
       // re-read: someone changed the object between our read and our write
       let fresh: Record<string, unknown>;
       try {
-        fresh = (await api.getNamespacedCustomObject(
-          { group, version, plural, namespace: target.namespace, name: target.name },
-          requestOptions({ signal: opts.signal?.() }),
-        )) as Record<string, unknown>;
+        fresh = await client.get<Record<string, unknown>>(path, { signal: opts.signal?.() });
       } catch (e) {
         if (apiStatus(e) === 404) return 'gone';
         throw e;

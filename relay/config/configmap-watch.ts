@@ -13,21 +13,21 @@
 //
 // RBAC: get, list, watch on configmaps with resourceNames: [NAME] in that namespace (a
 // list/watch whose fieldSelector pins metadata.name is authorised against resourceNames).
-import * as k8s from '@kubernetes/client-node';
 import { type ConfigMapLike, decodeRelayConfigMap } from '../../contract/config/configmap.ts';
 import type { RelayConfig } from '../../contract/config/types.gen.ts';
 import { Backoff, type BackoffPolicy, WATCH_RETRY } from '../../platform/backoff.ts';
+import { apiStatus, type KubeClient } from '../../platform/kube/client.ts';
 import type { Logger } from '../../platform/log.ts';
 import type { ConfigTarget, FileWatcher } from './file-watch.ts';
 
 export interface ConfigMapWatchOptions {
-  kc: k8s.KubeConfig;
+  client: KubeClient;
   namespace: string;
   name: string;
   logger: Logger;
   /** Re-LIST the ConfigMap this often even when the watch is healthy (default 5 min). */
   resyncMs?: number;
-  /** Server-side watch timeout, randomised ±20 % (default 25 s: below client-node's 30 s inactivity abort). */
+  /** Server-side watch timeout, randomised ±20 % (default 25 s; dropped 30 s later without a byte). */
   watchTimeoutSeconds?: number;
   /** Retry policy after errors and 410 Gone (default WATCH_RETRY). */
   backoff?: BackoffPolicy;
@@ -63,13 +63,6 @@ const sleep = (ms: number, signal: AbortSignal) =>
     );
   });
 
-function statusOf(err: unknown): number | undefined {
-  if (err instanceof k8s.ApiException) return err.code;
-  const e = err as { statusCode?: unknown; code?: unknown } | undefined;
-  if (typeof e?.statusCode === 'number') return e.statusCode;
-  return typeof e?.code === 'number' ? e.code : undefined;
-}
-
 interface WatchOutcome {
   /** ADDED/MODIFIED/DELETED/BOOKMARK events received. */
   events: number;
@@ -85,10 +78,8 @@ class ConfigMapWatch {
   private rv = '';
   private appliedRv = '';
   private lastList = 0;
-  private currentWatch: AbortController | undefined;
   private missingLogged = false;
   private readonly stop = new AbortController();
-  private readonly core: k8s.CoreV1Api;
   private readonly where: string;
   private readonly resyncMs: number;
   private readonly backoff: Backoff;
@@ -98,7 +89,6 @@ class ConfigMapWatch {
   constructor(relay: ConfigTarget, opts: ConfigMapWatchOptions) {
     this.relay = relay;
     this.opts = opts;
-    this.core = opts.kc.makeApiClient(k8s.CoreV1Api);
     this.where = `${opts.namespace}/${opts.name}`;
     this.resyncMs = opts.resyncMs ?? 5 * 60_000;
     this.backoff = new Backoff(opts.backoff ?? WATCH_RETRY);
@@ -123,9 +113,12 @@ class ConfigMapWatch {
   private async list(): Promise<void> {
     const { namespace, name, metrics } = this.opts;
     this.lastList = Date.now();
-    const res = await this.core.listNamespacedConfigMap({
-      namespace,
-      fieldSelector: `metadata.name=${name}`,
+    const res = await this.opts.client.get<{
+      items: ConfigMapLike[];
+      metadata?: { resourceVersion?: string };
+    }>(`/api/v1/namespaces/${encodeURIComponent(namespace)}/configmaps`, {
+      query: { fieldSelector: `metadata.name=${name}` },
+      signal: this.stop.signal,
     });
     metrics?.relisted();
     metrics?.synced();
@@ -166,42 +159,38 @@ class ConfigMapWatch {
     return false;
   }
 
-  private watchOnce(): Promise<WatchOutcome> {
-    const { kc, namespace, name } = this.opts;
-    return new Promise((resolve, reject) => {
-      const started = Date.now();
-      let events = 0;
-      let gone = false;
-      const base = this.opts.watchTimeoutSeconds ?? 25;
-      const timeoutSeconds = Math.max(1, Math.round(base * (0.8 + Math.random() * 0.4)));
-      new k8s.Watch(kc)
-        .watch(
-          `/api/v1/namespaces/${encodeURIComponent(namespace)}/configmaps`,
-          {
+  private async watchOnce(): Promise<WatchOutcome> {
+    const { client, namespace, name } = this.opts;
+    const started = Date.now();
+    let events = 0;
+    let gone = false;
+    const base = this.opts.watchTimeoutSeconds ?? 25;
+    const timeoutSeconds = Math.max(1, Math.round(base * (0.8 + Math.random() * 0.4)));
+    try {
+      await client.watch(
+        `/api/v1/namespaces/${encodeURIComponent(namespace)}/configmaps`,
+        (type, obj) => {
+          if (type !== 'ERROR') events++;
+          if (this.onEvent(type, obj as ConfigMapLike & { code?: number; message?: string })) gone = true;
+        },
+        {
+          query: {
             fieldSelector: `metadata.name=${name}`,
             resourceVersion: this.rv,
             allowWatchBookmarks: true,
             timeoutSeconds,
           },
-          (type: string, obj: ConfigMapLike & { code?: number; message?: string }) => {
-            if (type !== 'ERROR') events++;
-            if (this.onEvent(type, obj)) gone = true;
-          },
-          (err: unknown) => {
-            this.currentWatch = undefined;
-            const ms = Date.now() - started;
-            if (err && !this.stop.signal.aborted && (err as Error).name !== 'TimeoutError') {
-              if (statusOf(err) === 410) return resolve({ events, gone: true, ms });
-              return reject(err);
-            }
-            resolve({ events, gone, ms });
-          },
-        )
-        .then((ac) => {
-          this.currentWatch = ac;
-          if (this.stop.signal.aborted) ac.abort();
-        }, reject);
-    });
+          signal: this.stop.signal,
+          idleMs: (timeoutSeconds + 30) * 1000,
+        },
+      );
+    } catch (err) {
+      const ms = Date.now() - started;
+      if (this.stop.signal.aborted || (err as Error).name === 'TimeoutError') return { events, gone, ms };
+      if (apiStatus(err) === 410) return { events, gone: true, ms };
+      throw err;
+    }
+    return { events, gone, ms: Date.now() - started };
   }
 
   /** After a watch ended without an error: re-LIST after a 410, pause after an instant end. */
@@ -230,7 +219,7 @@ class ConfigMapWatch {
   private async afterFailure(err: unknown): Promise<void> {
     const { namespace, name, metrics } = this.opts;
     const delay = this.backoff.next();
-    const code = statusOf(err);
+    const code = apiStatus(err);
     metrics?.failed();
     metrics?.restarted();
     this.opts.logger.warn('configmap watch failed; retrying', {
@@ -264,7 +253,6 @@ class ConfigMapWatch {
 
   close(): void {
     this.stop.abort();
-    this.currentWatch?.abort();
   }
 }
 

@@ -23,6 +23,7 @@ import { DEFAULT_TENANT_BUDGETS, enforceTenantBudgets } from '../../operator/com
 import { CompileCache, compile } from '../../operator/compile/compile.ts';
 import { relayConfigMap } from '../../operator/publish/configmap.ts';
 import { planPublish } from '../../operator/publish/sharded.ts';
+import type { ConfigMap } from '../../platform/kube/objects.ts';
 import { createLogger } from '../../platform/log.ts';
 import { withUnchangedTenantsOf } from '../../relay/config/configmap-set.ts';
 import { RelayMetrics } from '../../relay/observability/metrics.ts';
@@ -151,7 +152,7 @@ class RelaySide {
   );
 
   /** ms spent decoding (gunzip, parse, schema, hash) the shard ConfigMap. */
-  shard(cm: k8s.V1ConfigMap): number {
+  shard(cm: ConfigMap): number {
     const t0 = performance.now();
     const name = cm.metadata?.name as string;
     this.docs.set(name, withUnchangedTenantsOf(this.docs.get(name), decodeRelayConfigMap(cm)));

@@ -7,7 +7,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import type * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Operator, startOperator } from '../../operator/operator.ts';
-import { loadKubeConfig } from '../../platform/kube-client.ts';
+import { loadKubeClient } from '../../platform/kube/client.ts';
 import { createLogger } from '../../platform/log.ts';
 import { type ControlPlane, kubectl } from '../envtest/control-plane.ts';
 import {
@@ -74,7 +74,7 @@ describe('troubleshooting consent in the operator', () => {
     admin = adminClient(cp);
     operator = await startOperator(
       inProcessOperatorOptions(
-        loadKubeConfig(cp.kubeconfigFor('operator')),
+        loadKubeClient(cp.kubeconfigFor('operator')),
         'op-consent',
         createLogger((line) => logs.push(line)),
         {

@@ -8,7 +8,7 @@
 import type * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Operator, startOperator } from '../../operator/operator.ts';
-import { loadKubeConfig } from '../../platform/kube-client.ts';
+import { loadKubeClient } from '../../platform/kube/client.ts';
 import { createLogger } from '../../platform/log.ts';
 import { type ControlPlane, kubectl } from '../envtest/control-plane.ts';
 import {
@@ -71,7 +71,7 @@ describe('a relay config the API server refuses to store', () => {
     await kubectl(cp, ['apply', '-f', '-'], { input: manifest(550) });
     operator = await startOperator(
       inProcessOperatorOptions(
-        loadKubeConfig(cp.kubeconfigFor('operator')),
+        loadKubeClient(cp.kubeconfigFor('operator')),
         'op-frozen',
         createLogger((line) => logs.push(line)),
         {

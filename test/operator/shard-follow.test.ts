@@ -1,7 +1,6 @@
 // A relay following a sharded config (`mailplus relay --configmap`, real API server, the relay's
 // real RBAC with the shard names): it serves the union of the shards only once every shard is at
 // the hash the index names, never a mix, and refuses an index that points outside its shards.
-import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   mergeShards,
@@ -13,10 +12,10 @@ import {
 import type { RelayConfig } from '../../contract/config/types.gen.ts';
 import { compile } from '../../operator/compile/compile.ts';
 import { applyConfigMap, encodeRelayConfig, relayConfigMap } from '../../operator/publish/configmap.ts';
+import { type KubeClient, loadKubeClient } from '../../platform/kube/client.ts';
 import { type ControlPlane, kubectl } from '../envtest/control-plane.ts';
 import { mailRoute, tenantPolicy } from '../support/fleet.ts';
 import {
-  adminClient,
   CONFIGMAP,
   eventually,
   MAILPLUS,
@@ -56,7 +55,7 @@ function version(n: number): { shards: RelayConfig[]; index: RelayConfig; union:
 
 describe('relay following a sharded config (real API server)', () => {
   let cp: ControlPlane;
-  let core: k8s.CoreV1Api;
+  let core: KubeClient;
   let relay: RelayProcess;
   const put = (name: string, doc: RelayConfig) =>
     applyConfigMap(core, relayConfigMap(OPERATOR_NAMESPACE, name, doc, encodeRelayConfig(doc)));
@@ -65,7 +64,7 @@ describe('relay following a sharded config (real API server)', () => {
   beforeAll(async () => {
     cp = await startCluster();
     await kubectl(cp, ['apply', '-f', '-'], { input: rbacManifest(OPERATOR_NAMESPACE, SHARDS) });
-    core = adminClient(cp).makeApiClient(k8s.CoreV1Api);
+    core = loadKubeClient(cp.kubeconfigAdmin);
     relay = await startRelayProcess(cp, 'relay-shards');
   }, 120_000);
 

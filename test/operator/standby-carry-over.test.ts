@@ -11,7 +11,7 @@ import type { MailRoute, TenantPolicy } from '../../operator/api/types.gen.ts';
 import { compile } from '../../operator/compile/compile.ts';
 import { type Operator, startOperator } from '../../operator/operator.ts';
 import { applyConfigMap, encodeRelayConfig, relayConfigMap } from '../../operator/publish/configmap.ts';
-import { loadKubeConfig } from '../../platform/kube-client.ts';
+import { loadKubeClient } from '../../platform/kube/client.ts';
 import { createLogger } from '../../platform/log.ts';
 import { type ControlPlane, kubectl } from '../envtest/control-plane.ts';
 import {
@@ -112,7 +112,7 @@ describe('a standby that takes over keeps invalid resources at their last valid 
 
     operator = await startOperator(
       inProcessOperatorOptions(
-        loadKubeConfig(cp.kubeconfigFor('operator')),
+        loadKubeClient(cp.kubeconfigFor('operator')),
         'op-standby',
         createLogger((line) => logs.push(line)),
         {
@@ -133,7 +133,7 @@ describe('a standby that takes over keeps invalid resources at their last valid 
 
     // the old leader's publish of generation 1 reaches the standby only now
     await applyConfigMap(
-      loadKubeConfig(cp.kubeconfigFor('operator')).makeApiClient(k8s.CoreV1Api),
+      loadKubeClient(cp.kubeconfigFor('operator')),
       relayConfigMap(OPERATOR_NAMESPACE, CONFIGMAP, valid, encodeRelayConfig(valid)),
     );
     await sleep(1000); // the standby's ConfigMap informer has seen it

@@ -7,7 +7,7 @@
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Operator, startOperator } from '../../operator/operator.ts';
-import { loadKubeConfig } from '../../platform/kube-client.ts';
+import { loadKubeClient } from '../../platform/kube/client.ts';
 import { createLogger } from '../../platform/log.ts';
 import { type ControlPlane, kubectl } from '../envtest/control-plane.ts';
 import { adminClient, cond, inProcessOperatorOptions, startCluster, waitForStatus } from './support.ts';
@@ -78,7 +78,7 @@ describe('status writes under concurrent writers (409) keep foreign conditions',
     await kubectl(cp, ['apply', '-f', '-'], { input: MANIFEST });
     operator = await startOperator(
       inProcessOperatorOptions(
-        loadKubeConfig(cp.kubeconfigFor('operator')),
+        loadKubeClient(cp.kubeconfigFor('operator')),
         'op-inproc',
         createLogger((line) => logs.push(line)),
         {

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Operator, startOperator } from '../../operator/operator.ts';
-import { loadKubeConfig } from '../../platform/kube-client.ts';
+import { loadKubeClient } from '../../platform/kube/client.ts';
 import { createLogger } from '../../platform/log.ts';
 import { applyCrds, type ControlPlane, kubectl } from '../envtest/control-plane.ts';
 import {
@@ -72,7 +72,7 @@ spec:
   it('gets a Warning Event naming the field, and no reconcile loop', async () => {
     operator = await startOperator(
       inProcessOperatorOptions(
-        loadKubeConfig(cp.kubeconfigFor('operator')),
+        loadKubeClient(cp.kubeconfigFor('operator')),
         'op-refused',
         createLogger((line) => logs.push(line)),
         {

@@ -14,6 +14,7 @@ import * as k8s from '@kubernetes/client-node';
 import { parseAllDocuments, stringify } from 'yaml';
 import { shardConfigMapName } from '../../contract/config/shards.ts';
 import type { OperatorOptions } from '../../operator/operator.ts';
+import type { KubeClient } from '../../platform/kube/client.ts';
 import type { Logger } from '../../platform/log.ts';
 import {
   type ControlPlane,
@@ -130,13 +131,13 @@ export async function startOperatorProcess(
  * resync. A test names its identity and overrides what it exercises.
  */
 export function inProcessOperatorOptions(
-  kc: k8s.KubeConfig,
+  client: KubeClient,
   identity: string,
   logger: Logger,
   overrides: Partial<OperatorOptions> = {},
 ): OperatorOptions {
   return {
-    kc,
+    client,
     namespace: OPERATOR_NAMESPACE,
     configMapName: CONFIGMAP,
     identity,

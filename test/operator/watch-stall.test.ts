@@ -23,6 +23,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { decodeRelayConfigMap } from '../../contract/config/configmap.ts';
 import { startProbeServer } from '../../operator/http.ts';
 import { type Operator, type OperatorOptions, startOperator } from '../../operator/operator.ts';
+import { KubeClient } from '../../platform/kube/client.ts';
+import { connectionFromKubeconfig } from '../../platform/kube/config.ts';
 import { createLogger } from '../../platform/log.ts';
 import { type ControlPlane, kubectl } from '../envtest/control-plane.ts';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
@@ -83,15 +85,14 @@ describe('informers against stalled, reset and unreachable API server connection
       /^(\s*server:\s*).*$/m,
       `$1https://${proxy.address}`,
     );
-    const kc = new k8s.KubeConfig();
-    kc.loadFromString(text);
-    expect(kc.getCurrentCluster()?.server).toBe(`https://${proxy.address}`);
+    const client = new KubeClient(connectionFromKubeconfig(text, '.', 'operator kubeconfig via the proxy'));
+    expect(client.connection.server).toBe(`https://${proxy.address}`);
     const logs: Harness['logs'] = [];
     const logger = createLogger((line) => {
       logs.push(JSON.parse(line));
       if (process.env.MAILPLUS_TEST_ECHO) process.stderr.write(line);
     });
-    const operator = await startOperator(inProcessOperatorOptions(kc, 'op-stall', logger, extra));
+    const operator = await startOperator(inProcessOperatorOptions(client, 'op-stall', logger, extra));
     const probes = await startProbeServer(
       { registry: operator.metrics.registry, ready: () => operator.ready() },
       { host: '127.0.0.1', port: 0 },

@@ -1,0 +1,182 @@
+// One LIST, then a watch from the LIST's resourceVersion, into a cache keyed by namespace/name:
+// the reflector + store of client-go, without the resilience policy (operator/kube/informer.ts
+// owns restarts, backoff and the staleness watchdog).
+// - a watch the server ends (timeoutSeconds) is resumed from the last resourceVersion seen (event
+//   or bookmark); one that ends within a second without an event waits `quietDelay` first, so a
+//   proxy that closes every watch at once cannot make a tight loop;
+// - 410 Gone (an HTTP answer or an ERROR event) re-LISTs; the cache is replaced by the LIST, with
+//   add/update/delete for what differs (an object at the same resourceVersion keeps its cached
+//   copy and makes no event);
+// - any other error stops the loop and is reported; start() again resumes the watch from the last
+//   resourceVersion (no LIST), or LISTs if there never was one.
+
+import { apiStatus, KubeApiError, type WatchEventType } from '../../platform/kube/client.ts';
+
+export interface KubeObject {
+  metadata?: { name?: string; namespace?: string; resourceVersion?: string };
+}
+
+export interface ListResult<T> {
+  items: T[];
+  metadata?: { resourceVersion?: string };
+}
+
+export type Verb = 'add' | 'update' | 'delete';
+
+export interface ListWatchOptions<T extends KubeObject> {
+  /** A LIST of every object, already in the form the cache keeps. */
+  list(): Promise<ListResult<T>>;
+  /** Watches from `resourceVersion`; resolves when the server ends the watch. */
+  watch(
+    resourceVersion: string,
+    onEvent: (type: WatchEventType, obj: unknown) => void,
+    signal: AbortSignal,
+  ): Promise<void>;
+  /** What the cache keeps of a watch event's object. */
+  compact(obj: T): T;
+  onChange(verb: Verb, obj: T): void;
+  /** After a LIST has filled the cache (and its events were delivered). */
+  onListed(): void;
+  /** The loop stopped on an error (not 410 Gone, not stop()). */
+  onError(err: unknown): void;
+  /** Pause before re-watching after the n-th watch in a row that ended at once without events. */
+  quietDelay(n: number): number;
+}
+
+const keyOf = (o: KubeObject) => `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
+
+export class ListWatch<T extends KubeObject> {
+  private cache = new Map<string, T>();
+  private resourceVersion = '';
+  private running = false;
+  private abort = new AbortController();
+  private quiet = 0;
+  private readonly o: ListWatchOptions<T>;
+
+  constructor(o: ListWatchOptions<T>) {
+    this.o = o;
+  }
+
+  /** A new array of the cached objects. */
+  list(): T[] {
+    return [...this.cache.values()];
+  }
+
+  get size(): number {
+    return this.cache.size;
+  }
+
+  get(name: string, namespace?: string): T | undefined {
+    return this.cache.get(`${namespace ?? ''}/${name}`);
+  }
+
+  /** Starts (or resumes) the loop; a no-op while it runs. */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    if (this.abort.signal.aborted) this.abort = new AbortController();
+    void this.run();
+  }
+
+  stop(): void {
+    this.abort.abort();
+  }
+
+  private async run(): Promise<void> {
+    const signal = this.abort.signal;
+    try {
+      while (!signal.aborted) {
+        if (!this.resourceVersion) {
+          const listed = await this.o.list();
+          if (signal.aborted) return;
+          this.replace(listed.items);
+          this.resourceVersion = listed.metadata?.resourceVersion ?? '';
+          this.o.onListed();
+        }
+        const started = Date.now();
+        let events = 0;
+        try {
+          await this.o.watch(
+            this.resourceVersion,
+            (type, raw) => {
+              if (signal.aborted) return;
+              if (type === 'ERROR') {
+                const status = raw as { code?: number; message?: string };
+                throw new KubeApiError(status.code ?? 500, JSON.stringify(raw), 'watch event');
+              }
+              events++;
+              this.apply(type, raw as T);
+            },
+            signal,
+          );
+        } catch (err) {
+          if (signal.aborted) return;
+          if (apiStatus(err) !== 410) throw err;
+          // the server no longer has our resourceVersion: LIST again
+          this.resourceVersion = '';
+          continue;
+        }
+        if (events === 0 && Date.now() - started < 1000) {
+          const delay = this.o.quietDelay(++this.quiet);
+          await new Promise<void>((r) => {
+            const t = setTimeout(r, delay);
+            signal.addEventListener(
+              'abort',
+              () => {
+                clearTimeout(t);
+                r();
+              },
+              { once: true },
+            );
+          });
+        } else {
+          this.quiet = 0;
+        }
+      }
+    } catch (err) {
+      if (!signal.aborted) this.o.onError(err);
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private apply(type: WatchEventType, raw: T): void {
+    const rv = raw?.metadata?.resourceVersion;
+    if (type === 'BOOKMARK') {
+      if (rv) this.resourceVersion = rv;
+      return;
+    }
+    const key = keyOf(raw);
+    const cached = this.cache.get(key);
+    if (type === 'DELETED') {
+      this.cache.delete(key);
+      if (rv) this.resourceVersion = rv;
+      this.o.onChange('delete', raw);
+      return;
+    }
+    if (rv) this.resourceVersion = rv;
+    if (cached && cached.metadata?.resourceVersion === rv) return;
+    const obj = this.o.compact(raw);
+    this.cache.set(key, obj);
+    this.o.onChange(cached ? 'update' : 'add', obj);
+  }
+
+  private replace(items: T[]): void {
+    const old = this.cache;
+    const next = new Map<string, T>();
+    const changes: Array<[Verb, T]> = [];
+    for (const item of items) {
+      const key = keyOf(item);
+      const cached = old.get(key);
+      if (cached && cached.metadata?.resourceVersion === item.metadata?.resourceVersion) {
+        next.set(key, cached);
+        continue;
+      }
+      next.set(key, item);
+      changes.push([cached ? 'update' : 'add', item]);
+    }
+    for (const [key, cached] of old) if (!next.has(key)) changes.push(['delete', cached]);
+    this.cache = next;
+    for (const [verb, obj] of changes) this.o.onChange(verb, obj);
+  }
+}
