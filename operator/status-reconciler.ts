@@ -307,7 +307,8 @@ export class StatusReconciler {
         if (!v) continue;
         kept++;
         counts[v.ready] = (counts[v.ready] ?? 0) + 1;
-        if (leader && v.due && !this.alreadyWritten(key, obj, at?.live ?? [])) enqueue(key);
+        // the verdict's key is the compile's string: the queue holds no copy of 100k keys
+        if (leader && v.due && !this.alreadyWritten(key, obj, at?.live ?? [])) enqueue(v.key);
       }
       this.readyCounts.set(kind, counts);
     }
@@ -340,7 +341,7 @@ export class StatusReconciler {
         continue;
       }
       this.count(kind, v.ready, 1);
-      if (leader && v.due && !this.alreadyWritten(key, obj, at.live)) enqueue(key);
+      if (leader && v.due && !this.alreadyWritten(key, obj, at.live)) enqueue(v.key);
     }
   }
 

@@ -301,24 +301,43 @@ export class KubeClient {
     }
     opts.onOpen?.();
     res.setEncoding('utf8');
-    let pending = '';
-    for await (const chunk of res) {
-      pending += chunk as string;
-      let nl = pending.indexOf('\n');
-      while (nl >= 0) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
-        if (line.trim()) {
-          const ev = JSON.parse(line) as { type: WatchEventType; object: unknown };
-          onEvent(ev.type, ev.object);
+    // 'data' handlers, not for-await: an idle watch would keep its last chunk (a whole ConfigMap
+    // event) referenced from the suspended loop, one per watch
+    await new Promise<void>((resolve, reject) => {
+      let pending = '';
+      const emit = (line: string) => {
+        if (!line.trim()) return;
+        const ev = JSON.parse(line) as { type: WatchEventType; object: unknown };
+        onEvent(ev.type, ev.object);
+      };
+      res.on('data', (chunk: string) => {
+        try {
+          pending += chunk;
+          let nl = pending.indexOf('\n');
+          while (nl >= 0) {
+            const line = pending.slice(0, nl);
+            pending = pending.slice(nl + 1);
+            emit(line);
+            nl = pending.indexOf('\n');
+          }
+        } catch (err) {
+          res.destroy();
+          reject(err);
         }
-        nl = pending.indexOf('\n');
-      }
-    }
-    if (pending.trim()) {
-      const ev = JSON.parse(pending) as { type: WatchEventType; object: unknown };
-      onEvent(ev.type, ev.object);
-    }
+      });
+      res.on('end', () => {
+        try {
+          emit(pending);
+          resolve();
+        } catch (err) {
+          reject(err);
+        }
+      });
+      res.on('error', reject);
+      res.on('close', () => {
+        if (!res.complete) reject(new Error(`watch ${path}: connection closed`));
+      });
+    });
   }
 
   /** Closes pooled connections (open watches end through their signals). */
