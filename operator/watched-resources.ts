@@ -107,8 +107,6 @@ export class WatchedResources {
    * before the first compile, when every Service change does.
    */
   referenced: Set<string> | undefined;
-  /** The cached object of each key (the one the informer holds, no copy). */
-  private readonly seen = new Map<string, MailPlusObject>();
   /** Shares the strings the cached TenantPolicies and MailRoutes repeat (kube/compact.ts). */
   private readonly interner = new Interner();
   private readonly o: WatchedResourcesOptions;
@@ -194,26 +192,22 @@ export class WatchedResources {
       path: `/apis/${GROUP}/${VERSION}/${plural}`,
       list: (each) =>
         listPaginated((page) => this.list(`/apis/${GROUP}/${VERSION}/${plural}`, page), undefined, each),
-      onChange: (verb, obj) => this.onResourceChange(kind, verb, obj),
+      onChange: (verb, obj, before) => this.onResourceChange(kind, verb, obj, before),
       onResync: () => this.o.onInputChange(),
       // the cached record it replaces shares what did not change (kube/compact.ts)
-      compact: (obj) => {
-        const md = (obj as MailPlusObject).metadata;
-        return compactResource(
-          obj,
-          this.interner,
-          this.seen.get(resourceKey(kind, md?.namespace, md?.name ?? '')) as T,
-        );
-      },
+      compact: (obj, previous) => compactResource(obj, this.interner, previous),
     });
   }
 
-  private onResourceChange(kind: MailPlusKind, verb: Verb, obj: MailPlusObject): void {
+  /** `before`: the informer's cached object the change replaced (its one cache: no second map). */
+  private onResourceChange(
+    kind: MailPlusKind,
+    verb: Verb,
+    obj: MailPlusObject,
+    before: MailPlusObject | undefined,
+  ): void {
     const md = obj.metadata;
     const key = resourceKey(kind, md.namespace, md.name);
-    const before = this.seen.get(key);
-    if (verb === 'delete') this.seen.delete(key);
-    else this.seen.set(key, obj);
     this.o.onObjectChange?.(key, before);
     if (verb === 'update' && before && sameCompileInputs(before, obj)) {
       this.o.compileCache.sameAs(obj, before);

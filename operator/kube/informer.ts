@@ -38,8 +38,11 @@ export interface InformerOptions<T extends KubeObject> {
   fieldSelector?: string;
   metrics: OperatorMetrics;
   logger: Logger;
-  /** An object was added, updated or deleted (handlers enqueue keys only). */
-  onChange(verb: 'add' | 'update' | 'delete', obj: T): void;
+  /**
+   * An object was added, updated or deleted (handlers enqueue keys only); `before`: the cached
+   * object it replaced or removed (from the cache still serving, when the informer was recreated).
+   */
+  onChange(verb: 'add' | 'update' | 'delete', obj: T, before: T | undefined): void;
   /** Periodic level-triggered resync. */
   onResync?(): void;
   resyncMs?: number;
@@ -50,9 +53,10 @@ export interface InformerOptions<T extends KubeObject> {
   restartBackoff?: BackoffPolicy;
   /**
    * What the cache keeps of each object from a LIST or a watch event, before anything sees it;
-   * default: the object without metadata.managedFields.
+   * `previous`: the cached object it replaces, if any. Default: the object without
+   * metadata.managedFields.
    */
-  compact?(obj: T): T;
+  compact?(obj: T, previous: T | undefined): T;
 }
 
 /** Items per LIST request of listPaginated (client-go's reflector uses 500 as well). */
@@ -163,6 +167,11 @@ export class ResilientInformer<T extends KubeObject> {
     return this.serving?.get(name, namespace);
   }
 
+  /** The cached object with the same namespace and name: the current ListWatch's, else the serving one's. */
+  private cachedAs(obj: KubeObject): T | undefined {
+    return this.current?.cachedAs(obj) ?? this.serving?.cachedAs(obj);
+  }
+
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.pendingRestart);
@@ -184,12 +193,14 @@ export class ResilientInformer<T extends KubeObject> {
         // what list() compacted page by page is not compacted again; the rest is compacted here
         const done = new WeakSet<object>();
         const each = (item: T): T => {
-          const c = compact(item);
+          const c = compact(item, this.cachedAs(item));
           if (typeof c === 'object' && c !== null) done.add(c);
           return c;
         };
         const result = await this.opts.list(each);
-        result.items = result.items.map((item) => (done.has(item as object) ? item : compact(item)));
+        result.items = result.items.map((item) =>
+          done.has(item as object) ? item : compact(item, this.cachedAs(item)),
+        );
         this.markSynced();
         return result;
       },
@@ -200,14 +211,19 @@ export class ResilientInformer<T extends KubeObject> {
           query: { resourceVersion, allowWatchBookmarks: true, labelSelector, fieldSelector },
           signal,
         }),
-      compact,
+      compact: (obj, cached) =>
+        compact(obj, cached ?? (lw === this.serving ? undefined : this.serving?.cachedAs(obj))),
       quietDelay: (n) => backoffDelay(n, this.opts.restartBackoff ?? WATCH_RETRY),
-      onChange: (verb, obj) => {
+      onChange: (verb, obj, before) => {
         if (lw !== this.current || this.stopping) return;
         this.markSynced();
         this.backoff.reset();
         metrics.informerLastEvent.set({ kind }, Date.now() / 1000);
-        this.opts.onChange(verb, obj);
+        this.opts.onChange(
+          verb,
+          obj,
+          before ?? (lw === this.serving ? undefined : this.serving?.cachedAs(obj)),
+        );
       },
       onListed: () => this.listed(lw),
       onError: (err) => {

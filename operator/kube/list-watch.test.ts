@@ -4,6 +4,7 @@ import { type KubeObject, type ListResult, ListWatch, type Verb } from './list-w
 
 interface Obj extends KubeObject {
   v?: string;
+  replaces?: string;
 }
 const obj = (name: string, rv: string, v = rv): Obj => ({
   metadata: { name, namespace: 'ns', resourceVersion: rv },
@@ -14,7 +15,7 @@ type Emit = (type: WatchEventType, o: unknown) => void;
 
 /** A scripted API server: each LIST and each watch runs the next step given. */
 function rig(script: { lists: Array<() => ListResult<Obj>>; watches: Array<(emit: Emit) => Promise<void>> }) {
-  const changes: Array<[Verb, string, string | undefined]> = [];
+  const changes: Array<[Verb, string, string | undefined, string | undefined]> = [];
   const watchedFrom: string[] = [];
   const errors: unknown[] = [];
   let listed = 0;
@@ -37,8 +38,8 @@ function rig(script: { lists: Array<() => ListResult<Obj>>; watches: Array<(emit
       }
       await next(onEvent);
     },
-    compact: (o) => ({ ...o, compacted: true }) as Obj,
-    onChange: (verb, o) => changes.push([verb, o.metadata?.name ?? '', o.v]),
+    compact: (o, cached) => ({ ...o, compacted: true, replaces: cached?.v }) as Obj,
+    onChange: (verb, o, before) => changes.push([verb, o.metadata?.name ?? '', o.v, before?.v]),
     onListed: () => listed++,
     onError: (e) => errors.push(e),
     quietDelay: () => 5,
@@ -74,14 +75,16 @@ describe('ListWatch', () => {
     r.lw.start();
     await r.settle();
     expect(r.watchedFrom).toEqual(['10', '12', '20', '21']);
+    // each change comes with the cached object it replaced or removed
     expect(r.changes).toEqual([
-      ['add', 'a', '3'],
-      ['add', 'b', '11'],
-      ['update', 'a', 'a2'],
-      ['delete', 'b', '21'],
+      ['add', 'a', '3', undefined],
+      ['add', 'b', '11', undefined],
+      ['update', 'a', 'a2', '3'],
+      ['delete', 'b', '21', '11'],
     ]);
     expect(r.lw.list().map((o) => o.metadata?.name)).toEqual(['a']);
-    expect(r.lw.get('a', 'ns')).toMatchObject({ v: 'a2', compacted: true });
+    // compacted knowing the object it replaces (to share what did not change)
+    expect(r.lw.get('a', 'ns')).toMatchObject({ v: 'a2', compacted: true, replaces: '3' });
     expect(r.listed()).toBe(1);
     r.stop();
   });
@@ -107,11 +110,11 @@ describe('ListWatch', () => {
     await r.settle();
     const aBefore = r.lw.get('a', 'ns');
     expect(r.changes.slice(3)).toEqual([
-      ['update', 'b', '25'],
-      ['add', 'd', '26'],
-      ['delete', 'c', '3'],
-      ['delete', 'b', '25'],
-      ['delete', 'd', '26'],
+      ['update', 'b', '25', '2'],
+      ['add', 'd', '26', undefined],
+      ['delete', 'c', '3', '3'],
+      ['delete', 'b', '25', '25'],
+      ['delete', 'd', '26', '26'],
     ]);
     // an object at the same resourceVersion keeps its cached copy: no event, no new object
     expect(r.lw.get('a', 'ns')).toBe(aBefore);

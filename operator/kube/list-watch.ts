@@ -32,9 +32,10 @@ export interface ListWatchOptions<T extends KubeObject> {
     onEvent: (type: WatchEventType, obj: unknown) => void,
     signal: AbortSignal,
   ): Promise<void>;
-  /** What the cache keeps of a watch event's object. */
-  compact(obj: T): T;
-  onChange(verb: Verb, obj: T): void;
+  /** What the cache keeps of a watch event's object; `cached`: the object it replaces, if any. */
+  compact(obj: T, cached: T | undefined): T;
+  /** `before`: the cached object the change replaced or removed, if any. */
+  onChange(verb: Verb, obj: T, before: T | undefined): void;
   /** After a LIST has filled the cache (and its events were delivered). */
   onListed(): void;
   /** The loop stopped on an error (not 410 Gone, not stop()). */
@@ -68,6 +69,11 @@ export class ListWatch<T extends KubeObject> {
 
   get(name: string, namespace?: string): T | undefined {
     return this.cache.get(`${namespace ?? ''}/${name}`);
+  }
+
+  /** The cached object with the same namespace and name as `obj`. */
+  cachedAs(obj: KubeObject): T | undefined {
+    return this.cache.get(keyOf(obj));
   }
 
   /** Starts (or resumes) the loop; a no-op while it runs. */
@@ -151,20 +157,20 @@ export class ListWatch<T extends KubeObject> {
     if (type === 'DELETED') {
       this.cache.delete(key);
       if (rv) this.resourceVersion = rv;
-      this.o.onChange('delete', raw);
+      this.o.onChange('delete', raw, cached);
       return;
     }
     if (rv) this.resourceVersion = rv;
     if (cached && cached.metadata?.resourceVersion === rv) return;
-    const obj = this.o.compact(raw);
+    const obj = this.o.compact(raw, cached);
     this.cache.set(key, obj);
-    this.o.onChange(cached ? 'update' : 'add', obj);
+    this.o.onChange(cached ? 'update' : 'add', obj, cached);
   }
 
   private replace(items: T[]): void {
     const old = this.cache;
     const next = new Map<string, T>();
-    const changes: Array<[Verb, T]> = [];
+    const changes: Array<[Verb, T, T | undefined]> = [];
     for (const item of items) {
       const key = keyOf(item);
       const cached = old.get(key);
@@ -173,10 +179,10 @@ export class ListWatch<T extends KubeObject> {
         continue;
       }
       next.set(key, item);
-      changes.push([cached ? 'update' : 'add', item]);
+      changes.push([cached ? 'update' : 'add', item, cached]);
     }
-    for (const [key, cached] of old) if (!next.has(key)) changes.push(['delete', cached]);
+    for (const [key, cached] of old) if (!next.has(key)) changes.push(['delete', cached, cached]);
     this.cache = next;
-    for (const [verb, obj] of changes) this.o.onChange(verb, obj);
+    for (const [verb, obj, before] of changes) this.o.onChange(verb, obj, before);
   }
 }
