@@ -115,11 +115,14 @@ describe('kubeconfig loading', () => {
     writeFileSync(join(sub, 'ca.pem'), 'OTHER CA');
     writeFileSync(a, 'apiVersion: v1\nkind: Config\nusers:\n- name: u\n  user: { token: from-a }\n');
     writeFileSync(b, kubeconfig('    token: from-b'));
-    process.env.KUBECONFIG = `${a}:${b}`;
+    process.env.KUBECONFIG = `${join(dir, 'absent')}:${a}:${b}`;
     const c = loadConnection();
     expect(c.token).toBe('from-a');
     // the cluster entry came from b: its relative CA path resolves in b's directory
     expect(c.ca).toBe('OTHER CA');
+    // a file KUBECONFIG names that does not exist is skipped, as kubectl does; none at all is an error
     expect(c.source).toBe(`${a}:${b}`);
+    process.env.KUBECONFIG = join(dir, 'absent');
+    expect(() => loadConnection()).toThrow(/KUBECONFIG names no file that exists/);
   });
 });

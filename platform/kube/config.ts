@@ -9,7 +9,7 @@
 // `proxy-url` are refused with an error that says so, never ignored.
 
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -209,8 +209,13 @@ export function inClusterConnection(): KubeConnection | undefined {
 /** --kubeconfig FILE, else KUBECONFIG, else ~/.kube/config, else the in-cluster service account. */
 export function loadConnection(file?: string): KubeConnection {
   if (file) return loadFiles([file]);
+  // as kubectl: files KUBECONFIG names that do not exist are skipped (it may list optional ones)
   const env = process.env.KUBECONFIG?.split(':').filter(Boolean);
-  if (env?.length) return loadFiles(env);
+  if (env?.length) {
+    const present = env.filter((f) => existsSync(f));
+    if (present.length === 0) throw new Error(`KUBECONFIG names no file that exists: ${env.join(':')}`);
+    return loadFiles(present);
+  }
   const home = join(homedir(), '.kube', 'config');
   try {
     readFileSync(home);
