@@ -132,4 +132,41 @@ describe('compactResource', () => {
     expect(d.spec.match.recipients).not.toBe(c.spec.match.recipients);
     expect(Object.isFrozen(d.spec.match.recipients)).toBe(false);
   });
+
+  it('keeps exactly the fields the object has, whatever its shape (no field present but undefined)', () => {
+    const base = fromApi('r1');
+    const shapes: Array<(o: ReturnType<typeof fromApi>) => void> = [
+      () => {},
+      (o) => delete o.metadata.labels,
+      (o) => delete o.metadata.annotations,
+      (o) => {
+        delete o.metadata.labels;
+        delete o.metadata.annotations;
+      },
+      (o) => {
+        o.metadata.deletionTimestamp = '2026-12-04T00:00:00Z';
+      },
+      (o) => delete o.metadata.uid,
+      (o) => delete o.status,
+      (o) => delete o.spec,
+      (o) => {
+        delete o.spec;
+        delete o.status;
+      },
+    ];
+    const kept = ['name', 'namespace', 'uid', 'resourceVersion', 'generation', 'creationTimestamp'];
+    for (const shape of shapes) {
+      const raw = structuredClone(base);
+      shape(raw);
+      const rec = compactResource(raw, new Interner());
+      const want = Object.keys(raw.metadata)
+        .filter((k) => kept.includes(k) || ['deletionTimestamp', 'labels', 'annotations'].includes(k))
+        .sort();
+      expect(Object.keys(rec.metadata).sort()).toEqual(want);
+      expect(Object.keys(rec).sort()).toEqual(
+        ['apiVersion', 'kind', 'metadata', ...['spec', 'status'].filter((k) => k in raw)].sort(),
+      );
+      for (const k of want) expect(rec.metadata[k], k).toBeDefined();
+    }
+  });
 });
