@@ -151,6 +151,28 @@ describe('KubeClient', () => {
     expect(Date.now() - started).toBeLessThan(5000);
   });
 
+  it('requests reuse a pooled connection; a watch always opens its own', async () => {
+    let connections = 0;
+    server.on('connection', () => connections++);
+    handler = (req, _body, res) => {
+      if (req.url?.includes('watch=true')) {
+        res.writeHead(200);
+        res.end(`${JSON.stringify({ type: 'BOOKMARK', object: { metadata: { resourceVersion: '1' } } })}\n`);
+        return;
+      }
+      res.end('{}');
+    };
+    const k = client();
+    await k.get('/a');
+    await k.get('/a');
+    expect(connections).toBe(1);
+    // a pooled connection that went dark would swallow the watch request (firewall drill, e2e)
+    await k.watch('/w', () => {});
+    expect(connections).toBe(2);
+    await k.watch('/w', () => {});
+    expect(connections).toBe(3);
+  });
+
   it('re-reads a tokenFile on every request (service-account tokens rotate)', async () => {
     const auths: Array<string | undefined> = [];
     handler = (req, _body, res) => {

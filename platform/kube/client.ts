@@ -117,14 +117,17 @@ export class KubeClient {
   readonly connection: KubeConnection;
   private readonly url: URL;
   private readonly agent: Agent;
+  /** Watches: a connection of their own each, never one from the pool (see watch()). */
+  private readonly watchAgent: Agent;
   private execCreds: { creds: Credentials; expiresAt: number } | undefined;
   private execRunning: Promise<{ creds: Credentials; expiresAt: number }> | undefined;
-  private execAgent: HttpsAgent | undefined;
+  private execAgents: { pooled: Agent; fresh: Agent } | undefined;
 
   constructor(connection: KubeConnection) {
     this.connection = connection;
     this.url = new URL(connection.server);
-    this.agent = this.makeAgent(connection.cert, connection.key);
+    this.agent = this.makeAgent(connection.cert, connection.key, true);
+    this.watchAgent = this.makeAgent(connection.cert, connection.key, false);
   }
 
   /** The namespace of the kubeconfig context or service account, if any. */
@@ -132,8 +135,8 @@ export class KubeClient {
     return this.connection.namespace;
   }
 
-  private makeAgent(cert: string | undefined, key: string | undefined): Agent {
-    const opts = { keepAlive: true, timeout: 2000, scheduling: 'lifo' as const };
+  private makeAgent(cert: string | undefined, key: string | undefined, keepAlive: boolean): Agent {
+    const opts = { keepAlive, timeout: 2000, scheduling: 'lifo' as const };
     if (this.url.protocol === 'http:') return new Agent(opts);
     const c = this.connection;
     return new HttpsAgent({
@@ -147,10 +150,13 @@ export class KubeClient {
   }
 
   /** Headers and agent for the next request (exec credentials refreshed when they expire). */
-  private async auth(forceRefresh = false): Promise<{ headers: Record<string, string>; agent: Agent }> {
+  private async auth(
+    fresh: boolean,
+    forceRefresh = false,
+  ): Promise<{ headers: Record<string, string>; agent: Agent }> {
     const c = this.connection;
     const headers: Record<string, string> = {};
-    let agent = this.agent;
+    let agent = fresh ? this.watchAgent : this.agent;
     if (c.exec) {
       const stale = !this.execCreds || this.execCreds.expiresAt - Date.now() < 60_000;
       if (forceRefresh || stale) {
@@ -160,15 +166,19 @@ export class KubeClient {
         const got = await this.execRunning;
         if (got !== this.execCreds) {
           this.execCreds = got;
-          this.execAgent?.destroy();
-          this.execAgent = got.creds.cert
-            ? (this.makeAgent(got.creds.cert, got.creds.key) as HttpsAgent)
+          this.execAgents?.pooled.destroy();
+          this.execAgents?.fresh.destroy();
+          this.execAgents = got.creds.cert
+            ? {
+                pooled: this.makeAgent(got.creds.cert, got.creds.key, true),
+                fresh: this.makeAgent(got.creds.cert, got.creds.key, false),
+              }
             : undefined;
         }
       }
       const creds = this.execCreds?.creds;
       if (creds?.token) headers.Authorization = `Bearer ${creds.token}`;
-      if (this.execAgent) agent = this.execAgent;
+      if (this.execAgents) agent = fresh ? this.execAgents.fresh : this.execAgents.pooled;
     } else if (c.token) headers.Authorization = `Bearer ${c.token}`;
     else if (c.tokenFile) headers.Authorization = `Bearer ${readFileSync(c.tokenFile, 'utf8').trim()}`;
     else if (c.username !== undefined)
@@ -187,10 +197,12 @@ export class KubeClient {
       deadline?: AbortSignal;
       /** Set when the idle timeout dropped the connection (the stream itself only says "aborted"). */
       idle?: { error?: Error };
+      /** A new connection, not one from the pool. */
+      fresh?: boolean;
     },
     retryAuth = true,
   ): Promise<IncomingMessage> {
-    const { headers, agent } = await this.auth();
+    const { headers, agent } = await this.auth(opts.fresh === true);
     headers.Accept = 'application/json';
     if (opts.body !== undefined) {
       headers['Content-Type'] = opts.contentType ?? 'application/json';
@@ -237,7 +249,7 @@ export class KubeClient {
     });
     if (res.statusCode === 401 && retryAuth && this.connection.exec) {
       res.resume();
-      await this.auth(true);
+      await this.auth(opts.fresh === true, true);
       return this.open(method, path, opts, false);
     }
     return res;
@@ -292,7 +304,9 @@ export class KubeClient {
     opts: WatchOptions,
     idle: { error?: Error },
   ): Promise<void> {
-    const res = await this.open('GET', full, { signal: opts.signal, idleMs: opts.idleMs, idle });
+    // its own connection: a pooled one that went dark (a firewall now dropping our packets) would
+    // swallow the request and leave the watch waiting for a first byte that never comes
+    const res = await this.open('GET', full, { signal: opts.signal, idleMs: opts.idleMs, idle, fresh: true });
     const code = res.statusCode ?? 0;
     if (code !== 200) {
       const chunks: Buffer[] = [];
@@ -343,7 +357,9 @@ export class KubeClient {
   /** Closes pooled connections (open watches end through their signals). */
   close(): void {
     this.agent.destroy();
-    this.execAgent?.destroy();
+    this.watchAgent.destroy();
+    this.execAgents?.pooled.destroy();
+    this.execAgents?.fresh.destroy();
   }
 }
 

@@ -186,7 +186,10 @@ class ConfigMapWatch {
       );
     } catch (err) {
       const ms = Date.now() - started;
-      if (this.stop.signal.aborted || (err as Error).name === 'TimeoutError') return { events, gone, ms };
+      // an idle timeout is a failure, not the end of a watch: the server ends a live watch at
+      // timeoutSeconds, so nothing for 30 s longer means a dead connection, and counting it as in
+      // sync would keep the watch-stale alert from ever firing
+      if (this.stop.signal.aborted) return { events, gone, ms };
       if (apiStatus(err) === 410) return { events, gone: true, ms };
       throw err;
     }
