@@ -2,12 +2,12 @@
 // the content type the call asks for) and watches as newline-delimited JSON events, over node:https
 // with keep-alive. Objects stay the JSON the API server sent (timestamps are strings).
 //
-// Connections: kept alive for 2 s after a request (a status-write burst reuses them instead of a
-// TLS handshake per write; a pooled connection that went dark is not kept long enough to catch the
-// next request). Every request has a deadline (default 30 s) and a 10 s connect timeout, so a
-// blackholed API server fails a request instead of hanging it. A watch has no deadline; it ends
-// when the server closes it (timeoutSeconds), when its signal aborts, or after `idleMs` without a
-// byte.
+// Connections: a request's is kept alive for 2 s after it (a status-write burst reuses them instead
+// of a TLS handshake per write; one that went dark is not kept long, and a request on it fails at its
+// deadline). A watch always opens its own. Every request has a deadline (default 30 s) and a 10 s
+// connect timeout, so a blackholed API server fails a request instead of hanging it. A watch has no
+// deadline; it ends when the server closes it (timeoutSeconds), when its signal aborts, or after
+// `idleMs` without a byte.
 
 import { readFileSync } from 'node:fs';
 import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
