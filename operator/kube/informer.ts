@@ -167,9 +167,12 @@ export class ResilientInformer<T extends KubeObject> {
     return this.serving?.get(name, namespace);
   }
 
-  /** The cached object with the same namespace and name: the current ListWatch's, else the serving one's. */
-  private cachedAs(obj: KubeObject): T | undefined {
-    return this.current?.cachedAs(obj) ?? this.serving?.cachedAs(obj);
+  /**
+   * What `lw` does not have cached of `obj` but the cache still serving does: a recreated informer
+   * lists into an empty cache while the old one serves, and its changes replace the old objects.
+   */
+  private fromServing(lw: ListWatch<T>, obj: KubeObject): T | undefined {
+    return lw === this.serving ? undefined : this.serving?.cachedAs(obj);
   }
 
   async stop(): Promise<void> {
@@ -192,14 +195,15 @@ export class ResilientInformer<T extends KubeObject> {
         metrics.informerRelists.inc({ kind });
         // what list() compacted page by page is not compacted again; the rest is compacted here
         const done = new WeakSet<object>();
+        const previous = (item: T) => lw.cachedAs(item) ?? this.fromServing(lw, item);
         const each = (item: T): T => {
-          const c = compact(item, this.cachedAs(item));
+          const c = compact(item, previous(item));
           if (typeof c === 'object' && c !== null) done.add(c);
           return c;
         };
         const result = await this.opts.list(each);
         result.items = result.items.map((item) =>
-          done.has(item as object) ? item : compact(item, this.cachedAs(item)),
+          done.has(item as object) ? item : compact(item, previous(item)),
         );
         this.markSynced();
         return result;
@@ -211,19 +215,14 @@ export class ResilientInformer<T extends KubeObject> {
           query: { resourceVersion, allowWatchBookmarks: true, labelSelector, fieldSelector },
           signal,
         }),
-      compact: (obj, cached) =>
-        compact(obj, cached ?? (lw === this.serving ? undefined : this.serving?.cachedAs(obj))),
+      compact: (obj, cached) => compact(obj, cached ?? this.fromServing(lw, obj)),
       quietDelay: (n) => backoffDelay(n, this.opts.restartBackoff ?? WATCH_RETRY),
       onChange: (verb, obj, before) => {
         if (lw !== this.current || this.stopping) return;
         this.markSynced();
         this.backoff.reset();
         metrics.informerLastEvent.set({ kind }, Date.now() / 1000);
-        this.opts.onChange(
-          verb,
-          obj,
-          before ?? (lw === this.serving ? undefined : this.serving?.cachedAs(obj)),
-        );
+        this.opts.onChange(verb, obj, before ?? this.fromServing(lw, obj));
       },
       onListed: () => this.listed(lw),
       onError: (err) => {

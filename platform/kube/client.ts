@@ -12,7 +12,8 @@
 import { readFileSync } from 'node:fs';
 import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import { type Credentials, type KubeConnection, loadConnection, runExecPlugin } from './config.ts';
+import { join } from 'node:path';
+import { type Credentials, type KubeConnection, loadConnection, runExecPlugin, SA_DIR } from './config.ts';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 const DEFAULT_TIMEOUT_MS = 30_000;
@@ -29,12 +30,15 @@ export class KubeApiError extends Error {
   readonly code: number;
   readonly reason?: string;
   readonly body: string;
+  /** The Status message ('' for JSON without one), or the start of a body that is not JSON. */
+  readonly detail: string;
   constructor(code: number, body: string, what: string) {
     let status: { message?: string; reason?: string } | undefined;
+    let json = true;
     try {
       status = JSON.parse(body);
     } catch {
-      // not a Status
+      json = false;
     }
     const text = status?.message ?? body.slice(0, 300);
     super(`${what}: HTTP ${code}${text ? `: ${text}` : ''}`);
@@ -42,6 +46,7 @@ export class KubeApiError extends Error {
     this.code = code;
     this.reason = status?.reason;
     this.body = body;
+    this.detail = json ? (status?.message ?? '') : body.slice(0, 300);
   }
 }
 
@@ -56,15 +61,7 @@ export function apiStatus(err: unknown): number | undefined {
 
 /** A short description of an API error: the v1 Status message when there is one. */
 export function apiErrorText(err: unknown): string {
-  if (err instanceof KubeApiError) {
-    let msg = '';
-    try {
-      msg = JSON.parse(err.body)?.message ?? '';
-    } catch {
-      msg = err.body.slice(0, 300);
-    }
-    return `HTTP ${err.code}${msg ? `: ${msg}` : ''}`;
-  }
+  if (err instanceof KubeApiError) return `HTTP ${err.code}${err.detail ? `: ${err.detail}` : ''}`;
   return (err as Error)?.message ?? String(err);
 }
 
@@ -371,7 +368,7 @@ export function loadKubeClient(file?: string): KubeClient {
 /** The pod's namespace (service account), else the kubeconfig context's namespace, else fallback. */
 export function defaultNamespace(client: KubeClient | undefined, fallback: string): string {
   try {
-    const ns = readFileSync('/var/run/secrets/kubernetes.io/serviceaccount/namespace', 'utf8').trim();
+    const ns = readFileSync(join(SA_DIR, 'namespace'), 'utf8').trim();
     if (ns) return ns;
   } catch {
     // not in a pod

@@ -14,7 +14,8 @@ import { homedir } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 
-const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
+/** Where a pod's service-account token, CA and namespace are mounted. */
+export const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 
 export interface ExecPlugin {
   command: string;
@@ -196,7 +197,7 @@ export function inClusterConnection(): KubeConnection | undefined {
       return undefined;
     }
   };
-  if (read('token') === undefined) return undefined;
+  if (!existsSync(join(SA_DIR, 'token'))) return undefined;
   return {
     server: `https://${host.includes(':') ? `[${host}]` : host}:${port}`,
     ca: read('ca.crt'),
@@ -217,12 +218,7 @@ export function loadConnection(file?: string): KubeConnection {
     return loadFiles(present);
   }
   const home = join(homedir(), '.kube', 'config');
-  try {
-    readFileSync(home);
-    return loadFiles([home]);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
+  if (existsSync(home)) return loadFiles([home]);
   const pod = inClusterConnection();
   if (pod) return pod;
   throw new Error(
