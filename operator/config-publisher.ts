@@ -10,7 +10,7 @@
 // Other failures (API server unreachable, 403, 409, 429, 5xx) are returned to be retried with backoff.
 
 import { CONFIG_HASH_ANNOTATION } from '../contract/config/configmap.ts';
-import { canonicalTenantJson } from '../contract/config/hash.ts';
+import { sameTenant, stampUnionHash } from '../contract/config/hash.ts';
 import { type SourceKeyRun, shardIndex, unionOfShards } from '../contract/config/shards.ts';
 import type { RelayConfig } from '../contract/config/types.gen.ts';
 import { apiStatus, type KubeClient } from '../platform/kube/client.ts';
@@ -133,7 +133,9 @@ export class ConfigPublisher {
     const refs = plan.map((d) => ({ configMap: d.name, hash: (written.get(d.name) as RelayConfig).hash }));
     // the union is the config itself unless a shard was held back or kept its stored version
     const asPlanned = nothingHeld && plan.every((d) => written.get(d.name)?.hash === d.config.hash);
-    const union = asPlanned ? { ok: true as const, config } : unionOfShards(refs, written);
+    const union = asPlanned
+      ? { ok: true as const, config }
+      : unionOfShards(refs, written, { hash: (c) => stampUnionHash(c).hash as string });
     if (!union.ok) return undefined;
     const index = shardIndex(refs, union.config.hash);
     if (!note(await this.apply(this.o.configMapName, index))) return undefined;
@@ -213,9 +215,10 @@ export class ConfigPublisher {
     const { metrics, stored } = this.o;
     let count = 0;
     if (refused.length > 0) {
-      const serving = new Map((stored.current?.tenants ?? []).map((t) => [t.name, canonicalTenantJson(t)]));
+      const serving = new Map((stored.current?.tenants ?? []).map((t) => [t.name, t]));
       for (const t of config.tenants) {
-        if (held.has(t.name) || serving.get(t.name) === canonicalTenantJson(t)) continue;
+        const now = serving.get(t.name);
+        if (held.has(t.name) || (now && sameTenant(now, t))) continue;
         held.set(t.name, {
           reason: PUBLISH_REFUSED,
           message: `the API server refuses the relay config: ${refused.join('; ')}; the changes of tenant ${t.name} are not published and its previous config stays in force. Retrying cannot help: fix what the API server names (an immutable or foreign ConfigMap can be deleted, the operator recreates it)`,

@@ -148,6 +148,8 @@ class OperatorParts {
       statuses: this.statuses,
       scraper: this.scraper,
       compileCache: this.compileCache,
+      // sharded, relays verify the shards and take the whole config's hash from the index
+      configHash: (o.configShards ?? 1) > 1 ? 'union' : 'document',
       metrics,
       events,
       budgets: o.tenantBudgets ?? DEFAULT_TENANT_BUDGETS,

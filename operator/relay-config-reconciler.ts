@@ -48,6 +48,8 @@ export interface RelayConfigReconcilerOptions {
   scraper: RelayScraper;
   events: EventRecorder;
   compileCache: CompileCache;
+  /** What the compiled config's hash is (CompileOptions.hash). */
+  configHash?: 'document' | 'union';
   budgets: TenantBudgets;
   metrics: OperatorMetrics;
   logger: Logger;
@@ -117,7 +119,12 @@ export class RelayConfigReconciler {
     // ConfigMaps after a restart or a leader change): an invalid resource's last valid version and
     // an over-budget tenant's section stay in force.
     const previous = published.currentOrStored();
-    const compiled = compile(inputs, { now: Date.now(), previous, cache: this.o.compileCache });
+    const compiled = compile(inputs, {
+      now: Date.now(),
+      previous,
+      cache: this.o.compileCache,
+      hash: this.o.configHash,
+    });
     const result = enforceTenantBudgets(compiled, this.o.budgets, previous);
     metrics.tenantsHeldBack.set({ reason: BUDGET_REASONS.overBudget }, result.overBudget.size);
     for (const [tenant, over] of result.overBudget) {

@@ -2,7 +2,17 @@
 // sorting replacer gives: relays verify the hash over the replacer's output.
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { canonicalJson, hashConfig, hashDerivedConfig, sortedNumberRecordJson } from './hash.ts';
+import {
+  canonicalJson,
+  hashConfig,
+  hashDerivedConfig,
+  rehashLike,
+  sameTenant,
+  sortedNumberRecordJson,
+  stampUnionHash,
+  tenantDigest,
+  unionHash,
+} from './hash.ts';
 
 /** The canonical JSON as the replacer alone computes it (no fast path). */
 function replacerJson(value: unknown): string {
@@ -88,5 +98,77 @@ describe('hashDerivedConfig', () => {
       },
     });
     expect(hashDerivedConfig(lazy, { sources: canonicalJson(sources) })).toBe(truth);
+  });
+});
+
+const sha = (text: string): string => createHash('sha256').update(text).digest('hex');
+
+describe('tenant digests', () => {
+  it('are the sha256 and UTF-8 length of the canonical JSON', () => {
+    const t = { name: 'ä', routes: [{ b: 1, a: 2 }] };
+    const json = canonicalJson(t);
+    expect(tenantDigest(t)).toEqual({ sha256: sha(json), bytes: Buffer.byteLength(json) });
+    expect(tenantDigest(t).bytes).toBe(json.length + 1);
+  });
+
+  it('compare content, not identity nor key order', () => {
+    expect(sameTenant({ name: 'a', domains: ['x'] }, { domains: ['x'], name: 'a' })).toBe(true);
+    expect(sameTenant({ name: 'a', domains: ['x'] }, { name: 'a', domains: ['y'] })).toBe(false);
+  });
+
+  it('are recorded by a document hash, without serialising the section again', () => {
+    const t = { name: 'a', routes: [] as unknown[] };
+    const doc = { kind: 'RelayConfig', hash: '', tenants: [t] };
+    hashConfig(doc);
+    // a section is never mutated once hashed: a digest taken later is the one recorded then
+    t.routes.push({ name: 'added' });
+    expect(tenantDigest(t).sha256).toBe(sha('{"name":"a","routes":[]}'));
+  });
+});
+
+describe('unionHash', () => {
+  const tenant = (name: string, domain: string) => ({ name, domains: [domain], routes: [] });
+  const config = (...tenants: object[]) => ({
+    apiVersion: 'relay.mailplus.io/v1alpha1',
+    kind: 'RelayConfig',
+    hash: '',
+    sources: { 'TenantPolicy/a/p': 1 },
+    tenants,
+  });
+
+  it('is sha256 over the canonical JSON with each tenant replaced by its digest, after a preamble', () => {
+    const a = tenant('a', 'a.example');
+    const c = config(a);
+    const expected = sha(
+      `mailplus.io/relay-config-union/v1\n{"apiVersion":"relay.mailplus.io/v1alpha1","kind":"RelayConfig","sources":{"TenantPolicy/a/p":1},"tenants":["${sha(canonicalJson(a))}"]}`,
+    );
+    expect(unionHash(c)).toBe(`sha256:${expected}`);
+    expect(unionHash(c)).not.toBe(hashConfig(c));
+  });
+
+  it('depends on the content only: equal for copies, different when a tenant changes', () => {
+    const one = config(tenant('a', 'a.example'), tenant('b', 'b.example'));
+    const copy = structuredClone(one);
+    expect(unionHash(copy)).toBe(unionHash(one));
+    expect(unionHash(config(tenant('a', 'a.example'), tenant('b', 'c.example')))).not.toBe(unionHash(one));
+    expect(unionHash(config(tenant('b', 'b.example'), tenant('a', 'a.example')))).not.toBe(unionHash(one));
+    const otherSources = { ...one, sources: { 'TenantPolicy/a/p': 2 } };
+    expect(unionHash(otherSources)).not.toBe(unionHash(one));
+  });
+
+  it('takes the JSON of known fields as hashDerivedConfig does', () => {
+    const c = config(tenant('a', 'a.example'));
+    expect(unionHash(c, { sources: canonicalJson(c.sources) })).toBe(unionHash(c));
+  });
+
+  it('is passed on by rehashLike; a document hash stays a document hash', () => {
+    const union = stampUnionHash(config(tenant('a', 'a.example')));
+    expect(union.hash).toBe(unionHash(union));
+    const derived = rehashLike({ ...union, hash: '', tenants: [tenant('a', 'b.example')] }, union);
+    expect(derived.hash).toBe(unionHash(derived));
+    const doc = config(tenant('a', 'a.example'));
+    doc.hash = hashConfig(doc);
+    const derivedDoc = rehashLike({ ...doc, hash: '', tenants: [tenant('a', 'b.example')] }, doc);
+    expect(derivedDoc.hash).toBe(hashConfig(derivedDoc));
   });
 });

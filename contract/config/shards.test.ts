@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { compile } from '../../operator/compile/compile.ts';
 import { fleet } from '../../test/support/fleet.ts';
+import { hashConfig, unionHash } from './hash.ts';
 import { verifyRelayConfig } from './load.ts';
 import {
   isShardOf,
@@ -9,6 +10,7 @@ import {
   shardIndex,
   shardOf,
   splitRelayConfig,
+  unionOfShards,
 } from './shards.ts';
 
 describe('sharded relay config', () => {
@@ -59,6 +61,24 @@ describe('sharded relay config', () => {
     expect(mergeShards(index, missing, { sources: false }).ok).toBe(false);
   });
 
+  it("carries the sharded operator's union hash, which no relay verifies, through the index", () => {
+    const union = compile({ ...fleet(200, 40), services: [] }, { hash: 'union' }).config;
+    expect(union.hash).toBe(unionHash(union));
+    expect(union.hash).not.toBe(config.hash);
+    // the shards are documents: verifiable with the hash every relay version checks
+    const shards = splitRelayConfig(union, 4);
+    for (const s of shards) expect(verifyRelayConfig(s, 'shard').hash).toBe(hashConfig(s));
+    const refs = shards.map((s, i) => ({ configMap: shardConfigMapName('cfg', i), hash: s.hash }));
+    const docs = new Map(shards.map((s, i) => [shardConfigMapName('cfg', i), s]));
+    const relay = mergeShards(shardIndex(refs, union.hash), docs, { sources: false });
+    expect(relay.ok && relay.config.hash).toBe(union.hash);
+    // the operator's own union of shards not all as compiled: hashed its way, the default a document's
+    const own = unionOfShards(refs, docs, { hash: unionHash });
+    expect(own.ok && own.config.hash).toBe(union.hash);
+    const legacy = unionOfShards(refs, docs);
+    expect(legacy.ok && legacy.config.hash).toBe(config.hash);
+  });
+
   it('re-splits a changed config reusing every shard whose content is unchanged', () => {
     const f = { ...fleet(200, 40), services: [] };
     const before = splitRelayConfig(compile(f).config, 8);
@@ -71,7 +91,7 @@ describe('sharded relay config', () => {
     };
     const next = compile(f).config;
     const fresh = splitRelayConfig(next, 8);
-    // a fresh compile: no tenant object is shared, so reuse is by content (canonical JSON)
+    // a fresh compile: no tenant object is shared, so reuse is by content (tenant digests)
     const again = splitRelayConfig(next, 8, (i) => before[i]);
     expect(again).toEqual(fresh);
     const touched = shardOf('tenant-7', 8);

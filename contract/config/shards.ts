@@ -5,10 +5,11 @@
 // tenants in it. Relays (and `mailplus route --cluster`) serve the union only once they hold every
 // shard with the hash the index names, so a change spanning two shards (a domain moving between
 // tenants) is never served half-applied. The index also names the union's hash (the compiled
-// config's), so that a relay forms the union of verified shards in O(tenants) instead of hashing
-// the whole fleet again on every change. Pure: shared by the operator, the relay and the CLI.
+// config's unionHash, see hash.ts), so that a relay forms the union of verified shards in
+// O(tenants) instead of hashing the whole fleet again on every change. Pure: shared by the
+// operator, the relay and the CLI.
 import { RELAY_CONFIG_API_VERSION } from '../kube.ts';
-import { canonicalTenantJson, hashDerivedConfig } from './hash.ts';
+import { hashConfig, sameTenant } from './hash.ts';
 import type { RelayConfig } from './types.gen.ts';
 
 export type ShardRef = NonNullable<RelayConfig['shards']>[number];
@@ -35,9 +36,8 @@ export function isShardOf(base: string, name: string): boolean {
   return new RegExp(`^${base.replaceAll('.', '\\.')}-shard-(0|[1-9][0-9]{0,3})$`).test(name);
 }
 
-// every document here is made of tenant sections already hashed (compiled or verified)
 function stamp(config: RelayConfig): RelayConfig {
-  config.hash = hashDerivedConfig(config);
+  config.hash = hashConfig(config);
   return config;
 }
 
@@ -48,14 +48,14 @@ function namespaceOfSource(key: string): string {
   return b < 0 ? '' : key.slice(a + 1, b);
 }
 
-/** Same tenant sections as `doc` (by identity, else by canonical JSON). */
+/** Same tenant sections as `doc` (by identity, else by digest). */
 function sameTenants(doc: RelayConfig, tenants: RelayConfig['tenants']): boolean {
   if (doc.apiVersion !== RELAY_CONFIG_API_VERSION || doc.kind !== 'RelayConfig' || doc.shards) return false;
   if (doc.tenants.length !== tenants.length) return false;
   for (let i = 0; i < tenants.length; i++) {
     const a = doc.tenants[i];
     const b = tenants[i];
-    if (a !== b && canonicalTenantJson(a) !== canonicalTenantJson(b)) return false;
+    if (!sameTenant(a, b)) return false;
   }
   return true;
 }
@@ -166,7 +166,7 @@ export function splitRelayConfig(
       if (sourceRuns && doc.sources) builtFrom.set(doc.sources, runs[i]);
       // the same content made of other objects (decoded from a ConfigMap after a restart): the
       // stored hash over this config's own tenant objects, so that a holder of the result does not
-      // keep a second copy of every tenant section (and its canonical JSON) beside the compile's
+      // keep a second copy of every tenant section beside the compile's
       return doc.tenants.every((t, j) => t === ts[j]) ? doc : { ...doc, tenants: ts };
     }
     const sources: Record<string, number> = {};
@@ -217,13 +217,18 @@ export function mergeShards(
 
 /**
  * The union of the shard documents `refs` names at the hashes it names; its hash is `unionHash`
- * when given, else computed from the content (the operator does so before writing an index whose
- * shards are not all as compiled).
+ * when given, else `hash` of the content: by default the document hash (a relay given an index
+ * without unionHash, written by an operator before it, reports that), the operator's unionHash
+ * before writing an index whose shards are not all as compiled.
  */
 export function unionOfShards(
   refs: readonly ShardRef[],
   docs: ReadonlyMap<string, RelayConfig>,
-  { sources = true, unionHash }: { sources?: boolean; unionHash?: string } = {},
+  {
+    sources = true,
+    unionHash,
+    hash = hashConfig,
+  }: { sources?: boolean; unionHash?: string; hash?: (config: RelayConfig) => string } = {},
 ): MergeResult {
   const waitingFor: string[] = [];
   for (const r of refs) {
@@ -243,7 +248,7 @@ export function unionOfShards(
         : undefined,
     tenants,
   };
-  if (unionHash === undefined) stamp(config); // the canonical hash sorts the sources' keys itself
+  if (unionHash === undefined) config.hash = hash(config); // the canonical hash sorts the sources' keys itself
   if (!sources) delete config.sources;
   return { ok: true, config };
 }

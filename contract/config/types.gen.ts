@@ -30,7 +30,7 @@ export interface RelayConfig {
     hash: string;
   }[];
   /**
-   * Present only in the index of a sharded config: the hash of the union of its shards as one RelayConfig (the tenants of every shard sorted by name, the sources of every shard), which relays report as the hash they serve. Every shard is verified against its own hash and this document names those hashes, so the union's content is fixed by the index: relays take its hash from here instead of serialising every tenant of every shard again on each change. An index without it (written by an older operator): relays compute it.
+   * Present only in the index of a sharded config: the identity of the union of its shards as one RelayConfig (the tenants of every shard sorted by name, the sources of every shard), which relays report as the hash they serve. The operator makes it as the sha256 of that union's canonical JSON with every tenant section replaced by the sha256 of its own canonical JSON. Every shard is verified against its own hash and this document names those hashes, so the union's content is fixed by the index: relays take the union's identity from here and never compute it. An index without it (written by an older operator): relays use the union's document hash.
    */
   unionHash?: string;
   /**

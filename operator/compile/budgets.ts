@@ -6,7 +6,7 @@
 // tenant still owns. A tenant that never had a section published gets a deferral section instead
 // (its domains answer 451, so senders retry until the tenant fits again; nothing is handed over,
 // nothing bounces). Pure: the previous config and the budgets are parameters.
-import { canonicalTenantJson, hashDerivedConfig } from '../../contract/config/hash.ts';
+import { rehashLike, tenantDigest } from '../../contract/config/hash.ts';
 import type { RelayConfig, Tenant } from '../../contract/config/types.gen.ts';
 import { notAccepted, withAccepted } from '../conditions/resource-status.ts';
 import type { CompileResult } from './compile.ts';
@@ -49,7 +49,7 @@ export interface TenantUsage {
 
 /**
  * Usage of the tenant sections measured before. A section a CompileCache reused is the very object
- * of the last compile (sections are never mutated, as canonicalTenantJson assumes), and measuring
+ * of the last compile (sections are never mutated, as tenantDigest assumes), and measuring
  * the UTF-8 length of every tenant's JSON took about 14 ms of each compile at 100k routes.
  */
 const usages = new WeakMap<Tenant, TenantUsage>();
@@ -62,7 +62,7 @@ export function tenantUsage(t: Tenant): TenantUsage {
   const u = Object.freeze({
     routes: t.routes.length,
     patterns,
-    bytes: Buffer.byteLength(canonicalTenantJson(t)),
+    bytes: tenantDigest(t).bytes,
   });
   usages.set(t, u);
   return u;
@@ -155,8 +155,7 @@ export function withHeldBack(
   });
   const sorted: Record<string, number> = {};
   for (const k of Object.keys(sources).sort()) sorted[k] = sources[k];
-  const out: RelayConfig = { ...config, hash: '', sources: sorted, tenants };
-  out.hash = hashDerivedConfig(out);
+  const out = rehashLike<RelayConfig>({ ...config, hash: '', sources: sorted, tenants }, config);
   return { config: out, held };
 }
 

@@ -6,6 +6,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
+import { unionHash } from '../../contract/config/hash.ts';
 import type { MailRoute, TenantPolicy } from '../api/types.gen.ts';
 import type { Service } from '../resources/types.ts';
 import { CompileCache, sharedWith } from './cache.ts';
@@ -108,6 +109,7 @@ describe('compile with a CompileCache', () => {
         for (let r = 0; r < 4; r++) routes.set(`${ns}/r${r}`, route(ns, `r${r}`, 1, pick));
       });
       const cache = new CompileCache();
+      const unionCache = new CompileCache();
       const published: Array<CompileResult['config']> = [];
       for (let step = 0; step < 40; step++) {
         const now = NOW + step * 600_000;
@@ -161,6 +163,9 @@ describe('compile with a CompileCache', () => {
         const scratch = compile(input, { now, previous });
         expect(snapshot(cached), `seed ${seed} step ${step}`).toEqual(snapshot(scratch));
         expect(cached.config.hash).toBe(scratch.config.hash);
+        // the sharded operator's hash, made from digests of sections mostly compiled before
+        const union = compile(input, { now, previous, cache: unionCache, hash: 'union' });
+        expect(union.config.hash, `seed ${seed} step ${step}`).toBe(unionHash(scratch.config));
         published.push(cached.config);
       }
     }

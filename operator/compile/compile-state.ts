@@ -45,6 +45,12 @@ export interface CompileOptions {
    * are treated as immutable, a changed resource must be a new object. Output is unchanged.
    */
   cache?: CompileCache;
+  /**
+   * What `config.hash` is: 'document' (default), the hash a relay verifies when it is given the
+   * config itself (a file, an unsharded ConfigMap); 'union', the config's unionHash (contract
+   * config/hash.ts), when only its shards are given to relays as documents (the sharded operator).
+   */
+  hash?: 'document' | 'union';
 }
 
 export interface CompileResult {

@@ -3,7 +3,7 @@
 // its own is settled here: validity, domain ownership, route order, upstream addresses, defaults.
 // It runs named phases in order over one CompileState (compile-state.ts), each in its own module.
 
-import { hashConfig, hashDerivedConfig } from '../../contract/config/hash.ts';
+import { hashDerivedConfig, stampUnionHash } from '../../contract/config/hash.ts';
 import type { RelayConfig } from '../../contract/config/types.gen.ts';
 import type { ResourceStatus } from '../conditions/resource-status.ts';
 import { admitPolicies } from './admit-policies.ts';
@@ -34,11 +34,11 @@ export function compile(input: CompileInput, options: CompileOptions = {}): Comp
   judgePolicies(state);
   // 4. MailRoutes and tenant sections, namespace by namespace
   compileNamespaces(state, input.mailRoutes);
-  return assembleConfig(state);
+  return assembleConfig(state, options.hash ?? 'document');
 }
 
 /** Phase 5: the RelayConfig (sources in key order, hashed) and the statuses in key order. */
-function assembleConfig(state: CompileState): CompileResult {
+function assembleConfig(state: CompileState, hash: 'document' | 'union'): CompileResult {
   const sourceRuns = inKeyOrder(
     state.sources,
     state.sections.map((s) => s.sources),
@@ -51,10 +51,11 @@ function assembleConfig(state: CompileState): CompileResult {
     tenants: state.tenants,
   };
   sourcesOnDemand(config, sourceRuns);
-  // with a cache, reused tenant sections were hashed (and serialised) by an earlier compile
-  config.hash = state.cache
-    ? hashDerivedConfig(config, { sources: sourcesJson(sourceRuns) })
-    : hashConfig(config);
+  // with a cache, most of `sources` was serialised by earlier compiles; a union hash serialises
+  // only the tenant sections not digested before (the ones this compile made)
+  const known = state.cache ? { sources: sourcesJson(sourceRuns) } : undefined;
+  if (hash === 'union') stampUnionHash(config, known);
+  else config.hash = hashDerivedConfig(config, known);
   const statuses = new RunMap<ResourceStatus>(
     inKeyOrder(
       state.statuses,

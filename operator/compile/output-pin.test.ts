@@ -3,6 +3,7 @@
 // the rendered JSON (key order and layout included), the statuses and every planned shard.
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { unionHash } from '../../contract/config/hash.ts';
 import { fleet, mailRoute, tenantPolicy } from '../../test/support/fleet.ts';
 import { encodeRelayConfig } from '../publish/configmap.ts';
 import { planPublish } from '../publish/sharded.ts';
@@ -30,7 +31,19 @@ describe('compile output is pinned', () => {
     const budgeted = enforceTenantBudgets(compiled, { ...DEFAULT_TENANT_BUDGETS, maxRoutes: 55 }, undefined);
     const plan = planPublish({ config: budgeted.config, base: 'cfg', shards: 4, previous: new Map() });
     const statuses = JSON.stringify([...budgeted.statuses]);
+    // the sharded operator's compile: the same config and statuses, its hash the union hash
+    const union = compile(fixedInput(), { now: Date.UTC(2026, 0, 1), hash: 'union' });
+    const unionBudgeted = enforceTenantBudgets(
+      union,
+      { ...DEFAULT_TENANT_BUDGETS, maxRoutes: 55 },
+      undefined,
+    );
+    expect(renderRelayConfig({ ...union.config, hash: '' })).toBe(
+      renderRelayConfig({ ...compiled.config, hash: '' }),
+    );
+    expect(unionBudgeted.config.hash).toBe(unionHash(budgeted.config));
     expect({
+      unionHash: union.config.hash,
       hash: compiled.config.hash,
       rendered: sha(renderRelayConfig(compiled.config)),
       statuses: sha(JSON.stringify([...compiled.statuses])),
@@ -76,6 +89,7 @@ describe('compile output is pinned', () => {
         ],
         "single": 49166,
         "statuses": "dd3ab5e79b0966219ad25b92bdd2f1edb3aad664fbb1a9cfcab9f76fa50ffc48",
+        "unionHash": "sha256:e81df345190203ea7bcdba516bd220761fb6effd79722b8e639824e429f905c4",
       }
     `);
   });

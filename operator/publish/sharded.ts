@@ -4,7 +4,7 @@
 // version of that document are held back (their previous sections stay in force), and only if that
 // still does not fit is every tenant in it reduced to a deferral section. Either way the document
 // is small enough to publish, so every other tenant's changes and revocations keep going out.
-import { canonicalTenantJson } from '../../contract/config/hash.ts';
+import { sameTenant } from '../../contract/config/hash.ts';
 import { type SourceKeyRun, shardConfigMapName, splitRelayConfig } from '../../contract/config/shards.ts';
 import type { RelayConfig } from '../../contract/config/types.gen.ts';
 import { withHeldBack } from '../compile/budgets.ts';
@@ -83,9 +83,14 @@ function fitDocument(
   if (previous?.hash === config.hash) return { name, config, heldBack: [] };
   const payload = encodeRelayConfig(config);
   if (payload.bytes <= limit) return { name, config, payload, heldBack: [] };
-  const before = new Map((previous?.tenants ?? []).map((t) => [t.name, canonicalTenantJson(t)]));
+  const before = new Map((previous?.tenants ?? []).map((t) => [t.name, t]));
   const changed = new Set(
-    config.tenants.filter((t) => before.get(t.name) !== canonicalTenantJson(t)).map((t) => t.name),
+    config.tenants
+      .filter((t) => {
+        const b = before.get(t.name);
+        return !b || !sameTenant(b, t);
+      })
+      .map((t) => t.name),
   );
   const kept = withHeldBack(config, changed, previous).config;
   const keptPayload = encodeRelayConfig(kept);

@@ -5,7 +5,7 @@
 // serves half an update (a domain moving between tenants in two shards); until then it keeps the
 // last consistent config. An index naming ConfigMaps other than NAME-shard-<i> is refused (the
 // relay's RBAC names exactly those, and the index must not point it anywhere else).
-import { canonicalTenantJson } from '../../contract/config/hash.ts';
+import { tenantDigest } from '../../contract/config/hash.ts';
 import { assembledFromVerified } from '../../contract/config/load.ts';
 import { isShardOf, mergeShards } from '../../contract/config/shards.ts';
 import type { RelayConfig } from '../../contract/config/types.gen.ts';
@@ -24,10 +24,10 @@ export interface FollowOptions extends ConfigMapWatchOptions {
  */
 export function withUnchangedTenantsOf(previous: RelayConfig | undefined, next: RelayConfig): RelayConfig {
   if (!previous || previous === next) return next;
-  const before = new Map(previous.tenants.map((t) => [canonicalTenantJson(t), t]));
+  const before = new Map(previous.tenants.map((t) => [tenantDigest(t).sha256, t]));
   let reused = 0;
   const tenants = next.tenants.map((t) => {
-    const same = before.get(canonicalTenantJson(t));
+    const same = before.get(tenantDigest(t).sha256);
     if (same) reused++;
     return same ?? t;
   });

@@ -9,7 +9,8 @@ import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { decodeRelayConfigMap } from '../../contract/config/configmap.ts';
-import { mergeShards, shardIndex } from '../../contract/config/shards.ts';
+import { unionHash } from '../../contract/config/hash.ts';
+import { unionOfShards } from '../../contract/config/shards.ts';
 import type { RelayConfig } from '../../contract/config/types.gen.ts';
 import { type ControlPlane, kubectl } from '../envtest/control-plane.ts';
 import { type CaptureSink, startCaptureSink } from '../support/capture-sink.ts';
@@ -191,8 +192,8 @@ describe.each([1, 4])('oversized tenant with --config-shards=%i (real API server
       expect(index.unionHash).toMatch(/^sha256:/);
       const docs = new Map<string, RelayConfig>();
       for (const s of index.shards ?? []) docs.set(s.configMap, await read(s.configMap));
-      // the union's content hash, computed as for an index that does not name it
-      const computed = mergeShards(shardIndex(index.shards ?? []), docs);
+      // the union hash (made from tenant digests) of the stored shards' content
+      const computed = unionOfShards(index.shards ?? [], docs, { hash: unionHash });
       expect(computed.ok && computed.config.hash).toBe(index.unionHash);
       await eventually(
         'the relay serves the union the index names',
