@@ -26,12 +26,14 @@ export const DEFAULT_RETRY: BackoffPolicy = { baseMs: 100, maxMs: 60_000 };
 
 export class WorkQueue<K = string> {
   private readonly queue: K[] = [];
-  /** Keys that need processing: queued, or re-added while processing. */
-  private readonly dirty = new Set<K>();
+  /**
+   * Keys that need processing (queued, or re-added while processing) → when each was first added
+   * since it was last handed out (queue duration). One map for both: at 100k queued status keys a
+   * set beside it was 2.5 MB.
+   */
+  private readonly dirty = new Map<K, number>();
   /** Key → processing start (ms). */
   private readonly processing = new Map<K, number>();
-  /** Key → when it was first added since it was last handed out (queue duration). */
-  private readonly addedAt = new Map<K, number>();
   private readonly delayed = new Map<K, { at: number; timer: NodeJS.Timeout }>();
   private readonly failures = new Map<K, number>();
   private waiters: Array<(key: K | undefined) => void> = [];
@@ -57,8 +59,7 @@ export class WorkQueue<K = string> {
   add(key: K): void {
     if (this.shuttingDown || this.dirty.has(key)) return;
     this.metrics?.add();
-    this.dirty.add(key);
-    if (!this.addedAt.has(key)) this.addedAt.set(key, this.now());
+    this.dirty.set(key, this.now());
     if (this.processing.has(key)) return;
     const waiter = this.waiters.shift();
     if (waiter) {
@@ -118,9 +119,8 @@ export class WorkQueue<K = string> {
 
   private handOut(key: K, to: (key: K) => void): void {
     const now = this.now();
+    const added = this.dirty.get(key);
     this.dirty.delete(key);
-    const added = this.addedAt.get(key);
-    this.addedAt.delete(key);
     if (added !== undefined) this.metrics?.queueDuration((now - added) / 1000);
     this.processing.set(key, now);
     to(key);
