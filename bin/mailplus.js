@@ -9,16 +9,17 @@ if (major < 24) {
   );
   process.exit(2);
 }
-// Long-running commands run with V8 flags sized for them (bin/v8-flags.js says which and why). The
-// flags take effect when the heap is set up (v8.setFlagsFromString is too late), so the process
-// re-executes itself once with them: same PID, same stdio, nothing has run yet. Flags given by the
+// Long-running commands run with V8 flags sized for them, the operator also with malloc settings
+// (bin/v8-flags.js says which and why). Both take effect when the process starts (v8.setFlagsFromString
+// is too late), so the process re-executes itself once with them: same PID, same stdio, nothing has
+// run yet. Flags given by the
 // operator (command line or NODE_OPTIONS) win; without process.execve (Windows) it runs as is.
 const command = process.argv[2];
 if (
   (command === 'relay' || command === 'dev' || command === 'operator') &&
   typeof process.execve === 'function'
 ) {
-  const { relayV8Flags, operatorV8Flags } = await import('./v8-flags.js');
+  const { relayV8Flags, operatorV8Flags, operatorEnv } = await import('./v8-flags.js');
   const known = { execArgv: process.execArgv, nodeOptions: process.env.NODE_OPTIONS };
   const flags =
     command === 'operator'
@@ -28,15 +29,20 @@ if (
           constrainedMemory: process.constrainedMemory?.() ?? 0,
           totalMemory: (await import('node:os')).totalmem(),
         });
-  if (flags.length > 0) {
+  const env = command === 'operator' ? operatorEnv(process.env) : {};
+  if (flags.length > 0 || Object.keys(env).length > 0) {
     const { fileURLToPath } = await import('node:url');
-    process.execve(process.execPath, [
+    process.execve(
       process.execPath,
-      ...flags,
-      ...process.execArgv,
-      fileURLToPath(import.meta.url),
-      ...process.argv.slice(2),
-    ]);
+      [
+        process.execPath,
+        ...flags,
+        ...process.execArgv,
+        fileURLToPath(import.meta.url),
+        ...process.argv.slice(2),
+      ],
+      { ...process.env, ...env },
+    );
   }
 }
 // On-disk compile cache (NODE_COMPILE_CACHE, else <tmpdir>/node-compile-cache; best effort, a

@@ -1,6 +1,6 @@
 // The V8 flags `mailplus relay` and `mailplus operator` re-execute themselves with (bin/v8-flags.js): pure selection.
 import { describe, expect, it } from 'vitest';
-import { operatorV8Flags, relayV8Flags } from '../bin/v8-flags.js';
+import { operatorEnv, operatorV8Flags, relayV8Flags } from '../bin/v8-flags.js';
 
 const GiB = 1024 ** 3;
 const host = { execArgv: [], nodeOptions: undefined, totalMemory: 24 * GiB };
@@ -81,5 +81,24 @@ describe('operator V8 flags', () => {
     ]);
     const first = operatorV8Flags({ execArgv: [], nodeOptions: undefined });
     expect(operatorV8Flags({ execArgv: first, nodeOptions: undefined })).toEqual([]);
+  });
+});
+
+describe('operator environment', () => {
+  const ours = 'glibc.malloc.trim_threshold=131072:glibc.malloc.mmap_threshold=131072';
+
+  it("fixes glibc's malloc trim and mmap thresholds at 128 KiB", () => {
+    expect(operatorEnv({})).toEqual({ GLIBC_TUNABLES: ours });
+    expect(operatorEnv({ GLIBC_TUNABLES: '' })).toEqual({ GLIBC_TUNABLES: ours });
+  });
+
+  it('keeps tunables the operator set, adding only the missing ones; a re-executed process adds nothing', () => {
+    expect(operatorEnv({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' })).toEqual({
+      GLIBC_TUNABLES: `glibc.malloc.arena_max=2:${ours}`,
+    });
+    expect(operatorEnv({ GLIBC_TUNABLES: 'glibc.malloc.trim_threshold=0' })).toEqual({
+      GLIBC_TUNABLES: 'glibc.malloc.trim_threshold=0:glibc.malloc.mmap_threshold=131072',
+    });
+    expect(operatorEnv(operatorEnv({}))).toEqual({});
   });
 });

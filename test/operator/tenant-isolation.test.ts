@@ -5,6 +5,7 @@
 // offender exists, the offender's previously published route keeps delivering, and its resources
 // say which budget they broke. Run with one ConfigMap (the default) and with --config-shards=4.
 
+import { readFile } from 'node:fs/promises';
 import * as k8s from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -104,6 +105,15 @@ describe.each([1, 4])('oversized tenant with --config-shards=%i (real API server
     await sink?.close();
     await cp?.stop();
   }, 60_000);
+
+  it('runs with the V8 flags and malloc thresholds of bin/v8-flags.js', async () => {
+    const argv = (await readFile(`/proc/${operator.pid}/cmdline`, 'utf8')).split('\0');
+    expect(argv).toContain('--heap-growing-percent=20');
+    // glibc parses GLIBC_TUNABLES in place: /proc may show its ':' separators as NULs
+    expect(await readFile(`/proc/${operator.pid}/environ`, 'utf8')).toMatch(
+      /(^|\0)GLIBC_TUNABLES=glibc\.malloc\.trim_threshold=131072[:\0]glibc\.malloc\.mmap_threshold=131072(\0|$)/,
+    );
+  });
 
   it('serves both tenants before the flood', async () => {
     await eventually('relay serves old@good', async () => {
