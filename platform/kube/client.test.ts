@@ -1,10 +1,13 @@
 // The client against a loopback HTTP server that answers as the API server does (JSON, v1 Status
 // errors, chunked watch streams); the real API server is the peer of test/operator/*.
+
+import { getEventListeners } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { queryObjects } from 'node:v8';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { apiErrorText, apiStatus, KubeApiError, KubeClient, microTime, PATCH } from './client.ts';
 import type { KubeConnection } from './config.ts';
@@ -92,8 +95,34 @@ describe('KubeClient', () => {
       // never answers
     };
     const started = Date.now();
-    await expect(client().get('/slow', { timeoutMs: 300 })).rejects.toThrow(/abort|timeout/i);
+    const err = (await client()
+      .get('/slow', { timeoutMs: 300 })
+      .catch((e: unknown) => e)) as Error;
+    expect(err.name).toBe('TimeoutError');
+    expect(err.message).toMatch(/^GET \/slow: no answer from 127\.0\.0\.1:\d+ within 300 ms$/);
     expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it("aborts with the caller's signal, and leaves no signal or listener behind once answered", async () => {
+    handler = (_req, _body, res) => {
+      res.end('{}');
+    };
+    const c = client();
+    const ctl = new AbortController();
+    // live AbortSignals after a full GC: a call's deadline and its link to the caller's signal
+    // must not outlive the call by the deadline's 30 s
+    const signals = () => queryObjects(AbortSignal, { format: 'count' }) as number;
+    await c.get('/warm', { signal: ctl.signal });
+    const before = signals();
+    for (let i = 0; i < 20; i++) await c.get('/x', { signal: ctl.signal });
+    expect(signals() - before).toBeLessThan(5);
+    expect(getEventListeners(ctl.signal, 'abort')).toHaveLength(0);
+    handler = () => {
+      // never answers
+    };
+    const pending = c.get('/slow', { signal: ctl.signal }).catch((e: unknown) => e);
+    setTimeout(() => ctl.abort(new Error('leadership lost')), 50);
+    expect(String(await pending)).toMatch(/abort|leadership lost/i);
   });
 
   it('streams watch events split anywhere across chunks, ERROR events included', async () => {

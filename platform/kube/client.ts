@@ -191,7 +191,6 @@ export class KubeClient {
       contentType?: string;
       signal?: AbortSignal;
       idleMs?: number;
-      deadline?: AbortSignal;
       /** Set when the idle timeout dropped the connection (the stream itself only says "aborted"). */
       idle?: { error?: Error };
       /** A new connection, not one from the pool. */
@@ -205,8 +204,7 @@ export class KubeClient {
       headers['Content-Type'] = opts.contentType ?? 'application/json';
       headers['Content-Length'] = String(Buffer.byteLength(opts.body));
     }
-    const signals = [opts.signal, opts.deadline].filter((s): s is AbortSignal => !!s);
-    const signal = signals.length ? AbortSignal.any(signals) : undefined;
+    const { signal } = opts;
     const res = await new Promise<IncomingMessage>((resolveRes, reject) => {
       const send = this.url.protocol === 'http:' ? httpRequest : httpsRequest;
       const req = send(
@@ -255,20 +253,33 @@ export class KubeClient {
   /** One API call; the parsed JSON answer, or a KubeApiError for an HTTP error. */
   async request<T = unknown>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
     const full = withQuery(path, opts.query);
-    const deadline = AbortSignal.timeout(opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     const body = opts.body === undefined ? undefined : JSON.stringify(opts.body);
-    const res = await this.open(method, full, {
-      body,
-      contentType: opts.contentType,
-      signal: opts.signal,
-      deadline,
-    });
-    const chunks: Buffer[] = [];
-    for await (const chunk of res) chunks.push(chunk as Buffer);
-    const text = Buffer.concat(chunks).toString('utf8');
-    const code = res.statusCode ?? 0;
-    if (code < 200 || code >= 300) throw new KubeApiError(code, text, `${method} ${path}`);
-    return (text ? JSON.parse(text) : undefined) as T;
+    // One controller for the deadline and the caller's signal, its timer cleared when the call ends:
+    // AbortSignal.timeout and AbortSignal.any kept a timer, two signals and their links alive for
+    // the whole deadline after every call (about 6,000 of each at 200 status writes a second).
+    const ms = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const ctl = new AbortController();
+    const timeout = new Error(`${method} ${path}: no answer from ${this.url.host} within ${ms} ms`);
+    timeout.name = 'TimeoutError';
+    const timer = setTimeout(() => ctl.abort(timeout), ms);
+    const caller = opts.signal;
+    const onAbort = () => ctl.abort(caller?.reason);
+    if (caller?.aborted) onAbort();
+    else caller?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const res = await this.open(method, full, { body, contentType: opts.contentType, signal: ctl.signal });
+      const chunks: Buffer[] = [];
+      for await (const chunk of res) chunks.push(chunk as Buffer);
+      const text = Buffer.concat(chunks).toString('utf8');
+      const code = res.statusCode ?? 0;
+      if (code < 200 || code >= 300) throw new KubeApiError(code, text, `${method} ${path}`);
+      return (text ? JSON.parse(text) : undefined) as T;
+    } catch (err) {
+      throw ctl.signal.reason === timeout ? timeout : err;
+    } finally {
+      clearTimeout(timer);
+      caller?.removeEventListener('abort', onAbort);
+    }
   }
 
   get<T = unknown>(path: string, opts?: RequestOptions): Promise<T> {
