@@ -10,4 +10,6 @@ export declare function operatorV8Flags(p: {
   execArgv: readonly string[];
   nodeOptions: string | undefined;
 }): string[];
-export declare function operatorEnv(env: Readonly<Record<string, string | undefined>>): Record<string, string>;
+export declare function operatorEnv(
+  env: Readonly<Record<string, string | undefined>>,
+): Record<string, string>;
