@@ -5,7 +5,7 @@ import { decideRecipient } from '../../relay/routing/decide.ts';
 import { buildRoutingTable } from '../../relay/routing/table.ts';
 import type { MailRoute, MailRouteSpec, TenantPolicy, TenantPolicySpec } from '../api/types.gen.ts';
 import type { Service } from '../resources/types.ts';
-import { type CompileInput, compile, renderRelayConfig, sourcesOf } from './compile.ts';
+import { CompileCache, type CompileInput, compile, renderRelayConfig, sourcesOf } from './compile.ts';
 
 let clock = 0;
 const ts = (n: number) => new Date(Date.UTC(2024, 0, 1) + n * 60_000).toISOString();
@@ -459,6 +459,20 @@ describe('compile: order and determinism', () => {
       mr('b', 'all', { recipients: ['*@b.org'] }, 4),
     ],
     services: [],
+  });
+
+  it("keeps a route's own recipient list when it is already most specific first, else a sorted copy", () => {
+    const { mailRoutes, ...rest } = input();
+    // with the operator's cache the validated spec is the informer's own object, not a copy
+    const { config } = compile({ ...rest, mailRoutes }, { cache: new CompileCache() });
+    const route = (name: string) => config.tenants[0].routes.find((r) => r.name === `a/${name}`);
+    const old = mailRoutes.find((r) => r.metadata.name === 'old') as MailRoute;
+    const young = mailRoutes.find((r) => r.metadata.name === 'young') as MailRoute;
+    // ['x@a.org', '*@a.org']: an address before a wildcard, the compile's order
+    expect(route('old')?.recipients).toBe(old.spec.match.recipients);
+    expect(route('young')?.recipients).toEqual(['x+tag@a.org', 'z@a.org', '*@a.org']);
+    expect(route('young')?.recipients).not.toBe(young.spec.match.recipients);
+    expect(young.spec.match.recipients).toEqual(['z@a.org', '*@a.org', 'x+tag@a.org']);
   });
 
   it('makes config.sources when it is read; sourcesOf gives the same generations without it', () => {
