@@ -84,6 +84,22 @@ describe('conditions', () => {
     expect(d.allow('k', t, 61_000)).toBe(true);
   });
 
+  it('remembers the events of at most maxObjects objects, forgetting the least recently used', () => {
+    const d = new EventDeduper(60_000, 3, 100);
+    const t = { type: 'Normal' as const, reason: 'Programmed', note: 'n' };
+    for (let i = 0; i < 1000; i++) expect(d.allow(`k${i}`, t, 0)).toBe(true);
+    expect(d.size).toBe(100);
+    // a use moves an object to the end: k900 (the oldest remembered) stays while 99 newer arrive
+    expect(d.allow('k900', { ...t, note: 'n2' }, 1)).toBe(true);
+    for (let i = 1000; i < 1099; i++) d.allow(`k${i}`, t, 2);
+    expect(d.size).toBe(100);
+    // remembered: the same event again is suppressed; a forgotten object's is not
+    expect(d.allow('k900', t, 3)).toBe(false);
+    expect(d.allow('k1098', t, 3)).toBe(false);
+    expect(d.allow('k901', t, 3)).toBe(true);
+    expect(d.allow('k0', t, 3)).toBe(true);
+  });
+
   it('merges: foreign conditions kept in place, ours replaced or appended', () => {
     const f = (type: string, message = ''): Condition => ({
       type,

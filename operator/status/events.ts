@@ -9,33 +9,42 @@ import type { Transition } from '../conditions/api-conditions.ts';
 
 export const REPORTING_CONTROLLER = 'mailplus.io/operator';
 
+/**
+ * The recent events of the objects that had one, least recently used first, for at most
+ * `maxObjects` objects (client-go's correlator keeps 4,096). Unbounded, the first status write of
+ * every object after publishing 100k routes left two entries per object (one keyed by the whole
+ * note) for the window, and one per object for good.
+ */
 export class EventDeduper {
-  private readonly seen = new Map<string, number>();
-  private readonly perObject = new Map<string, number[]>();
+  private readonly recent = new Map<string, Array<{ at: number; sig: string }>>();
   private readonly windowMs: number;
   private readonly burst: number;
-  constructor(windowMs = 10 * 60_000, burst = 5) {
+  private readonly maxObjects: number;
+  constructor(windowMs = 10 * 60_000, burst = 5, maxObjects = 4096) {
     this.windowMs = windowMs;
     this.burst = burst;
+    this.maxObjects = maxObjects;
   }
 
   /** True when this event should be emitted now (and records it). */
   allow(objectKey: string, t: Transition, now: number): boolean {
-    const key = `${objectKey}|${t.type}|${t.reason}|${t.note}`;
-    const last = this.seen.get(key);
-    if (last !== undefined && now - last < this.windowMs) return false;
-    const recent = (this.perObject.get(objectKey) ?? []).filter((at) => now - at < this.windowMs);
-    if (recent.length >= this.burst) {
-      this.perObject.set(objectKey, recent);
-      return false;
+    const sig = `${t.type}|${t.reason}|${t.note}`;
+    const kept = (this.recent.get(objectKey) ?? []).filter((e) => now - e.at < this.windowMs);
+    // re-inserted: the map's order is the order of use
+    this.recent.delete(objectKey);
+    const allowed = kept.length < this.burst && !kept.some((e) => e.sig === sig);
+    if (allowed) kept.push({ at: now, sig });
+    if (kept.length > 0) this.recent.set(objectKey, kept);
+    if (this.recent.size > this.maxObjects) {
+      const oldest = this.recent.keys().next();
+      if (!oldest.done) this.recent.delete(oldest.value);
     }
-    recent.push(now);
-    this.perObject.set(objectKey, recent);
-    this.seen.set(key, now);
-    if (this.seen.size > 10_000) {
-      for (const [k, at] of this.seen) if (now - at >= this.windowMs) this.seen.delete(k);
-    }
-    return true;
+    return allowed;
+  }
+
+  /** Objects with recent events remembered (tests, metrics). */
+  get size(): number {
+    return this.recent.size;
   }
 }
 
