@@ -37,7 +37,7 @@ export function admitPolicies(state: CompileState, tenantPolicies: TenantPolicy[
 
 /** The policy as it takes part in domain ownership, or undefined (invalid, claiming nothing: refused). */
 function admitPolicy(state: CompileState, meta: Meta, raw: TenantPolicy): PolicyEntry | undefined {
-  const v = state.cache ? state.cache.validated(raw, validateTenantPolicy) : validateTenantPolicy(raw);
+  const v = state.cache ? state.cache.validated(raw, validateTenantPolicy, meta) : validateTenantPolicy(raw);
   let errors: FieldError[] = v.errors;
   const retention = v.value?.spec.privacy?.retention;
   const r = retention === undefined ? undefined : parseRetention(retention);

@@ -33,8 +33,16 @@ interface Memo {
   section: { reusable: boolean };
 }
 
+/**
+ * Where an object's validation is remembered: the memo meta() keeps for the object (the compile's
+ * ResourceMeta), so that one table, not two, holds an entry per resource (at 100k MailRoutes a
+ * second WeakMap was 4 MB).
+ */
+export interface ValidationSlot {
+  checked: unknown;
+}
+
 export class CompileCache {
-  private readonly checked = new Map<(raw: never) => unknown, WeakMap<object, unknown>>();
   private readonly sections = new Map<string, Memo>();
   private readonly metas = new Map<string, WeakMap<object, unknown>>();
   private owners: string | undefined;
@@ -48,7 +56,8 @@ export class CompileCache {
    */
   sameAs(newer: object, older: object): void {
     if (newer === older) return;
-    for (const memo of this.checked.values()) {
+    // its meta (and so its validation) too: they read nothing a status write changes
+    for (const memo of this.metas.values()) {
       const v = memo.get(older);
       if (v !== undefined) memo.set(newer, v);
     }
@@ -78,29 +87,27 @@ export class CompileCache {
   validated<T extends { spec?: unknown }>(
     raw: T,
     validate: (raw: T) => ValidationResult<T>,
+    slot: ValidationSlot,
   ): ValidationResult<T> {
     if (typeof raw !== 'object' || raw === null) return validate(raw);
-    const key = raw as object;
-    let memo = this.checked.get(validate as (raw: never) => unknown);
-    if (!memo) {
-      memo = new WeakMap();
-      this.checked.set(validate as (raw: never) => unknown, memo);
-    }
-    const hit = memo.get(key);
+    const hit = slot.checked;
     if (hit instanceof Invalid) return hit.result as ValidationResult<T>;
     if (hit !== undefined) return { errors: [], value: { spec: hit === NO_SPEC ? undefined : hit } as T };
     const full = validate(raw);
     if (!full.value || full.errors.length > 0) {
-      memo.set(key, new Invalid(full));
+      slot.checked = new Invalid(full);
       return full;
     }
     // a valid object is remembered by its spec alone (no result object per resource)
     const spec = sharedWith(full.value.spec, raw.spec);
-    memo.set(key, spec === undefined ? NO_SPEC : spec);
+    slot.checked = spec === undefined ? NO_SPEC : spec;
     return { errors: [], value: { spec } as T };
   }
 
-  /** make(), once per object and kind (its metadata as the compile reads it). */
+  /**
+   * make(), once per object and kind: its metadata as the compile reads it, which the compile also
+   * hands to validated() as the object's ValidationSlot.
+   */
   meta<M>(kind: string, obj: object, make: () => M): M {
     let memo = this.metas.get(kind);
     if (!memo) {

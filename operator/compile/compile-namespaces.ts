@@ -32,7 +32,9 @@ export function compileNamespaces(state: CompileState, mailRoutes: MailRoute[]):
     wildcardClaims: state.wildcardClaims,
     services: state.services,
     previous: state.previous,
-    validateRoute: cache ? (raw) => cache.validated(raw, validateMailRoute) : validateMailRoute,
+    validateRoute: cache
+      ? (raw, meta) => cache.validated(raw, validateMailRoute, meta)
+      : (raw) => validateMailRoute(raw),
   };
   const namespaces = new Set([...routes.raws.keys(), ...state.tenantByNs.keys()]);
   let inputs: ((ns: string) => SectionInputs | undefined) | undefined;

@@ -76,6 +76,8 @@ export interface Meta {
   readonly created: number;
   /** Position in the input (documentOrder), else 0. */
   readonly position: number;
+  /** The object's validation, remembered by a CompileCache (ValidationSlot). */
+  checked: unknown;
 }
 
 export type FieldError = { field: string; message: string };
@@ -138,7 +140,7 @@ export type NamespaceContext = Pick<
   | 'wildcardClaims'
   | 'services'
   | 'previous'
-> & { validateRoute(raw: MailRoute): ValidationResult<MailRoute> };
+> & { validateRoute(raw: MailRoute, meta: Meta): ValidationResult<MailRoute> };
 
 export interface RouteEntry {
   meta: Meta;
@@ -217,6 +219,7 @@ class ResourceMeta implements Meta {
   readonly generation: number | undefined;
   readonly created: number;
   readonly position: number;
+  checked: unknown = undefined;
   constructor(
     kind: 'TenantPolicy' | 'MailRoute',
     namespace: string,

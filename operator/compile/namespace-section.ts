@@ -52,7 +52,7 @@ function admitRoute(
   raw: MailRoute,
 ): RouteEntry | undefined {
   const { statuses } = section;
-  const v = c.validateRoute(raw);
+  const v = c.validateRoute(raw, meta);
   const found = c.tenantByNs.get(meta.namespace);
   // a policy that only reserves its domains serves no routes
   const tenant = found && (found.spec || found.invalid?.inForce) ? found : undefined;
