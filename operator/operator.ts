@@ -109,8 +109,9 @@ class OperatorParts {
       metrics,
       compileCache: this.compileCache,
       onInputChange: () => this.requestCompile(),
-      onStatusChange: (key) => {
-        if (this.relayConfig.last) this.statusController?.queue.add(key);
+      onStatusChange: (key, obj) => {
+        if (this.relayConfig.last && this.statuses.statusChanged(key, obj))
+          this.statusController?.queue.add(key);
       },
       onRelayChange: () => this.kick(),
       onObjectChange: (key, before) => this.statuses?.touched(key, before),

@@ -13,7 +13,7 @@ import { resourceKey } from './resources/types.ts';
 import { StatusReconciler } from './status-reconciler.ts';
 import type { MailPlusObject, WatchedResources } from './watched-resources.ts';
 
-function rig(routes = 60, tenants = 3) {
+function rig(routes = 60, tenants = 3, io: { client?: unknown; events?: unknown } = {}) {
   const input = { ...fleet(routes, tenants), services: [] };
   const cache = new CompileCache();
   const history = new ConfigHistory();
@@ -43,9 +43,9 @@ function rig(routes = 60, tenants = 3) {
     },
   } as unknown as WatchedResources;
   const sr = new StatusReconciler({
-    client: undefined as never,
+    client: io.client as never,
     resources,
-    events: undefined as never,
+    events: io.events as never,
     metrics,
     logger: undefined as never,
     isLeader: () => true,
@@ -244,5 +244,41 @@ describe('status sweep', () => {
     for (const o of removed) r.sr.touched(r.keyOf('MailRoute', o), undefined);
     r.recompile();
     expect((await r.sweep()).evaluated).toBe(4);
+  });
+});
+
+describe('status write echoes', () => {
+  it("does not reconcile the echo of its own write, and forgets that write; another writer's change is reconciled", async () => {
+    const patches: Array<{ status: MailPlusObject['status'] }> = [];
+    const client = {
+      request: async (_method: string, _path: string, o: { body: { status: MailPlusObject['status'] } }) => {
+        patches.push(o.body);
+        return {};
+      },
+    };
+    const r = rig(6, 2, { client, events: { emit: async () => undefined } });
+    r.recompile();
+    const at = (rv: string, status?: MailPlusObject['status']) => {
+      const o = r.input.mailRoutes[0];
+      r.input.mailRoutes[0] = { ...o, metadata: { ...o.metadata, resourceVersion: rv }, status } as MailRoute;
+      return r.input.mailRoutes[0];
+    };
+    const key = r.keyOf('MailRoute', at('1'));
+    await r.sr.reconcile(key);
+    expect(patches).toHaveLength(1);
+    const { status } = patches[0];
+    // the watch brings the write back at the next resourceVersion: nothing to do
+    expect(r.sr.statusChanged(key, at('2', status))).toBe(false);
+    // another writer adds a condition of its own: reconciled (the write above is forgotten, so it is
+    // not taken for another echo of it)
+    const conditions = [...(status?.conditions ?? [])];
+    conditions.push({
+      type: 'ExternalCheck',
+      status: 'True',
+      reason: 'Checked',
+      message: 'x',
+      lastTransitionTime: '2026-01-01T00:00:00Z',
+    });
+    expect(r.sr.statusChanged(key, at('3', { ...status, conditions }))).toBe(true);
   });
 });

@@ -34,7 +34,7 @@ export interface WatchedResourcesOptions {
   /** Something the compile reads changed (or a periodic resync): compile again. */
   onInputChange(): void;
   /** Only the status of `key` changed (typically our own write): look at that status alone. */
-  onStatusChange(key: string): void;
+  onStatusChange(key: string, obj: MailPlusObject): void;
   /** A TenantPolicy or MailRoute was added, replaced or removed; `before`: the object cached before. */
   onObjectChange?(key: string, before: MailPlusObject | undefined): void;
   /** The relay pods changed: the relays to ask and Programmed may change (no recompile). */
@@ -211,7 +211,7 @@ export class WatchedResources {
     this.o.onObjectChange?.(key, before);
     if (verb === 'update' && before && sameCompileInputs(before, obj)) {
       this.o.compileCache.sameAs(obj, before);
-      this.o.onStatusChange(key);
+      this.o.onStatusChange(key, obj);
       return;
     }
     this.o.onInputChange();
