@@ -53,11 +53,7 @@ export function relayV8Flags({ execArgv, nodeOptions, constrainedMemory, totalMe
  * own factor (up to 4x): the operator's live heap is large and long-lived (its caches) and its
  * garbage comes in bursts (a LIST, a compile, 100k status writes), so V8's factor let the heap hold
  * ~100 MB of garbage after publishing 100k routes (RSS 403 -> 347 MB, 657 -> 452 MB while writing
- * the statuses, at no cost to the change latency). And V8's memory saver mode: it collects and
- * compacts sooner and gives freed pages back to the system, where V8 otherwise keeps the heap at
- * its high-water mark; at 100k routes RSS 60 s into the status writes after publishing was 291
- * instead of 361 MB, for some CPU (compile p50 100 instead of 80 ms, the change p99 still under
- * a second). No old-generation limit: the operator's heap grows with the fleet (every MailRoute is in
+ * the statuses, at no cost to the change latency). No old-generation limit: the operator's heap grows with the fleet (every MailRoute is in
  * its caches), so it takes what Node derives from the pod's memory limit.
  * @param {{ execArgv: readonly string[], nodeOptions: string | undefined }} p
  * @returns {string[]} flags to add; empty when the operator already set them (their flags win)
@@ -69,7 +65,6 @@ export function operatorV8Flags({ execArgv, nodeOptions }) {
   if (!has('--concurrent-recompilation', '--no-concurrent-recompilation'))
     flags.push('--no-concurrent-recompilation');
   if (!has('--heap-growing-percent')) flags.push('--heap-growing-percent=20');
-  if (!has('--memory-saver-mode', '--no-memory-saver-mode')) flags.push('--memory-saver-mode');
   return flags;
 }
 

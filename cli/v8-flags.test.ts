@@ -60,26 +60,24 @@ describe('relay V8 flags', () => {
 });
 
 describe('operator V8 flags', () => {
-  it('4 MB semi-spaces, optimizing on the main thread, the old generation grown by 20 %, memory saver mode; no old-generation limit (its heap grows with the fleet)', () => {
+  it('4 MB semi-spaces, optimizing on the main thread, the old generation grown by 20 %; no old-generation limit (its heap grows with the fleet)', () => {
     expect(operatorV8Flags({ execArgv: [], nodeOptions: undefined })).toEqual([
       '--max-semi-space-size=4',
       '--no-concurrent-recompilation',
       '--heap-growing-percent=20',
-      '--memory-saver-mode',
     ]);
   });
 
   it("the operator's own flags win, and a re-executed process is not re-executed again", () => {
     expect(
       operatorV8Flags({
-        execArgv: ['--concurrent-recompilation', '--heap-growing-percent=50', '--no-memory-saver-mode'],
+        execArgv: ['--concurrent-recompilation', '--heap-growing-percent=50'],
         nodeOptions: '--max-semi-space-size=16',
       }),
     ).toEqual([]);
     expect(operatorV8Flags({ execArgv: ['--concurrent-recompilation'], nodeOptions: undefined })).toEqual([
       '--max-semi-space-size=4',
       '--heap-growing-percent=20',
-      '--memory-saver-mode',
     ]);
     const first = operatorV8Flags({ execArgv: [], nodeOptions: undefined });
     expect(operatorV8Flags({ execArgv: first, nodeOptions: undefined })).toEqual([]);

@@ -109,7 +109,6 @@ describe.each([1, 4])('oversized tenant with --config-shards=%i (real API server
   it('runs with the V8 flags and malloc thresholds of bin/v8-flags.js', async () => {
     const argv = (await readFile(`/proc/${operator.pid}/cmdline`, 'utf8')).split('\0');
     expect(argv).toContain('--heap-growing-percent=20');
-    expect(argv).toContain('--memory-saver-mode');
     // glibc parses GLIBC_TUNABLES in place: /proc may show its ':' separators as NULs
     expect(await readFile(`/proc/${operator.pid}/environ`, 'utf8')).toMatch(
       /(^|\0)GLIBC_TUNABLES=glibc\.malloc\.trim_threshold=131072[:\0]glibc\.malloc\.mmap_threshold=131072(\0|$)/,
