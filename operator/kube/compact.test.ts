@@ -90,6 +90,35 @@ describe('compactResource', () => {
     expect(Object.isFrozen(a.status.conditions[0])).toBe(true);
   });
 
+  it('objects with the very same status share one frozen status; a different one is their own', () => {
+    const interner = new Interner();
+    const a = compactResource(fromApi('r1'), interner);
+    const b = compactResource(fromApi('r2'), interner);
+    expect(b.status).toBe(a.status);
+    expect(Object.isFrozen(a.status)).toBe(true);
+    expect(Object.isFrozen(a.status.conditions)).toBe(true);
+    expect(a.status).toEqual(fromApi('r1').status);
+
+    const later = fromApi('r3');
+    later.status.conditions[0].lastTransitionTime = '2026-12-03T17:00:02Z';
+    const other = fromApi('r4');
+    other.status.observedGeneration = 2;
+    const c = compactResource(later, interner);
+    const d = compactResource(other, interner);
+    for (const x of [c, d]) expect(x.status).not.toBe(a.status);
+    expect(d.status.conditions[0]).toBe(a.status.conditions[0]);
+    expect(d.status).toEqual({ ...fromApi('r4').status, observedGeneration: 2 });
+
+    // a member that is not shared itself (too large to be) leaves the status the object's own
+    const odd = fromApi('r5');
+    odd.status.note = { text: 'x'.repeat(300) };
+    const e = compactResource(odd, interner);
+    const f = compactResource(structuredClone(odd), interner);
+    expect(f.status).not.toBe(e.status);
+    expect(f.status).toEqual(odd.status);
+    expect(f.status.conditions[0]).toBe(a.status.conditions[0]);
+  });
+
   it("a status write shares the replaced record's unchanged spec, labels and annotations; a change does not", () => {
     const interner = new Interner();
     const before = compactResource(fromApi('r1'), interner);

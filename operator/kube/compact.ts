@@ -34,6 +34,9 @@ export class Interner {
   private previous = new Map<string, string>();
   private sharedCurrent = new Map<string, object>();
   private sharedPrevious = new Map<string, object>();
+  /** Each shared object's number, for the keys of objects made of shared ones (sharedOf). */
+  private readonly ids = new WeakMap<object, number>();
+  private lastId = 0;
   private readonly limit: number;
 
   constructor(limit = 65_536) {
@@ -90,8 +93,47 @@ export class Interner {
       this.sharedCurrent = new Map();
     }
     const one = (hit ?? Object.freeze(obj)) as T;
+    if (hit === undefined) this.ids.set(one, ++this.lastId);
     this.sharedCurrent.set(key, one);
     return one;
+  }
+
+  /**
+   * One frozen object for equal objects whose members are numbers, strings, booleans, shared
+   * objects or arrays of those (a status: its observedGeneration and its shared conditions), keyed
+   * by the shared members' identities instead of their JSON (a status's is about 1 KB); `obj` itself
+   * when a member is anything else.
+   */
+  sharedOf<T extends object>(obj: T): T {
+    let key = '\u0000';
+    for (const [k, v] of Object.entries(obj)) {
+      const part = Array.isArray(v) ? this.partsOf(v) : this.partOf(v);
+      if (part === undefined) return obj;
+      key += `${JSON.stringify(k)}:${part},`;
+    }
+    const shared = this.sharedAs(key, obj);
+    if (shared === obj) for (const v of Object.values(obj)) if (Array.isArray(v)) Object.freeze(v);
+    return shared;
+  }
+
+  private partsOf(list: unknown[]): string | undefined {
+    let out = '[';
+    for (const v of list) {
+      const part = this.partOf(v);
+      if (part === undefined) return undefined;
+      out += `${part},`;
+    }
+    return `${out}]`;
+  }
+
+  private partOf(v: unknown): string | undefined {
+    if (typeof v === 'object' && v !== null) {
+      const id = this.ids.get(v);
+      return id === undefined ? undefined : `#${id}`;
+    }
+    return typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean'
+      ? JSON.stringify(v)
+      : undefined;
   }
 }
 
@@ -106,15 +148,17 @@ interface ResourceLike {
 /**
  * The status with each condition shared by every object that has the very same one (same type,
  * status, reason, message, observedGeneration and lastTransitionTime: objects written in the same
- * second of a status burst): six conditions are about 40 % of a cached MailRoute. Frozen: a
- * shared condition is read, never written.
+ * second of a status burst): six conditions are about 40 % of a cached MailRoute. Then the status
+ * itself, its conditions array included, is shared by every object with the same conditions and
+ * observedGeneration: a status object and an array of six per object were still ~13 MB at 100k
+ * MailRoutes once every one had its status. Frozen: a shared status is read, never written.
  */
 function compactStatus(status: unknown, interner: Interner): unknown {
   const st = interner.json(status) as { conditions?: unknown };
   // a shared (frozen) status is small enough that its conditions are shared already
   if (!Array.isArray(st?.conditions) || Object.isFrozen(st)) return st;
   st.conditions = st.conditions.map((c) => (typeof c === 'object' && c !== null ? interner.shared(c) : c));
-  return st;
+  return interner.sharedOf(st);
 }
 
 /** The metadata fields copied as they are (strings interned where they repeat). */
