@@ -4,8 +4,8 @@
 // (also against an answer dripping in byte by byte), a bounded answer size, at most one request
 // per relay at a time and a bounded number in flight overall, so a relay that hangs or floods
 // cannot slow the operator or the other relays' reports.
-import http from 'node:http';
 import type { Logger } from '../platform/log.ts';
+import { http } from '../platform/node-http.ts';
 import type { OperatorMetrics } from './metrics.ts';
 import { type ConfigAnswer, parseConfigAnswer, type RelayTarget, type Scrape } from './relay-reports.ts';
 

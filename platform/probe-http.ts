@@ -1,5 +1,6 @@
-import http from 'node:http';
+import type { Server } from 'node:http';
 import type { Registry } from 'prom-client';
+import { http } from './node-http.ts';
 
 /** What the probe endpoints of a Mail-Plus process (relay or operator) serve. */
 export interface ProbeSource {
@@ -16,7 +17,7 @@ export interface ProbeSource {
  * An HTTP server with /metrics (Prometheus), /healthz (200 while the event loop answers),
  * /readyz, and the source's JSON endpoints.
  */
-export function createProbeServer(source: ProbeSource): http.Server {
+export function createProbeServer(source: ProbeSource): Server {
   return http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
     const send = (status: number, type: string, body: string) => {

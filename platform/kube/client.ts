@@ -10,9 +10,10 @@
 // `idleMs` without a byte.
 
 import { readFileSync } from 'node:fs';
-import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
+import type { Agent as HttpAgent, IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
+import { http } from '../node-http.ts';
 import { type Credentials, type KubeConnection, loadConnection, runExecPlugin, SA_DIR } from './config.ts';
 
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -113,12 +114,12 @@ function withQuery(path: string, query: Query | undefined): string {
 export class KubeClient {
   readonly connection: KubeConnection;
   private readonly url: URL;
-  private readonly agent: Agent;
+  private readonly agent: HttpAgent;
   /** Watches: a connection of their own each, never one from the pool (see watch()). */
-  private readonly watchAgent: Agent;
+  private readonly watchAgent: HttpAgent;
   private execCreds: { creds: Credentials; expiresAt: number } | undefined;
   private execRunning: Promise<{ creds: Credentials; expiresAt: number }> | undefined;
-  private execAgents: { pooled: Agent; fresh: Agent } | undefined;
+  private execAgents: { pooled: HttpAgent; fresh: HttpAgent } | undefined;
 
   constructor(connection: KubeConnection) {
     this.connection = connection;
@@ -132,9 +133,9 @@ export class KubeClient {
     return this.connection.namespace;
   }
 
-  private makeAgent(cert: string | undefined, key: string | undefined, keepAlive: boolean): Agent {
+  private makeAgent(cert: string | undefined, key: string | undefined, keepAlive: boolean): HttpAgent {
     const opts = { keepAlive, timeout: 2000, scheduling: 'lifo' as const };
-    if (this.url.protocol === 'http:') return new Agent(opts);
+    if (this.url.protocol === 'http:') return new http.Agent(opts);
     const c = this.connection;
     return new HttpsAgent({
       ...opts,
@@ -150,7 +151,7 @@ export class KubeClient {
   private async auth(
     fresh: boolean,
     forceRefresh = false,
-  ): Promise<{ headers: Record<string, string>; agent: Agent }> {
+  ): Promise<{ headers: Record<string, string>; agent: HttpAgent }> {
     const c = this.connection;
     const headers: Record<string, string> = {};
     let agent = fresh ? this.watchAgent : this.agent;
@@ -206,7 +207,7 @@ export class KubeClient {
     }
     const { signal } = opts;
     const res = await new Promise<IncomingMessage>((resolveRes, reject) => {
-      const send = this.url.protocol === 'http:' ? httpRequest : httpsRequest;
+      const send = this.url.protocol === 'http:' ? http.request : httpsRequest;
       const req = send(
         {
           protocol: this.url.protocol,
