@@ -5,7 +5,6 @@ import { describe, expect, it } from 'vitest';
 import {
   canonicalJson,
   hashConfig,
-  hashDerivedConfig,
   rehashLike,
   sameTenant,
   sortedNumberRecordJson,
@@ -74,16 +73,16 @@ describe('sortedNumberRecordJson', () => {
   });
 });
 
-describe('hashDerivedConfig', () => {
+describe('hashConfig', () => {
   it('takes the canonical JSON of the fields it is given, and only those', () => {
     const sources = { 'MailRoute/a/r': 1 };
     const config = { kind: 'RelayConfig', hash: '', sources, tenants: [] };
     const truth = hashConfig(config);
-    expect(hashDerivedConfig(config)).toBe(truth);
-    expect(hashDerivedConfig(config, { sources: canonicalJson(sources) })).toBe(truth);
-    expect(hashDerivedConfig(config, { sources: undefined })).toBe(truth);
-    expect(hashDerivedConfig(config, { sources: '{"MailRoute/a/r":2}' })).not.toBe(truth);
-    expect(hashDerivedConfig(config, { hash: 'x', toString: 'x' })).toBe(truth);
+    expect(hashConfig(config)).toBe(truth);
+    expect(hashConfig(config, { sources: canonicalJson(sources) })).toBe(truth);
+    expect(hashConfig(config, { sources: undefined })).toBe(truth);
+    expect(hashConfig(config, { sources: '{"MailRoute/a/r":2}' })).not.toBe(truth);
+    expect(hashConfig(config, { hash: 'x', toString: 'x' })).toBe(truth);
   });
 
   it('does not read a field whose JSON it is given (a compiled config makes `sources` when read)', () => {
@@ -97,7 +96,7 @@ describe('hashDerivedConfig', () => {
         throw new Error('sources read');
       },
     });
-    expect(hashDerivedConfig(lazy, { sources: canonicalJson(sources) })).toBe(truth);
+    expect(hashConfig(lazy, { sources: canonicalJson(sources) })).toBe(truth);
   });
 });
 
@@ -156,7 +155,7 @@ describe('unionHash', () => {
     expect(unionHash(otherSources)).not.toBe(unionHash(one));
   });
 
-  it('takes the JSON of known fields as hashDerivedConfig does', () => {
+  it('takes the JSON of known fields as hashConfig does', () => {
     const c = config(tenant('a', 'a.example'));
     expect(unionHash(c, { sources: canonicalJson(c.sources) })).toBe(unionHash(c));
   });

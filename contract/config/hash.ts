@@ -131,16 +131,12 @@ function documentTenantText(tenant: object): string {
   return json;
 }
 
-/** 'sha256:<hex>' over the canonical JSON of the config without its 'hash' field. */
-export function hashConfig(config: { hash?: string } & object): string {
-  return hashWith(config, documentTenantText);
-}
-
 /**
- * hashConfig of a config whose builder has the canonical JSON of some top-level fields at hand
- * (`known`: the compile's `sources`, joined from the texts of its cached runs); the same value.
+ * 'sha256:<hex>' over the canonical JSON of the config without its 'hash' field. `known`: the
+ * canonical JSON of top-level fields the caller has at hand (the compile's `sources`, joined from
+ * the texts of its cached runs), taken instead of serialising them; the same value.
  */
-export function hashDerivedConfig(config: { hash?: string } & object, known?: KnownJson): string {
+export function hashConfig(config: { hash?: string } & object, known?: KnownJson): string {
   return hashWith(config, documentTenantText, known);
 }
 

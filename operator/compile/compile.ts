@@ -3,7 +3,7 @@
 // its own is settled here: validity, domain ownership, route order, upstream addresses, defaults.
 // It runs named phases in order over one CompileState (compile-state.ts), each in its own module.
 
-import { hashDerivedConfig, stampUnionHash } from '../../contract/config/hash.ts';
+import { hashConfig, stampUnionHash } from '../../contract/config/hash.ts';
 import type { RelayConfig } from '../../contract/config/types.gen.ts';
 import type { ResourceStatus } from '../conditions/resource-status.ts';
 import { admitPolicies } from './admit-policies.ts';
@@ -55,7 +55,7 @@ function assembleConfig(state: CompileState, hash: 'document' | 'union'): Compil
   // only the tenant sections not digested before (the ones this compile made)
   const known = state.cache ? { sources: sourcesJson(sourceRuns) } : undefined;
   if (hash === 'union') stampUnionHash(config, known);
-  else config.hash = hashDerivedConfig(config, known);
+  else config.hash = hashConfig(config, known);
   const statuses = new RunMap<ResourceStatus>(
     inKeyOrder(
       state.statuses,
