@@ -260,9 +260,13 @@ export class KubeClient {
     // the whole deadline after every call (about 6,000 of each at 200 status writes a second).
     const ms = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const ctl = new AbortController();
-    const timeout = new Error(`${method} ${path}: no answer from ${this.url.host} within ${ms} ms`);
-    timeout.name = 'TimeoutError';
-    const timer = setTimeout(() => ctl.abort(timeout), ms);
+    // made when the deadline passes, not for every call (its message and stack are garbage otherwise)
+    let timeout: Error | undefined;
+    const timer = setTimeout(() => {
+      timeout = new Error(`${method} ${path}: no answer from ${this.url.host} within ${ms} ms`);
+      timeout.name = 'TimeoutError';
+      ctl.abort(timeout);
+    }, ms);
     const caller = opts.signal;
     const onAbort = () => ctl.abort(caller?.reason);
     if (caller?.aborted) onAbort();
@@ -276,7 +280,7 @@ export class KubeClient {
       if (code < 200 || code >= 300) throw new KubeApiError(code, text, `${method} ${path}`);
       return (text ? JSON.parse(text) : undefined) as T;
     } catch (err) {
-      throw ctl.signal.reason === timeout ? timeout : err;
+      throw timeout !== undefined && ctl.signal.reason === timeout ? timeout : err;
     } finally {
       clearTimeout(timer);
       caller?.removeEventListener('abort', onAbort);
