@@ -92,13 +92,7 @@ export class ListWatch<T extends KubeObject> {
     const signal = this.abort.signal;
     try {
       while (!signal.aborted) {
-        if (!this.resourceVersion) {
-          const listed = await this.o.list();
-          if (signal.aborted) return;
-          this.replace(listed.items);
-          this.resourceVersion = listed.metadata?.resourceVersion ?? '';
-          this.o.onListed();
-        }
+        if (!this.resourceVersion && !(await this.relist(signal))) return;
         const started = Date.now();
         let events = 0;
         try {
@@ -144,6 +138,21 @@ export class ListWatch<T extends KubeObject> {
     } finally {
       this.running = false;
     }
+  }
+
+  /**
+   * LIST into the cache; false when stopped meanwhile. A method of its own so that the LIST's answer
+   * dies with it: a local of run() stays in its suspended frame for as long as the watch after it
+   * lasts, which kept the first version of every object alive (all 100k MailRoutes once each had its
+   * status written: ~20 MB).
+   */
+  private async relist(signal: AbortSignal): Promise<boolean> {
+    const listed = await this.o.list();
+    if (signal.aborted) return false;
+    this.replace(listed.items);
+    this.resourceVersion = listed.metadata?.resourceVersion ?? '';
+    this.o.onListed();
+    return true;
   }
 
   private apply(type: WatchEventType, raw: T): void {
