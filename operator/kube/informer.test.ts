@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { listPaginated } from './informer.ts';
+import type { KubeClient } from '../../platform/kube/client.ts';
+import { createLogger } from '../../platform/log.ts';
+import { OperatorMetrics } from '../metrics.ts';
+import { listPaginated, ResilientInformer } from './informer.ts';
+import type { KubeObject } from './list-watch.ts';
 
 describe('listPaginated', () => {
   it('follows continue tokens and keeps the first page’s resourceVersion (the snapshot the pages belong to)', async () => {
@@ -53,5 +57,43 @@ describe('listPaginated', () => {
     );
     expect(list.items).toEqual([{ name: 'O0' }, { name: 'O1' }, { name: 'O2' }, { name: 'O3' }]);
     expect(seen).toEqual(['page 0', 'o0', 'o1', 'page 2', 'o2', 'o3']);
+  });
+});
+
+describe('ResilientInformer staleness check', () => {
+  it('keeps only the name and resourceVersion of each object its LIST compares (not the objects)', async () => {
+    const raw = () => [
+      {
+        apiVersion: 'mailplus.io/v1alpha1',
+        kind: 'MailRoute',
+        metadata: { namespace: 'ns', name: 'a', resourceVersion: '7', uid: 'u', managedFields: [{}] },
+        spec: { priority: 1, match: { recipients: ['a@example.org'] } },
+      },
+    ];
+    const passed: unknown[][] = [];
+    const inf = new ResilientInformer<KubeObject>({
+      kind: 'MailRoute',
+      client: { watch: () => new Promise<void>(() => {}) } as unknown as KubeClient,
+      path: '/apis/mailplus.io/v1alpha1/mailroutes',
+      // as listPaginated does: each item through `each` as its page comes
+      list: async (each = (o) => o) => {
+        const items = raw().map(each);
+        passed.push(items);
+        return { metadata: { resourceVersion: '9' }, items };
+      },
+      metrics: new OperatorMetrics(),
+      logger: createLogger(() => {}),
+      onChange: () => {},
+      staleAfterMs: 0,
+      staleGraceMs: 0,
+    });
+    inf.start();
+    expect(await inf.waitForSync(5000)).toBe(true);
+    await inf.resync();
+    await inf.stop();
+    expect(passed).toHaveLength(2);
+    // the informer's own LIST keeps the object; the staleness check only what it compares
+    expect((passed[0][0] as { spec?: unknown }).spec).toBeDefined();
+    expect(passed[1]).toEqual([{ metadata: { namespace: 'ns', name: 'a', resourceVersion: '7' } }]);
   });
 });
