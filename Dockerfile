@@ -41,9 +41,10 @@ COPY relay ./relay
 COPY cli ./cli
 # Warm Node's compile cache at build time: it keeps the type-stripped source of every module, so
 # pods never load Node's TypeScript stripper (a WebAssembly module that stays resident, ~28 MB of
-# RSS per relay). Importing the command modules loads everything the relay and operator run.
+# RSS per process). Node keeps a cache per set of V8 flags: the script loads every module with the
+# flags of each command (bin/warm-compile-cache.js).
 ENV NODE_COMPILE_CACHE=/app/.node-compile-cache
-RUN node --input-type=module -e "for (const m of ['./cli/commands/relay.ts', './cli/commands/dev.ts', './cli/commands/operator.ts']) await import(m)"
+RUN node bin/warm-compile-cache.js
 # Numeric non-root UID/GID (matches the chart's runAsUser), so runAsNonRoot can verify it.
 # The files stay root-owned and read-only for this user: the root filesystem can be read-only.
 USER 10001:10001

@@ -1,13 +1,16 @@
 // There is no Docker engine on our machines: this test reads the Dockerfile for the properties
 // that matter (multi-stage Node 24, production dependencies only, numeric non-root user, the
-// mailplus entry point, OCI labels, no HEALTHCHECK) and checks that everything the entry point
+// mailplus entry point, OCI labels, no HEALTHCHECK), runs its compile-cache warm-up, and checks that everything the entry point
 // imports at runtime ships in the image: files in the COPY'd directories that .dockerignore keeps,
 // and packages from "dependencies" (never devDependencies, which `npm ci --omit=dev` leaves out).
-import { existsSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { builtinModules } from 'node:module';
-import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { tmpdir } from 'node:os';
+import { delimiter, dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { operatorV8Flags, relayV8Flags } from '../../bin/v8-flags.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
@@ -190,5 +193,50 @@ describe('Dockerfile', () => {
       filtered,
       'COPY sources the build context leaves out (add them to .dockerignore as !dir/**)',
     ).toEqual([]);
+  });
+
+  it("warms Node's compile cache for every command as it runs (its V8 flags): no process type-strips", () => {
+    const env = final.findIndex((i) => i.op === 'ENV' && i.args.startsWith('NODE_COMPILE_CACHE='));
+    expect(env, 'ENV NODE_COMPILE_CACHE in the final stage').toBeGreaterThan(-1);
+    const warm = final.slice(env).find((i) => i.op === 'RUN');
+    expect(warm).toBeDefined();
+    const cache = mkdtempSync(join(tmpdir(), 'mailplus-compile-cache-'));
+    try {
+      // the warm-up as the image build runs it, with this Node 24 first on the PATH
+      const PATH = `${dirname(process.execPath)}${delimiter}${process.env.PATH ?? ''}`;
+      execFileSync('sh', ['-c', warm?.args ?? 'false'], {
+        cwd: root,
+        env: { ...process.env, PATH, NODE_COMPILE_CACHE: cache },
+        stdio: 'pipe',
+        timeout: 120_000,
+      });
+      const none = { execArgv: [], nodeOptions: undefined };
+      const at = (m: string) => pathToFileURL(join(root, m)).href;
+      // what bin/mailplus.js loads, the command's module, and what the command loads on the way
+      const relay = ['cli/commands/relay.ts', 'platform/kube/client.ts', 'relay/config/configmap-set.ts'];
+      const processes: Array<[string, string[], string[]]> = [
+        ['relay', relayV8Flags({ ...none, constrainedMemory: 0, totalMemory: 1 }), relay],
+        ['relay in a pod', relayV8Flags({ ...none, constrainedMemory: 1, totalMemory: 2 }), relay],
+        ['operator', operatorV8Flags(none), ['cli/commands/operator.ts']],
+      ];
+      for (const [name, flags, modules] of processes) {
+        const urls = ['cli/main.ts', ...modules].map(at);
+        const stripped = execFileSync(
+          process.execPath,
+          [
+            ...flags,
+            '--input-type=module',
+            '-e',
+            `(await import('node:module')).enableCompileCache();
+             for (const m of ${JSON.stringify(urls)}) await import(m);
+             process.stdout.write(String(process.moduleLoadList.some((m) => m.includes('amaro'))));`,
+          ],
+          { env: { ...process.env, NODE_COMPILE_CACHE: cache }, encoding: 'utf8', timeout: 60_000 },
+        );
+        expect(stripped, `${name} (${flags.join(' ')}) loads Node's TypeScript stripper`).toBe('false');
+      }
+    } finally {
+      rmSync(cache, { recursive: true, force: true });
+    }
   });
 });
