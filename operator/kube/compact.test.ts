@@ -119,6 +119,24 @@ describe('compactResource', () => {
     expect(f.status.conditions[0]).toBe(a.status.conditions[0]);
   });
 
+  it('two different values under one digest are not shared: the later one keeps its own copy', () => {
+    // every `forward` under one digest, every other key under its own
+    const digests = new Map<string, number>();
+    const digest = (key: string) =>
+      key.includes('"upstreams"') ? 42 : (digests.get(key) ?? digests.set(key, 100 + digests.size).size + 99);
+    const interner = new Interner(65_536, digest);
+    const a = compactResource(fromApi('r1'), interner);
+    const b = compactResource(fromApi('r2'), interner);
+    const other = fromApi('r3');
+    other.spec.forward.upstreams[0].host = 'mx.b.example';
+    const c = compactResource(other, interner);
+    // the first value under the digest is shared as usual
+    expect(b.spec.forward).toBe(a.spec.forward);
+    expect(c.spec.forward).not.toBe(a.spec.forward);
+    expect(c.spec.forward).toEqual(other.spec.forward);
+    expect(a.spec.forward.upstreams[0].host).toBe('mx.a.example');
+  });
+
   it("a status write shares the replaced record's unchanged spec, labels and annotations; a change does not", () => {
     const interner = new Interner();
     const before = compactResource(fromApi('r1'), interner);

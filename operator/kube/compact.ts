@@ -23,6 +23,23 @@ const MAX_INTERNED_LENGTH = 512;
 const MAX_SHARED_JSON = 256;
 const MAX_SHARED_MEMBERS = 16;
 
+/** Starts sharedOf's keys: never the first character of JSON. */
+const COMPOSITE = '\u0000';
+
+/** cyrb53 by bryc (public domain): a fast 53-bit string digest, for table keys (not for security). */
+function digest53(s: string): number {
+  let h1 = 0xdeadbeef;
+  let h2 = 0x41c6ce57;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 2654435761);
+    h2 = Math.imul(h2 ^ c, 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return 4294967296 * (2097151 & h2) + (h1 >>> 0);
+}
+
 /**
  * One shared copy per distinct string, bounded: two generations of at most `limit` strings each;
  * a string seen again moves to the current generation, one not seen for a generation is forgotten
@@ -32,15 +49,19 @@ const MAX_SHARED_MEMBERS = 16;
 export class Interner {
   private current = new Map<string, string>();
   private previous = new Map<string, string>();
-  private sharedCurrent = new Map<string, object>();
-  private sharedPrevious = new Map<string, object>();
+  private sharedCurrent = new Map<number, object>();
+  private sharedPrevious = new Map<number, object>();
   /** Each shared object's number, for the keys of objects made of shared ones (sharedOf). */
   private readonly ids = new WeakMap<object, number>();
   private lastId = 0;
   private readonly limit: number;
 
-  constructor(limit = 65_536) {
+  private readonly digest: (key: string) => number;
+
+  /** `digest`: of the shared tables' keys (a test gives one that collides). */
+  constructor(limit = 65_536, digest = digest53) {
     this.limit = limit;
+    this.digest = digest;
   }
 
   /** Strings the table holds (both generations). */
@@ -86,16 +107,28 @@ export class Interner {
     return this.sharedAs(JSON.stringify(obj), obj);
   }
 
+  /**
+   * The shared object for `key` (its JSON, or sharedOf's key), `obj` frozen when there is none yet.
+   * The tables are keyed by a 53-bit digest of the key, not the key: the keys were ~4 MB at 100k
+   * MailRoutes. A digest that two keys share (about one in 10^11 pairs) leaves `obj` unshared.
+   */
   private sharedAs<T extends object>(key: string, obj: T): T {
-    const hit = this.sharedCurrent.get(key) ?? this.sharedPrevious.get(key);
+    const digest = this.digest(key);
+    const hit = this.sharedCurrent.get(digest) ?? this.sharedPrevious.get(digest);
+    if (hit !== undefined && this.keyOf(hit, key) !== key) return obj;
     if (this.sharedCurrent.size >= this.limit / 4) {
       this.sharedPrevious = this.sharedCurrent;
       this.sharedCurrent = new Map();
     }
     const one = (hit ?? Object.freeze(obj)) as T;
     if (hit === undefined) this.ids.set(one, ++this.lastId);
-    this.sharedCurrent.set(key, one);
+    this.sharedCurrent.set(digest, one);
     return one;
+  }
+
+  /** The key `shared` is kept under, made the way `like` was (sharedOf's or JSON). */
+  private keyOf(shared: object, like: string): string | undefined {
+    return like.startsWith(COMPOSITE) ? this.compositeKey(shared) : JSON.stringify(shared);
   }
 
   /**
@@ -105,15 +138,21 @@ export class Interner {
    * when a member is anything else.
    */
   sharedOf<T extends object>(obj: T): T {
-    let key = '\u0000';
-    for (const [k, v] of Object.entries(obj)) {
-      const part = Array.isArray(v) ? this.partsOf(v) : this.partOf(v);
-      if (part === undefined) return obj;
-      key += `${JSON.stringify(k)}:${part},`;
-    }
+    const key = this.compositeKey(obj);
+    if (key === undefined) return obj;
     const shared = this.sharedAs(key, obj);
     if (shared === obj) for (const v of Object.values(obj)) if (Array.isArray(v)) Object.freeze(v);
     return shared;
+  }
+
+  private compositeKey(obj: object): string | undefined {
+    let key = COMPOSITE;
+    for (const [k, v] of Object.entries(obj)) {
+      const part = Array.isArray(v) ? this.partsOf(v) : this.partOf(v);
+      if (part === undefined) return undefined;
+      key += `${JSON.stringify(k)}:${part},`;
+    }
+    return key;
   }
 
   private partsOf(list: unknown[]): string | undefined {
