@@ -51,7 +51,7 @@ export class Interner {
   private previous = new Map<string, string>();
   private sharedCurrent = new Map<number, object>();
   private sharedPrevious = new Map<number, object>();
-  /** Each shared object's number, for the keys of objects made of shared ones (sharedOf). */
+  /** Numbers of the shared objects that are parts of others (sharedOf's keys). */
   private readonly ids = new WeakMap<object, number>();
   private lastId = 0;
   private readonly limit: number;
@@ -121,7 +121,6 @@ export class Interner {
       this.sharedCurrent = new Map();
     }
     const one = (hit ?? Object.freeze(obj)) as T;
-    if (hit === undefined) this.ids.set(one, ++this.lastId);
     this.sharedCurrent.set(digest, one);
     return one;
   }
@@ -167,8 +166,12 @@ export class Interner {
 
   private partOf(v: unknown): string | undefined {
     if (typeof v === 'object' && v !== null) {
-      const id = this.ids.get(v);
-      return id === undefined ? undefined : `#${id}`;
+      // by identity: only a frozen (shared) object, numbered when first used as a part (numbering
+      // every shared object was a 300k-entry table at 100k MailRoutes)
+      if (!Object.isFrozen(v)) return undefined;
+      let id = this.ids.get(v);
+      if (id === undefined) this.ids.set(v, (id = ++this.lastId));
+      return `#${id}`;
     }
     return typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean'
       ? JSON.stringify(v)
