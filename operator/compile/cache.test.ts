@@ -199,6 +199,21 @@ describe('compile with a CompileCache', () => {
     expect(second.config.tenants[0]).not.toBe(first.config.tenants[0]);
   });
 
+  it('sameAs moves the meta to the newer object: the older one has none left', () => {
+    const cache = new CompileCache();
+    const older = { metadata: { namespace: 'a', name: 'r' } };
+    const newer = { metadata: { namespace: 'a', name: 'r' }, status: {} };
+    let made = 0;
+    const make = () => ({ n: ++made });
+    const m = cache.meta('MailRoute', older, make);
+    cache.sameAs(newer, older);
+    expect(cache.meta('MailRoute', newer, make)).toBe(m);
+    expect(made).toBe(1);
+    // asked for again (a compile that still had it), it is made anew
+    expect(cache.meta('MailRoute', older, make)).not.toBe(m);
+    expect(made).toBe(2);
+  });
+
   it('an object declared sameAs an earlier one takes its place: the earlier one is not kept', async () => {
     setFlagsFromString('--expose-gc');
     const gc = runInNewContext('gc') as () => void;
