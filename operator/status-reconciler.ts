@@ -153,7 +153,14 @@ export class StatusReconciler {
    * Object → its verdict in the last sweep (see verdict). By identity: an unchanged object is found
    * without making its key.
    */
-  private readonly verdicts = new Map<MailPlusObject, Verdict>();
+  private verdicts = new Map<MailPlusObject, Verdict>();
+  /**
+   * Verdicts added to `verdicts` since it was made. A Map never shrinks: after a status write of
+   * every object (each replaced by its echo, the old verdicts forgotten only at the next full sweep)
+   * it had room for twice the objects (7 MB at 100k); a full sweep then copies it into one sized
+   * for what it holds.
+   */
+  private verdictsAdded = 0;
   /**
    * Objects the caches added, replaced or removed since the last sweep: key → the object the last
    * sweep may have a verdict for (the one before the first change).
@@ -315,6 +322,10 @@ export class StatusReconciler {
     // every verdict kept was seen this round: none to forget (most sweeps; 100k entries to visit)
     if (kept !== this.verdicts.size)
       for (const [obj, v] of this.verdicts) if (v.round !== at?.round) this.verdicts.delete(obj);
+    if (this.verdictsAdded > 2 * this.verdicts.size + 1024) {
+      this.verdicts = new Map(this.verdicts);
+      this.verdictsAdded = this.verdicts.size;
+    }
   }
 
   /**
@@ -398,7 +409,9 @@ export class StatusReconciler {
       due,
       round: at.round,
     };
+    const size = this.verdicts.size;
     this.verdicts.set(obj, fresh);
+    if (this.verdicts.size > size) this.verdictsAdded++;
     return fresh;
   }
 
