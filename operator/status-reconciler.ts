@@ -155,10 +155,10 @@ export class StatusReconciler {
    */
   private verdicts = new Map<MailPlusObject, Verdict>();
   /**
-   * Verdicts added to `verdicts` since it was made. A Map never shrinks: after a status write of
-   * every object (each replaced by its echo, the old verdicts forgotten only at the next full sweep)
-   * it had room for twice the objects (7 MB at 100k); a full sweep then copies it into one sized
-   * for what it holds.
+   * Verdicts added to `verdicts` since it was made. A Map with more than half its room in use that
+   * keeps replacing entries doubles its room, and never shrinks: after the status writes of 100k
+   * objects (each replaced by its echo) it had room for 262,144 (7 MB). A full sweep after a
+   * quarter of the entries were added copies it into one sized for what it holds.
    */
   private verdictsAdded = 0;
   /**
@@ -322,9 +322,9 @@ export class StatusReconciler {
     // every verdict kept was seen this round: none to forget (most sweeps; 100k entries to visit)
     if (kept !== this.verdicts.size)
       for (const [obj, v] of this.verdicts) if (v.round !== at?.round) this.verdicts.delete(obj);
-    if (this.verdictsAdded > 2 * this.verdicts.size + 1024) {
+    if (this.verdictsAdded > this.verdicts.size / 4 + 1024) {
       this.verdicts = new Map(this.verdicts);
-      this.verdictsAdded = this.verdicts.size;
+      this.verdictsAdded = 0;
     }
   }
 
