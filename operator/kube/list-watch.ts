@@ -1,4 +1,4 @@
-// One LIST, then a watch from the LIST's resourceVersion, into a cache keyed by namespace/name:
+// One LIST, then a watch from the LIST's resourceVersion, into a cache by namespace and name:
 // the reflector + store of client-go, without the resilience policy (operator/kube/informer.ts
 // owns restarts, backoff and the staleness watchdog).
 // - a watch the server ends (timeoutSeconds) is resumed from the last resourceVersion seen (event
@@ -11,6 +11,7 @@
 //   resourceVersion (no LIST), or LISTs if there never was one.
 
 import { apiStatus, KubeApiError, type WatchEventType } from '../../platform/kube/client.ts';
+import { ObjectStore } from './object-store.ts';
 
 export interface KubeObject {
   metadata?: { name?: string; namespace?: string; resourceVersion?: string };
@@ -44,10 +45,8 @@ export interface ListWatchOptions<T extends KubeObject> {
   quietDelay(n: number): number;
 }
 
-const keyOf = (o: KubeObject) => `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
-
 export class ListWatch<T extends KubeObject> {
-  private cache = new Map<string, T>();
+  private cache = new ObjectStore<T>();
   private resourceVersion = '';
   private running = false;
   private abort = new AbortController();
@@ -68,12 +67,12 @@ export class ListWatch<T extends KubeObject> {
   }
 
   get(name: string, namespace?: string): T | undefined {
-    return this.cache.get(`${namespace ?? ''}/${name}`);
+    return this.cache.get(namespace, name);
   }
 
   /** The cached object with the same namespace and name as `obj`. */
   cachedAs(obj: KubeObject): T | undefined {
-    return this.cache.get(keyOf(obj));
+    return this.cache.get(obj.metadata?.namespace, obj.metadata?.name);
   }
 
   /** Starts (or resumes) the loop; a no-op while it runs. */
@@ -161,10 +160,9 @@ export class ListWatch<T extends KubeObject> {
       if (rv) this.resourceVersion = rv;
       return;
     }
-    const key = keyOf(raw);
-    const cached = this.cache.get(key);
+    const cached = this.cache.get(raw?.metadata?.namespace, raw?.metadata?.name);
     if (type === 'DELETED') {
-      this.cache.delete(key);
+      this.cache.delete(raw?.metadata?.namespace, raw?.metadata?.name);
       if (rv) this.resourceVersion = rv;
       this.o.onChange('delete', raw, cached);
       return;
@@ -172,25 +170,26 @@ export class ListWatch<T extends KubeObject> {
     if (rv) this.resourceVersion = rv;
     if (cached && cached.metadata?.resourceVersion === rv) return;
     const obj = this.o.compact(raw, cached);
-    this.cache.set(key, obj);
+    this.cache.set(obj);
     this.o.onChange(cached ? 'update' : 'add', obj, cached);
   }
 
   private replace(items: T[]): void {
     const old = this.cache;
-    const next = new Map<string, T>();
+    const next = new ObjectStore<T>();
     const changes: Array<[Verb, T, T | undefined]> = [];
     for (const item of items) {
-      const key = keyOf(item);
-      const cached = old.get(key);
+      const cached = old.get(item.metadata?.namespace, item.metadata?.name);
       if (cached && cached.metadata?.resourceVersion === item.metadata?.resourceVersion) {
-        next.set(key, cached);
+        next.set(cached);
         continue;
       }
-      next.set(key, item);
+      next.set(item);
       changes.push([cached ? 'update' : 'add', item, cached]);
     }
-    for (const [key, cached] of old) if (!next.has(key)) changes.push(['delete', cached, cached]);
+    for (const cached of old.values())
+      if (!next.get(cached.metadata?.namespace, cached.metadata?.name))
+        changes.push(['delete', cached, cached]);
     this.cache = next;
     for (const [verb, obj, before] of changes) this.o.onChange(verb, obj, before);
   }
