@@ -83,6 +83,10 @@ describe('hashConfig', () => {
     expect(hashConfig(config, { sources: undefined })).toBe(truth);
     expect(hashConfig(config, { sources: '{"MailRoute/a/r":2}' })).not.toBe(truth);
     expect(hashConfig(config, { hash: 'x', toString: 'x' })).toBe(truth);
+    // the JSON in parts, hashed one by one: the same
+    expect(hashConfig(config, { sources: ['{', '"MailRoute/a/r":1', '}'] })).toBe(truth);
+    expect(unionHash(config, { sources: ['{"MailRoute/', 'a/r":1}'] })).toBe(unionHash(config));
+    expect(hashConfig(config, { sources: ['{', '"MailRoute/a/r":2', '}'] })).not.toBe(truth);
   });
 
   it('does not read a field whose JSON it is given (a compiled config makes `sources` when read)', () => {

@@ -79,8 +79,12 @@ export function sameTenant(a: object, b: object): boolean {
   return a === b || tenantDigest(a).sha256 === tenantDigest(b).sha256;
 }
 
-/** Canonical JSON of top-level fields of a config, as its builder made it from parts serialised before. */
-export type KnownJson = Readonly<Record<string, string | undefined>>;
+/**
+ * Canonical JSON of top-level fields of a config, as its builder made it from parts serialised
+ * before: the text, or its parts in order (hashed one by one: the compile's `sources` joined was a
+ * 3.5 MB string, and as many bytes again to hash it, made on every compile at 100k resources).
+ */
+export type KnownJson = Readonly<Record<string, string | readonly string[] | undefined>>;
 
 /**
  * canonicalJson of the config without 'hash', streamed into a sha256 key by key with the tenants
@@ -113,10 +117,11 @@ function hashWith(
       h.update(']');
       continue;
     }
-    const json: string | undefined = knownJson ?? canonicalJson(v);
+    const json = knownJson ?? canonicalJson(v);
     if (json === undefined) continue;
     h.update(`${first ? '{' : ','}${JSON.stringify(k)}:`);
-    h.update(json);
+    if (typeof json === 'string') h.update(json);
+    else for (const part of json) h.update(part);
     first = false;
   }
   h.update(first ? '{}' : '}');

@@ -107,13 +107,22 @@ function sourcesOnDemand(config: RelayConfig, runs: Array<Run<number>>): void {
 }
 
 /**
- * The canonical JSON of RelayConfig.sources filled from these runs, joined from their texts (most
- * made by earlier compiles): keys 'Kind/namespace/name' are never integer-like, so the record
- * lists them in the order they were set, the runs' key order. Undefined for a value not JSON.
+ * The canonical JSON of RelayConfig.sources filled from these runs, in parts: the texts of the runs
+ * (most made by earlier compiles) between the braces and commas that join them. Keys
+ * 'Kind/namespace/name' are never integer-like, so the record lists them in the order they were
+ * set, the runs' key order. Undefined for a value not JSON.
  */
-function sourcesJson(runs: Array<Run<number>>): string | undefined {
-  const members = runs.map(runMembersJson);
-  return members.every((m) => m !== undefined) ? `{${members.join(',')}}` : undefined;
+function sourcesJson(runs: Array<Run<number>>): string[] | undefined {
+  const parts = ['{'];
+  for (const run of runs) {
+    const members = runMembersJson(run);
+    if (members === undefined) return undefined;
+    if (members === '') continue;
+    if (parts.length > 1) parts.push(',');
+    parts.push(members);
+  }
+  parts.push('}');
+  return parts;
 }
 
 /** The RelayConfig as written to files and ConfigMaps: stable key order, 2-space indent, final newline. */
