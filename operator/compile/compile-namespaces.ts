@@ -61,7 +61,10 @@ function routesByNamespace(
   mailRoutes: MailRoute[],
 ): { raws: Map<string, MailRoute[]>; ordered(ns: string): Array<[Meta, MailRoute]> } {
   const raws = new Map<string, MailRoute[]>();
-  for (const raw of mailRoutes) {
+  // indexed, not for...of: an iterator result per route otherwise (unoptimized code keeps them:
+  // 4 MB of garbage per compile at 100k)
+  for (let i = 0; i < mailRoutes.length; i++) {
+    const raw = mailRoutes[i];
     const ns = namespaceOf(raw);
     const list = raws.get(ns);
     if (list) list.push(raw);
@@ -107,7 +110,8 @@ function sectionInputs(
     const p = state.tenantByNs.get(ns);
     if (p && (p.invalid || p.spec?.troubleshooting !== undefined)) return undefined;
     return {
-      objects: [p?.raw, ...(raws.get(ns) ?? [])],
+      // concat, not a spread: no iterator results (4 MB of garbage per compile at 100k)
+      objects: ([p?.raw] as Array<object | undefined>).concat(raws.get(ns) ?? []),
       text: [
         p ? [...p.owned].join(',') : '',
         p ? JSON.stringify(p.lost) : '',
