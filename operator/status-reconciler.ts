@@ -307,7 +307,10 @@ export class StatusReconciler {
       ['MailRoute', resources.mailRoutes],
     ] as const) {
       const counts: Record<string, number> = { True: 0, False: 0, Unknown: 0 };
-      for (const obj of at ? (inf.list() as MailPlusObject[]) : []) {
+      const objects = at ? (inf.list() as MailPlusObject[]) : [];
+      // indexed: for...of makes an iterator result per object in unoptimized code (100k per sweep)
+      for (let i = 0; i < objects.length; i++) {
+        const obj = objects[i];
         const before = this.verdicts.get(obj);
         const key = before?.key ?? resourceKey(kind, obj.metadata.namespace, obj.metadata.name);
         const v = this.verdict(key, obj, before, at as SweepInputs);

@@ -59,7 +59,7 @@ export class ListWatch<T extends KubeObject> {
 
   /** A new array of the cached objects. */
   list(): T[] {
-    return [...this.cache.values()];
+    return this.cache.list();
   }
 
   get size(): number {
@@ -187,7 +187,7 @@ export class ListWatch<T extends KubeObject> {
       next.set(item);
       changes.push([cached ? 'update' : 'add', item, cached]);
     }
-    for (const cached of old.values())
+    for (const cached of old.list())
       if (!next.get(cached.metadata?.namespace, cached.metadata?.name))
         changes.push(['delete', cached, cached]);
     this.cache = next;

@@ -25,15 +25,16 @@ describe('ObjectStore', () => {
     s.delete('nope', 'x');
     expect(s.size).toBe(3);
     expect(s.get('a', 'x')).toBeUndefined();
-    expect([...s.values()].map((o) => `${o.metadata.namespace}/${o.metadata.name}`).sort()).toEqual([
-      'a/y',
-      'b/x',
-      'undefined/c',
-    ]);
+    expect(
+      s
+        .list()
+        .map((o) => `${o.metadata.namespace}/${o.metadata.name}`)
+        .sort(),
+    ).toEqual(['a/y', 'b/x', 'undefined/c']);
     s.delete('a', 'y');
     s.delete('b', 'x');
     s.delete(undefined, 'c');
     expect(s.size).toBe(0);
-    expect([...s.values()]).toEqual([]);
+    expect(s.list()).toEqual([]);
   });
 });

@@ -35,7 +35,18 @@ export class ObjectStore<T extends KubeObject> {
     if (names.size === 0) this.byNamespace.delete(namespace ?? '');
   }
 
-  *values(): IterableIterator<T> {
-    for (const names of this.byNamespace.values()) yield* names.values();
+  /**
+   * A new array of the objects. Filled by forEach: a generator or iterator gives a result object per
+   * object in unoptimized code, and the status sweep lists 100k MailRoutes after every compile.
+   */
+  list(): T[] {
+    const out: T[] = [];
+    const push = (obj: T) => {
+      out.push(obj);
+    };
+    this.byNamespace.forEach((names) => {
+      names.forEach(push);
+    });
+    return out;
   }
 }
