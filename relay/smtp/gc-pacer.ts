@@ -1,5 +1,4 @@
-import v8 from 'node:v8';
-import vm from 'node:vm';
+import { type GcFn, obtainGc } from '../../platform/gc.ts';
 
 /**
  * Frees the relay's short-lived read buffers at a pace set by bytes streamed, not by V8's
@@ -15,28 +14,11 @@ import vm from 'node:vm';
  * buffer. Dead buffer memory then stays around PACE_BYTES instead of tens of MB, flat in message
  * size and concurrency, and buffers are recycled while still hot in cache.
  *
- * The gc function comes from a vm context created with --expose-gc set for that moment only (the
- * flag is cleared again right away, nothing else sees it). If that is not possible the pacer is a
- * no-op: mail flows the same, only with V8's default pacing.
+ * The gc function comes from platform/gc.ts. If it cannot be had the pacer is a no-op: mail flows
+ * the same, only with V8's default pacing.
  */
 const PACE_BYTES = 8 * 1024 * 1024;
 const MAJOR_STEP_BYTES = 8 * 1024 * 1024;
-
-type GcFn = (options?: { type?: 'minor' | 'major'; execution?: 'sync' | 'async' }) => void;
-
-function obtainGc(): GcFn | undefined {
-  const existing = (globalThis as { gc?: GcFn }).gc;
-  if (typeof existing === 'function') return existing;
-  try {
-    v8.setFlagsFromString('--expose-gc');
-    const fn = vm.runInNewContext('gc') as unknown;
-    return typeof fn === 'function' ? (fn as GcFn) : undefined;
-  } catch {
-    return undefined;
-  } finally {
-    v8.setFlagsFromString('--no-expose-gc');
-  }
-}
 
 let gc: GcFn | undefined | null = null; // null: not looked up yet
 let sinceGc = 0;
