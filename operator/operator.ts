@@ -16,6 +16,7 @@ import { BatchWindow } from './controller/batch-window.ts';
 import { type Controller, startController } from './controller/controller.ts';
 import type { InformerLifecycle } from './kube/informer.ts';
 import { LeaderElector } from './leader/election.ts';
+import { MemoryAfterBurst } from './memory-after-burst.ts';
 import { OperatorMetrics } from './metrics.ts';
 import { PublishedConfig } from './published-config.ts';
 import { RelayConfigReconciler } from './relay-config-reconciler.ts';
@@ -277,12 +278,14 @@ export async function startOperator(o: OperatorOptions): Promise<Operator> {
     logger,
     retry: { baseMs: 500, maxMs: 30_000 },
   });
+  const afterBurst = new MemoryAfterBurst({ logger });
   parts.statusController = startController({
     name: 'status',
     workers: o.maxConcurrentReconciles,
     reconcile: (key) => parts.statuses.reconcile(key),
     metrics,
     logger,
+    onDrained: (n) => afterBurst.drained(n),
   });
   startLeaderElection(parts, o);
   void reconcileWhenSynced(parts, o);

@@ -13,6 +13,8 @@ export interface ControllerOptions {
   metrics: OperatorMetrics;
   logger: Logger;
   retry?: { baseMs: number; maxMs: number };
+  /** The queue ran empty (nothing queued, nothing in progress) after `reconciled` reconciles. */
+  onDrained?(reconciled: number): void;
 }
 
 export interface Controller {
@@ -32,6 +34,7 @@ export function startController(opts: ControllerOptions): Controller {
     metrics.reconcileTotal.inc({ controller: name, result }, 0);
   metrics.reconcileErrorsTotal.inc({ controller: name }, 0);
 
+  let reconciled = 0;
   const worker = async () => {
     for (;;) {
       const key = await queue.get();
@@ -64,6 +67,12 @@ export function startController(opts: ControllerOptions): Controller {
         end();
         metrics.activeWorkers.dec({ controller: name });
         queue.done(key);
+        reconciled++;
+        if (queue.length === 0 && queue.working === 0 && !queue.shutdown) {
+          const n = reconciled;
+          reconciled = 0;
+          opts.onDrained?.(n);
+        }
       }
     }
   };

@@ -52,6 +52,11 @@ export class WorkQueue<K = string> {
     return this.queue.length;
   }
 
+  /** Keys handed out and not done yet. */
+  get working(): number {
+    return this.processing.size;
+  }
+
   get shutdown(): boolean {
     return this.shuttingDown;
   }
