@@ -454,6 +454,8 @@ async function benchApplyLatency(changes: number): Promise<void> {
       if (depth === 0 || Date.now() - s0 > settleMs) break;
       await new Promise((r) => setTimeout(r, 2000));
     }
+    // a few seconds for what the operator gives back once its queue ran empty (memory-after-burst.ts)
+    if (depth === 0) await new Promise((r) => setTimeout(r, 5000));
     const settledRss = rssMB(op.pid);
     console.log(
       `status writes after publishing: ${written} written in ${((Date.now() - s0) / 1000).toFixed(0)} s, ${depth} still queued${depth === 0 ? '' : ' (settle time over: measuring during the burst)'} (${load()})`,
