@@ -110,7 +110,7 @@ export class Interner {
   /**
    * The shared object for `key` (its JSON, or sharedOf's key), `obj` frozen when there is none yet.
    * The tables are keyed by a 53-bit digest of the key, not the key: the keys were ~4 MB at 100k
-   * MailRoutes. A digest that two keys share (about one in 10^11 pairs) leaves `obj` unshared.
+   * MailRoutes. A digest that two keys share (about one in 10^16 pairs) leaves `obj` unshared.
    */
   private sharedAs<T extends object>(key: string, obj: T): T {
     const digest = this.digest(key);
