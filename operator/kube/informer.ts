@@ -305,7 +305,7 @@ export class ResilientInformer<T extends KubeObject> {
 
   private async cacheIsStale(): Promise<boolean> {
     this.opts.metrics.informerRelists.inc({ kind: this.kind });
-    // only what is compared, page by page: the whole answer of a 100k LIST (~250 MB parsed) would
+    // only what is compared, page by page: the whole answer of a 100k LIST (hundreds of MB parsed) would
     // grow the heap for good, on a quiet cluster every staleAfterMs
     const listed = await this.opts.list(
       (item) =>
