@@ -170,7 +170,10 @@ export class Interner {
       // every shared object was a 300k-entry table at 100k MailRoutes)
       if (!Object.isFrozen(v)) return undefined;
       let id = this.ids.get(v);
-      if (id === undefined) this.ids.set(v, (id = ++this.lastId));
+      if (id === undefined) {
+        id = ++this.lastId;
+        this.ids.set(v, id);
+      }
       return `#${id}`;
     }
     return typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean'
