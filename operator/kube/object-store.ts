@@ -1,9 +1,12 @@
 // The objects of one kind by namespace, then name. Not one map keyed by "namespace/name": those
 // keys are strings of their own, one per object (3.8 MB at 100k MailRoutes), where the two maps'
 // keys are the namespace and name strings the cached objects hold anyway.
-import type { KubeObject } from './list-watch.ts';
+/** What the store reads of an object (list-watch.ts's KubeObject is one). */
+interface Named {
+  metadata?: { name?: string; namespace?: string };
+}
 
-export class ObjectStore<T extends KubeObject> {
+export class ObjectStore<T extends Named> {
   private readonly byNamespace = new Map<string, Map<string, T>>();
   private count = 0;
 
