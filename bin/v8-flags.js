@@ -53,8 +53,9 @@ export function relayV8Flags({ execArgv, nodeOptions, constrainedMemory, totalMe
  * own factor (up to 4x): the operator's live heap is large and long-lived (its caches) and its
  * garbage comes in bursts (a LIST, a compile, 100k status writes), so V8's factor let the heap hold
  * ~100 MB of garbage after publishing 100k routes (RSS 403 -> 347 MB, 657 -> 452 MB while writing
- * the statuses, at no cost to the change latency). No old-generation limit: the operator's heap grows with the fleet (every MailRoute is in
- * its caches), so it takes what Node derives from the pod's memory limit.
+ * the statuses, at no cost to the change latency). No old-generation limit: the operator's heap
+ * grows with the fleet (every MailRoute is in its caches), so it takes what Node derives from the
+ * pod's memory limit.
  * @param {{ execArgv: readonly string[], nodeOptions: string | undefined }} p
  * @returns {string[]} flags to add; empty when the operator already set them (their flags win)
  */

@@ -1,4 +1,4 @@
-import { type GcFn, obtainGc } from '../../platform/gc.ts';
+import { obtainGc } from '../../platform/gc.ts';
 
 /**
  * Frees the relay's short-lived read buffers at a pace set by bytes streamed, not by V8's
@@ -20,7 +20,6 @@ import { type GcFn, obtainGc } from '../../platform/gc.ts';
 const PACE_BYTES = 8 * 1024 * 1024;
 const MAJOR_STEP_BYTES = 8 * 1024 * 1024;
 
-let gc: GcFn | undefined | null = null; // null: not looked up yet
 let sinceGc = 0;
 /** ArrayBuffer bytes after the last full GC (or the lowest seen since). */
 let floor = 0;
@@ -30,7 +29,7 @@ export function noteStreamedBytes(n: number): void {
   sinceGc += n;
   if (sinceGc < PACE_BYTES) return;
   sinceGc = 0;
-  if (gc === null) gc = obtainGc();
+  const gc = obtainGc();
   if (!gc) return;
   gc({ type: 'minor' });
   // Buffers still in flight at two scavenges are promoted, and old-generation buffers are only
